@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what this project needs on a fresh Debian/Ubuntu machine; a no-op where all is present.
+#   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build).
+#   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en).
+# As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
+# Source it (`. local/install_deps.sh`) or run it; PYTHON selects the interpreter (default python3).
+set -eu
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+
+DEB_PACKAGES="sox libsox-fmt-all espeak-ng espeak-ng-data flite festival festvox-kallpc16k \
+festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex"
+
+missing_debs=""
+for p in $DEB_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_debs="$missing_debs $p"
+done
+if [ -n "$missing_debs" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "install_deps: apt-get install$missing_debs"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing_debs
+  else
+    echo "install_deps: missing Debian packages. Run:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends$missing_debs" >&2
+    exit 1
+  fi
+fi
+
+if ! $PYTHON -c "import torch" 2>/dev/null; then
+  echo "install_deps: pip install torch==2.13.0 (CPU)"
+  $PYTHON -m pip install -q torch==2.13.0
+fi
+if ! $PYTHON "$_root/local/check_requirements.py" "$_root/requirements.txt"; then
+  echo "install_deps: pip install -r requirements.txt"
+  $PYTHON -m pip install -q -r "$_root/requirements.txt"
+fi
