@@ -7,7 +7,11 @@ Lets the set-up scripts skip `pip install` (slow, and needs the network) when no
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from packaging.requirements import Requirement
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a bare machine: let the caller run pip
+    print("check_requirements: 'packaging' is not installed", file=sys.stderr)
+    sys.exit(1)
 
 
 def main(path: str) -> int:
