@@ -1,0 +1,138 @@
+"""Prompt templates and sequence assembly for the speech LLM.
+
+One training sequence is, per utterance and with no padding inside it:
+
+  [prefix tokens] [audio embeddings (A_i)] [infix tokens] [transcript tokens] -> targets ... [EOS]
+
+The model reads everything up to the last transcript token; the cross-entropy targets are the
+transcript tokens and EOS only (every other position is `IGNORE_ID`). Rows are right-padded, so a
+recurrent model never reads padding between audio and text (spec rwkv7.md §5d item 10).
+
+Templates are strings with one `<audio>` marker; `<eos>` inserts the tokenizer's EOS id:
+  World tokenizer (pretrained G1 models): "User: <audio>\\n\\nAssistant:" and transcript " text"
+  BPE tokenizer (models trained from scratch): "<audio><eos>" (EOS doubles as separator)
+"""
+import re
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+IGNORE_ID = -100
+AUDIO_MARK = "<audio>"
+EOS_MARK = "<eos>"
+
+DEFAULT_TEMPLATES = {
+    "world": ("User: <audio>\n\nAssistant:", " "),
+    "bpe": ("<audio><eos>", ""),
+}
+
+
+@dataclass
+class PromptTemplate:
+    """Token ids around the audio and the EOS that ends a transcript.
+
+    Attributes:
+      prefix: token ids before the audio embeddings.
+      infix: token ids between the audio and the transcript.
+      eos_id: id appended to every transcript (a training target; ends generation).
+      text_prefix: string prepended to a transcript before tokenizing (" " for World).
+    """
+
+    prefix: List[int]
+    infix: List[int]
+    eos_id: int
+    text_prefix: str = ""
+    template: str = field(default="", compare=False)
+
+    @classmethod
+    def from_string(
+        cls, template: str, encode: Callable[[str], List[int]], eos_id: int, text_prefix: str = ""
+    ) -> "PromptTemplate":
+        """Parse a template with exactly one `<audio>` marker (and optional `<eos>` markers).
+
+        Raises:
+          ValueError: if `<audio>` does not occur exactly once.
+        """
+        parts = template.split(AUDIO_MARK)
+        if len(parts) != 2:
+            raise ValueError(
+                f"prompt template must contain '{AUDIO_MARK}' exactly once, got {template!r}"
+            )
+
+        def tokens(s: str) -> List[int]:
+            out: List[int] = []
+            for i, piece in enumerate(re.split(re.escape(EOS_MARK), s)):
+                if i > 0:
+                    out.append(eos_id)
+                if piece:
+                    out.extend(encode(piece))
+            return out
+
+        return cls(tokens(parts[0]), tokens(parts[1]), eos_id, text_prefix, template)
+
+    @classmethod
+    def default(cls, tokenizer_kind: str, encode: Callable[[str], List[int]], eos_id: int):
+        """The default template for `tokenizer_kind` ("world" or "bpe")."""
+        if tokenizer_kind not in DEFAULT_TEMPLATES:
+            raise ValueError(f"no default prompt template for tokenizer {tokenizer_kind!r}")
+        template, text_prefix = DEFAULT_TEMPLATES[tokenizer_kind]
+        return cls.from_string(template, encode, eos_id, text_prefix)
+
+    def encode_text(self, text: str, encode: Callable[[str], List[int]]) -> List[int]:
+        """Transcript token ids (without EOS)."""
+        return encode(self.text_prefix + text)
+
+
+def assemble(
+    audio: torch.Tensor,
+    audio_lens: torch.Tensor,
+    template: PromptTemplate,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    texts: Optional[List[List[int]]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Splice audio embeddings into the prompt, right-padded, with targets.
+
+    Args:
+      audio: (N, A, C) adapter output.
+      audio_lens: (N,) int64, valid audio positions per row.
+      template: the prompt template.
+      embed: token embedding lookup, LongTensor (N, T) -> (N, T, C).
+      texts: transcript token ids per row (without EOS), or None to build the decoding prompt
+        (which ends after the infix tokens).
+    Returns:
+      embeds: (N, T, C) inputs, row i valid for its first lengths[i] positions, zeros after.
+      lengths: (N,) int64.
+      targets: (N, T) int64 with the id to predict at each position (transcript and EOS), IGNORE_ID
+        elsewhere; None when `texts` is None.
+    """
+    n = audio.size(0)
+    device = audio.device
+    p, i_len = len(template.prefix), len(template.infix)
+    a_lens = audio_lens.tolist()
+    t_lens = [len(t) for t in texts] if texts is not None else [0] * n
+    lengths = [p + a + i_len + t for a, t in zip(a_lens, t_lens)]
+    total = max(lengths)
+
+    ids = torch.zeros(n, total, dtype=torch.long)
+    is_audio = torch.zeros(n, total, dtype=torch.bool)
+    valid = torch.zeros(n, total, dtype=torch.bool)
+    targets = torch.full((n, total), IGNORE_ID, dtype=torch.long) if texts is not None else None
+    for r in range(n):
+        a = a_lens[r]
+        row = template.prefix + [0] * a + template.infix + (texts[r] if texts is not None else [])
+        ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        is_audio[r, p : p + a] = True
+        valid[r, : len(row)] = True
+        if targets is not None:
+            start = p + a + i_len - 1  # the last prompt position predicts the first text token
+            tgt = texts[r] + [template.eos_id]
+            targets[r, start : start + len(tgt)] = torch.tensor(tgt, dtype=torch.long)
+
+    ids, is_audio, valid = ids.to(device), is_audio.to(device), valid.to(device)
+    tok = embed(ids)
+    audio_rows = audio[torch.arange(audio.size(1), device=device).unsqueeze(0) < audio_lens.unsqueeze(1)]
+    embeds = tok.masked_scatter(is_audio.unsqueeze(-1), audio_rows.to(tok.dtype))
+    embeds = embeds * valid.unsqueeze(-1).to(embeds.dtype)
+    lengths_t = torch.tensor(lengths, dtype=torch.long, device=device)
+    return embeds, lengths_t, (targets.to(device) if targets is not None else None)

@@ -1,0 +1,163 @@
+"""Greedy and beam search over a recurrent language model's state (batched).
+
+The searches only see two callables, so they work for any recurrent decoder (RWKV-7 here):
+
+  step_fn(tokens: LongTensor (B,), state) -> (logits (B, V), new_state)
+  reorder_fn(state, index: LongTensor (B',)) -> state with rows `index` (gather, may repeat/drop)
+
+Both start from the logits and state left by the prefill of the prompt (audio + separator tokens),
+i.e. `first_logits` already predict the first output token. Scores are sums of log-probabilities;
+no length normalisation, so a beam of 1 is exactly greedy search.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Tuple
+
+import torch
+
+StepFn = Callable[[torch.Tensor, Any], Tuple[torch.Tensor, Any]]
+ReorderFn = Callable[[Any, torch.Tensor], Any]
+
+
+@dataclass
+class Hypothesis:
+    """One decoding result.
+
+    Attributes:
+      tokens: output token ids, without the final EOS.
+      score: sum of log-probabilities of `tokens` (and of EOS if it was emitted).
+      truncated: True if decoding stopped at `max_new_tokens` without emitting EOS.
+    """
+
+    tokens: List[int] = field(default_factory=list)
+    score: float = 0.0
+    truncated: bool = False
+
+
+def greedy_search(
+    first_logits: torch.Tensor,
+    state: Any,
+    step_fn: StepFn,
+    reorder_fn: ReorderFn,
+    eos_id: int,
+    max_new_tokens: int,
+) -> List[Hypothesis]:
+    """Batched greedy decoding; finished rows are dropped from the state as they end.
+
+    Args:
+      first_logits: (N, V) logits for the first output token of each utterance.
+      state: recurrent state for the N rows (opaque; handled by `step_fn`/`reorder_fn`).
+      eos_id: token that ends a hypothesis (not included in `Hypothesis.tokens`).
+      max_new_tokens: at most this many tokens per utterance (EOS not counted).
+    Returns:
+      N hypotheses, in input order.
+    """
+    n = first_logits.size(0)
+    hyps = [Hypothesis() for _ in range(n)]
+    active = list(range(n))  # utterance index of each state row
+    logits = first_logits
+    for step in range(max_new_tokens):
+        logp = logits.float().log_softmax(dim=-1)
+        best_logp, best = logp.max(dim=-1)
+        keep_rows, next_tokens = [], []
+        for row, utt in enumerate(active):
+            tok = int(best[row])
+            hyps[utt].score += float(best_logp[row])
+            if tok == eos_id:
+                continue
+            hyps[utt].tokens.append(tok)
+            keep_rows.append(row)
+            next_tokens.append(tok)
+        if not keep_rows:
+            return hyps
+        if step + 1 == max_new_tokens:
+            break
+        if len(keep_rows) < len(active):
+            index = torch.tensor(keep_rows, dtype=torch.long, device=best.device)
+            state = reorder_fn(state, index)
+            active = [active[r] for r in keep_rows]
+        tokens = torch.tensor(next_tokens, dtype=torch.long, device=best.device)
+        logits, state = step_fn(tokens, state)
+    for utt in active:
+        hyps[utt].truncated = True
+    return hyps
+
+
+def beam_search(
+    first_logits: torch.Tensor,
+    state: Any,
+    step_fn: StepFn,
+    reorder_fn: ReorderFn,
+    eos_id: int,
+    max_new_tokens: int,
+    beam_size: int = 4,
+) -> List[Hypothesis]:
+    """Batched beam search over the recurrent state (rows reordered with `reorder_fn`).
+
+    Each utterance keeps `beam_size` live hypotheses; a candidate ending in EOS that ranks among
+    the top `beam_size` candidates is moved to the finished list. An utterance stops when its best finished score is at least its best live score
+    (scores only decrease as tokens are added) or after `max_new_tokens` tokens, in which case the
+    best of finished and live hypotheses wins (a live winner is marked `truncated`).
+
+    Args:
+      first_logits: (N, V) logits for the first output token.
+      state: recurrent state for the N rows.
+      beam_size: B >= 1; B = 1 gives the same result as `greedy_search`.
+    Returns:
+      N best hypotheses, in input order.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    n = first_logits.size(0)
+    device = first_logits.device
+    finished: List[List[Hypothesis]] = [[] for _ in range(n)]
+    # Live beams: one row of the state per (utterance, beam); start with one beam per utterance.
+    live: List[List[Hypothesis]] = [[Hypothesis()] for _ in range(n)]
+    active = list(range(n))
+    logits = first_logits
+    for step in range(max_new_tokens):
+        logp = logits.float().log_softmax(dim=-1)  # rows: beams of active utterances, in order
+        vocab = logp.size(-1)
+        row = 0
+        new_active, new_live, src_rows, next_tokens = [], [], [], []
+        for utt in active:
+            beams = live[utt]
+            nb = len(beams)
+            base = torch.tensor([h.score for h in beams], device=device)
+            cand = (base.unsqueeze(1) + logp[row : row + nb]).reshape(-1)
+            top_scores, top_idx = cand.topk(min(2 * beam_size, cand.numel()))
+            kept: List[Hypothesis] = []
+            for rank, (score, idx) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
+                b, tok = divmod(idx, vocab)
+                prev = beams[b]
+                if tok == eos_id:
+                    if rank < beam_size:  # as in HF beam search: only EOS within the top B counts
+                        finished[utt].append(Hypothesis(list(prev.tokens), score))
+                elif len(kept) < beam_size:
+                    kept.append(Hypothesis(prev.tokens + [tok], score))
+                    src_rows.append(row + b)
+                    next_tokens.append(tok)
+            row += nb
+            best_done = max((h.score for h in finished[utt]), default=float("-inf"))
+            if kept and best_done < kept[0].score:
+                new_active.append(utt)
+                new_live.append(kept)
+            else:
+                live[utt] = []
+                # Undo the rows queued for an utterance that is done.
+                del src_rows[len(src_rows) - len(kept) :]
+                del next_tokens[len(next_tokens) - len(kept) :]
+        for utt, kept in zip(new_active, new_live):
+            live[utt] = kept
+        active = new_active
+        if not active or step + 1 == max_new_tokens:
+            break
+        index = torch.tensor(src_rows, dtype=torch.long, device=device)
+        state = reorder_fn(state, index)
+        logits, state = step_fn(torch.tensor(next_tokens, dtype=torch.long, device=device), state)
+    results = []
+    for utt in range(n):
+        cands = finished[utt] + [
+            Hypothesis(h.tokens, h.score, truncated=True) for h in live[utt]
+        ]
+        results.append(max(cands, key=lambda h: h.score))
+    return results
