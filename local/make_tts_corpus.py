@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Build the built-in offline English speech corpus (egs/tts_en) from Debian packages only.
+
+Text: Jane Austen's novels (r-cran-janeaustenr, all but *Sense and Sensibility*) and WordNet examples
+(wordnet-base), read by espeak-ng, flite and festival voices (see local/tts_corpus/voices.py).
+
+Usage:
+    python local/make_tts_corpus.py --out-dir download/tts_en --size tiny
+    python local/make_tts_corpus.py --out-dir download/tts_en --num-train-utts 9800 \
+        --num-dev-utts 400 --num-test-utts 400 --nj 2 --seed 42
+
+Writes into --out-dir:
+    {train,dev,test}/<utt_id>.flac   16 kHz mono 16-bit FLAC
+    {train,dev,test}.jsonl           NeMo manifests: audio_filepath (relative to --out-dir), duration (s),
+                                     text (upper case, words and apostrophes), id, speaker, engine, voice, source
+    lm_text.txt                      every pool sentence NOT assigned to any split (no train transcripts)
+    skipped.txt                      utterances the TTS engines could not speak, with the reason
+    summary.json                     hours / utts / voices per split, skipped counts, wall time, seed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tqdm import tqdm  # noqa: E402
+
+from local.tts_corpus.synth import SynthJob, Utterance, run_job  # noqa: E402
+from local.tts_corpus.text import RESERVED_BOOK, build_pool, split_pool  # noqa: E402
+from local.tts_corpus.voices import SPLIT_MIXES, TRAIN_MIX, allocate, sample_params  # noqa: E402
+
+SPLITS = ("train", "dev", "test")
+SIZES = {"tiny": (120, 30, 30), "default": (9800, 400, 400)}  # default: ~10 h train at ~3.7 s/utt
+JOB_SIZE = 40
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", type=Path, default=Path("download/tts_en"))
+    p.add_argument("--size", choices=sorted(SIZES), default="default",
+                   help="preset for the --num-*-utts options: tiny = 120/30/30, default = 9800/400/400")
+    p.add_argument("--num-train-utts", type=int, default=None, help="overrides --size")
+    p.add_argument("--num-dev-utts", type=int, default=None, help="overrides --size")
+    p.add_argument("--num-test-utts", type=int, default=None, help="overrides --size")
+    p.add_argument("--nj", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--deb-dir", type=Path, default=Path("download/deb"),
+                   help="cache for the downloaded/extracted Debian packages holding the text")
+    p.add_argument("--sources", default="austen,wordnet", help="comma-separated text sources")
+    return p
+
+
+def plan(pool_splits: dict, out_dir: Path, seed: int) -> tuple[list[SynthJob], dict[str, list[dict]]]:
+    """Voices, utterance ids, prosody and output paths for every split; returns jobs and manifest stubs."""
+    jobs, entries = [], {}
+    for split in SPLITS:
+        sentences = pool_splits[split]
+        voices = allocate(SPLIT_MIXES[split], len(sentences), random.Random(f"{seed}/{split}/voices"))
+        by_voice, entries[split] = defaultdict(list), []
+        for idx, (sent, voice) in enumerate(zip(sentences, voices)):
+            utt_id = f"{voice.speaker}-{split}-{idx:06d}"
+            utt = Utterance(utt_id, sent.text, str(out_dir / split / f"{utt_id}.flac"),
+                            sample_params(voice, f"{seed}/{voice.speaker}/{utt_id}"))
+            by_voice[voice].append(utt)
+            entries[split].append({"audio_filepath": f"{split}/{utt_id}.flac", "duration": None,
+                                   "text": sent.transcript, "id": utt_id, "speaker": voice.speaker,
+                                   "engine": voice.engine, "voice": voice.name, "source": sent.source})
+        for voice, utts in by_voice.items():
+            jobs += [SynthJob(voice, tuple(utts[i:i + JOB_SIZE])) for i in range(0, len(utts), JOB_SIZE)]
+    # Slowest first (festival, then flite clustergen), so the pool's tail is short.
+    cost = {"festival": 0, "flite": 1, "espeak": 2}
+    jobs.sort(key=lambda j: (cost.get(j.voice.engine, 3), -len(j.utterances)))
+    return jobs, entries
+
+
+def synthesize(jobs: list[SynthJob], nj: int) -> dict:
+    """Run the jobs on ``nj`` processes with a progress bar; returns ``{utt_id: Result}``."""
+    results = {}
+    with tqdm(total=sum(len(j.utterances) for j in jobs), unit="utt", desc="tts") as bar:
+        if nj <= 1:
+            it = map(run_job, jobs)
+        else:
+            pool = multiprocessing.Pool(nj)
+            it = pool.imap_unordered(run_job, jobs)
+        for res in it:
+            results.update((r.utt_id, r) for r in res)
+            bar.update(len(res))
+        if nj > 1:
+            pool.close()
+            pool.join()
+    return results
+
+
+def write_outputs(out_dir: Path, entries: dict, results: dict, rest: list, args, wall: float) -> dict:
+    """Write manifests, lm_text.txt, skipped.txt and summary.json; returns the summary dict."""
+    train_speakers = {v.speaker for v in TRAIN_MIX}
+    summary = {"seed": args.seed, "nj": args.nj, "reserved_book_excluded": RESERVED_BOOK, "splits": {}}
+    skipped_lines = ["# utt_id\tsplit\tspeaker\treason\ttext"]
+    for split in SPLITS:
+        kept, voices = [], defaultdict(lambda: {"utts": 0, "hours": 0.0})
+        for e in entries[split]:
+            r = results[e["id"]]
+            if r.duration is None:
+                skipped_lines.append("\t".join([e["id"], split, e["speaker"], r.reason, e["text"]]))
+                continue
+            kept.append({**e, "duration": r.duration})
+            voices[e["speaker"]]["utts"] += 1
+            voices[e["speaker"]]["hours"] += r.duration / 3600
+        with open(out_dir / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in kept)
+        summary["splits"][split] = {
+            "utts": len(kept), "hours": round(sum(e["duration"] for e in kept) / 3600, 4),
+            "skipped": len(entries[split]) - len(kept),
+            "voices": {s: {"utts": v["utts"], "hours": round(v["hours"], 4), "seen_in_train": s in train_speakers}
+                       for s, v in sorted(voices.items())}}
+    (out_dir / "lm_text.txt").write_text("".join(s.transcript + "\n" for s in rest))
+    (out_dir / "skipped.txt").write_text("\n".join(skipped_lines) + "\n")
+    summary["lm_text_sentences"] = len(rest)
+    summary["skipped_total"] = len(skipped_lines) - 1
+    summary["wall_time_s"] = round(wall, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_parser().parse_args(argv)
+    sizes = dict(zip(SPLITS, SIZES[args.size]))
+    for split in SPLITS:
+        n = getattr(args, f"num_{split}_utts")
+        if n is not None:
+            if n < 0:
+                sys.exit(f"make_tts_corpus.py: --num-{split}-utts must be >= 0, got {n}")
+            sizes[split] = n
+    start = time.time()
+    out_dir = args.out_dir
+    pool = build_pool(args.deb_dir, args.seed, tuple(s for s in args.sources.split(",") if s))
+    try:
+        pool_splits = split_pool(pool, sizes["train"], sizes["dev"], sizes["test"])
+    except ValueError as e:
+        sys.exit(f"make_tts_corpus.py: {e}")
+    for split in SPLITS:
+        (out_dir / split).mkdir(parents=True, exist_ok=True)
+        for stale in (out_dir / split).glob("*.flac"):
+            stale.unlink()
+    jobs, entries = plan(pool_splits, out_dir, args.seed)
+    results = synthesize(jobs, args.nj)
+    summary = write_outputs(out_dir, entries, results, pool_splits["rest"], args, time.time() - start)
+    for split, s in summary["splits"].items():
+        print(f"{split}: {s['utts']} utts, {s['hours']:.3f} h, {len(s['voices'])} voices, {s['skipped']} skipped")
+    print(f"lm_text: {summary['lm_text_sentences']} sentences; wall time {summary['wall_time_s']} s; "
+          f"wrote {out_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Built-in offline English speech corpus (``egs/tts_en``): public-domain text read by Debian TTS voices.
+
+Modules: ``rdata`` (reader for R's XDR serialisation, used for the Jane Austen novels), ``debian``
+(fetch/extract Debian packages), ``text`` (sentences, normalisation, disjoint splits), ``voices``
+(voice inventory and per-split mixes), ``synth`` (espeak-ng / flite / festival + sox workers).
+Facts and measured speeds: ``shared/specs/offline_corpus.md``.
+"""
