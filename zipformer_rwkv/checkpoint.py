@@ -1,0 +1,599 @@
+"""Checkpoints: save/load, model averaging and decode-time checkpoint selection (icefall's API).
+
+Layout of a checkpoint file (specs/icefall_recipe.md §3.2, §3.4): a dict with
+  "model"        state dict of the (DDP-unwrapped) model; with `trainable_only=True` only the
+                 trainable parameters and the buffers of the modules that own them,
+  "model_avg"    the running average (`update_averaged_model`), saved as a float32 *copy*
+                 (icefall converts the float64 model_avg in place, so its average continues in
+                 float32 after the first save; ours stays float64 in memory),
+  "optimizer", "scheduler", "grad_scaler", "sampler"   state dicts, when given,
+  "trainable_only" (bool), "base_checkpoints" (dict name -> path) for trainable-only files,
+  and every key of `params` (e.g. "batch_idx_train", "cur_epoch", "best_valid_loss").
+Everything is stored as tensors / containers / str / numbers so `torch.load(weights_only=True)`
+reads it; Path, torch.device, torch.dtype and other objects in `params` are stored as strings.
+Files are written atomically: a temp file in the same folder, fsync, then `os.replace`.
+"""
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, Path]
+
+_STATE_KEYS = ("optimizer", "scheduler", "grad_scaler", "sampler")
+_RESERVED = ("model", "model_avg", "trainable_only", "base_checkpoints") + _STATE_KEYS
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers (else `model`)."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def _to_safe(value: Any) -> Any:
+    """Convert `value` to types `torch.load(weights_only=True)` accepts (see module doc)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.Size)):
+        return value
+    if isinstance(value, dict):
+        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _to_safe(v)
+                for k, v in value.items()}
+    if type(value) is tuple:
+        return tuple(_to_safe(v) for v in value)
+    if isinstance(value, (list, tuple)):  # lists, namedtuples, other sequences
+        return [_to_safe(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_to_safe(v) for v in value), key=str)
+    return str(value)  # Path, torch.device, torch.dtype, enums, ...
+
+
+def _trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Trainable parameters plus the buffers of every module that owns a trainable parameter."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        prefix = mod_name + "." if mod_name else ""
+        own = list(module.named_parameters(recurse=False))
+        if not any(p.requires_grad for _, p in own):
+            continue
+        for name, p in own:
+            if p.requires_grad:
+                out[prefix + name] = p.detach()
+        for name, b in module.named_buffers(recurse=False):
+            if name not in module._non_persistent_buffers_set:
+                out[prefix + name] = b.detach()
+    return out
+
+
+def atomic_torch_save(obj: Any, filename: PathLike) -> None:
+    """`torch.save(obj, filename)` that never leaves a partial file at `filename`.
+
+    Writes `.<name>.tmp-<pid>` in the same folder, flushes and fsyncs it, then `os.replace`s it
+    over `filename` (atomic on POSIX); the temp file is removed if anything fails.
+    """
+    filename = Path(filename)
+    filename.parent.mkdir(parents=True, exist_ok=True)
+    tmp = filename.parent / f".{filename.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(filename.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(
+    filename: PathLike,
+    model: nn.Module,
+    model_avg: Optional[nn.Module] = None,
+    params: Optional[Dict[str, Any]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    scaler: Optional[Any] = None,
+    sampler: Optional[Any] = None,
+    rank: int = 0,
+    trainable_only: bool = False,
+    base_checkpoints: Optional[Dict[str, PathLike]] = None,
+) -> None:
+    """Save a training checkpoint (layout in the module docstring); only rank 0 writes.
+
+    Args:
+      filename: e.g. `exp_dir / "epoch-3.pt"`; parent folders are created.
+      model: the model, DDP-wrapped or not. model_avg: the float64 running average or None.
+      params: training state (AttributeDict or dict); every key is stored at top level.
+      optimizer, scheduler, scaler, sampler: objects with `state_dict()`, or None.
+      rank: the caller's rank; ranks other than 0 return without writing.
+      trainable_only: store only trainable tensors of `model`/`model_avg` (frozen ones come from
+        `base_checkpoints` when loading).
+      base_checkpoints: names -> paths of the frozen base checkpoints (e.g. {"encoder": ...,
+        "llm": ...}); stored as strings.
+    Raises:
+      ValueError: if a key of `params` collides with a reserved key such as "model".
+    """
+    if rank != 0:
+        return
+    model = unwrap_model(model)
+    if trainable_only:
+        state = _trainable_state_dict(model)
+        keep = set(state)
+    else:
+        state = model.state_dict()
+        keep = None
+    checkpoint: Dict[str, Any] = {"model": state, "trainable_only": bool(trainable_only)}
+    if trainable_only or base_checkpoints:
+        checkpoint["base_checkpoints"] = _to_safe(dict(base_checkpoints or {}))
+    if model_avg is not None:
+        avg = unwrap_model(model_avg).state_dict()
+        checkpoint["model_avg"] = {
+            k: (v.detach().to(torch.float32) if v.is_floating_point() else v.detach())
+            for k, v in avg.items()
+            if keep is None or k in keep
+        }
+    for key, obj in zip(_STATE_KEYS, (optimizer, scheduler, scaler, sampler)):
+        if obj is not None:
+            checkpoint[key] = _to_safe(obj.state_dict())
+    for key, value in (params or {}).items():
+        if key in _RESERVED:
+            raise ValueError(f"params key '{key}' collides with a checkpoint field")
+        checkpoint[key] = _to_safe(value)
+    atomic_torch_save(checkpoint, filename)
+    logging.info(f"Saved checkpoint to {filename}")
+
+
+def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu") -> dict:
+    """`torch.load(filename, map_location=device, weights_only=True)` with clear errors.
+
+    Raises:
+      FileNotFoundError: if the file does not exist.
+      RuntimeError: if it cannot be read as a weights-only checkpoint dict (message names it).
+    """
+    filename = Path(filename)
+    if not filename.is_file():
+        raise FileNotFoundError(f"checkpoint {filename} does not exist")
+    try:
+        checkpoint = torch.load(filename, map_location=device, weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot read checkpoint {filename} (weights_only=True): {e}") from None
+    if not isinstance(checkpoint, dict):
+        raise RuntimeError(f"checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
+    return checkpoint
+
+
+def _strip_module_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict_checked(
+    module: nn.Module,
+    state: Dict[str, torch.Tensor],
+    source: str,
+    strict: bool = True,
+    allow_missing: bool = False,
+) -> None:
+    """`module.load_state_dict(state)` with one readable error for key/shape mismatches.
+
+    Args:
+      module: target (DDP-wrapped is fine). state: state dict (a `module.` prefix is stripped).
+      source: what `state` came from, used in messages (e.g. "exp/epoch-3.pt[model]").
+      strict: if True, unexpected keys, missing keys (unless `allow_missing`) and shape
+        mismatches raise; if False they are logged as warnings and skipped.
+      allow_missing: accept keys of `module` absent from `state` (trainable-only checkpoints).
+    Raises:
+      RuntimeError: naming `source` and listing (up to 10 of) each kind of mismatch.
+    """
+    module = unwrap_model(module)
+    state = _strip_module_prefix(state)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    for label, items in (
+        ("missing keys", [] if allow_missing else missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", misshaped),
+    ):
+        if items:
+            more = f" ... (+{len(items) - 10})" if len(items) > 10 else ""
+            problems.append(f"{len(items)} {label}: {items[:10]}{more}")
+    if problems:
+        msg = f"{source} does not match {type(module).__name__}: " + "; ".join(problems)
+        if strict:
+            raise RuntimeError(msg)
+        logging.warning(msg)
+    bad = {k.split(":")[0] for k in misshaped}
+    usable = {k: v for k, v in state.items() if k in own and k not in bad}
+    module.load_state_dict(usable, strict=False)
+
+
+def load_checkpoint(
+    filename: PathLike,
+    model: Optional[nn.Module],
+    model_avg: Optional[nn.Module] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    scaler: Optional[Any] = None,
+    sampler: Optional[Any] = None,
+    strict: bool = True,
+) -> Dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` into the given objects.
+
+    Tensors are loaded on CPU with `weights_only=True` and copied into the modules (which keep
+    their device/dtype). For a trainable-only checkpoint, keys absent from it are accepted as
+    missing (load the frozen base checkpoints into `model` first).
+
+    Args:
+      filename: the checkpoint. model: target model (DDP ok) or None to skip it.
+      model_avg: loaded from "model_avg" if given and present (a warning if absent).
+      optimizer, scheduler, scaler, sampler: loaded from their state dicts when given; when
+        not given, their entries stay in the returned dict (e.g. build the sampler later and
+        call `sampler.load_state_dict(ckpt["sampler"])`).
+      strict: raise on missing/unexpected/misshaped keys (else warn and skip them).
+    Returns:
+      the remaining entries: every `params` key ("batch_idx_train", "cur_epoch", ...),
+      "trainable_only", "base_checkpoints" and the state dicts of objects not given.
+    Raises:
+      FileNotFoundError / RuntimeError: unreadable file, or a mismatch (message names the file).
+    """
+    checkpoint = read_checkpoint(filename)
+    if "model" not in checkpoint:
+        raise RuntimeError(f"checkpoint {filename} has no 'model' entry (keys: {list(checkpoint)})")
+    allow_missing = bool(checkpoint.get("trainable_only", False))
+    state = checkpoint.pop("model")
+    if model is not None:
+        load_state_dict_checked(model, state, f"{filename}[model]", strict, allow_missing)
+    avg_state = checkpoint.pop("model_avg", None)
+    if model_avg is not None:
+        if avg_state is None:
+            logging.warning(f"{filename} has no model_avg; model_avg left unchanged")
+        else:
+            load_state_dict_checked(
+                model_avg, avg_state, f"{filename}[model_avg]", strict, allow_missing
+            )
+    for key, obj in zip(_STATE_KEYS, (optimizer, scheduler, scaler, sampler)):
+        if obj is None:
+            continue
+        if key not in checkpoint:
+            logging.warning(f"{filename} has no '{key}' state; {type(obj).__name__} not restored")
+            continue
+        try:
+            obj.load_state_dict(checkpoint.pop(key))
+        except Exception as e:
+            raise RuntimeError(f"cannot restore {key} from {filename}: {e}") from None
+    return checkpoint
+
+
+def save_checkpoint_with_global_batch_idx(
+    out_dir: PathLike,
+    global_batch_idx: int,
+    model: nn.Module,
+    model_avg: Optional[nn.Module] = None,
+    params: Optional[Dict[str, Any]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Optional[Any] = None,
+    scaler: Optional[Any] = None,
+    sampler: Optional[Any] = None,
+    rank: int = 0,
+    trainable_only: bool = False,
+    base_checkpoints: Optional[Dict[str, PathLike]] = None,
+) -> Path:
+    """`save_checkpoint` to `out_dir/checkpoint-{global_batch_idx}.pt`; returns that path."""
+    filename = Path(out_dir) / f"checkpoint-{global_batch_idx}.pt"
+    save_checkpoint(
+        filename, model, model_avg, params, optimizer, scheduler, scaler, sampler, rank,
+        trainable_only, base_checkpoints,
+    )
+    return filename
+
+
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
+
+
+def find_checkpoints(out_dir: PathLike, iteration: int = 0) -> List[str]:
+    """`out_dir/checkpoint-N.pt` files, newest (largest N) first.
+
+    Args:
+      iteration: 0 = all; > 0 = those with N >= iteration; < 0 = those with N <= -iteration.
+    Returns:
+      list of paths as strings (empty if none).
+    """
+    found = []
+    for path in Path(out_dir).glob("checkpoint-*.pt"):
+        m = _CKPT_RE.match(path.name)
+        if m:
+            found.append((int(m.group(1)), str(path)))
+    found.sort(reverse=True)
+    if iteration >= 0:
+        return [p for n, p in found if n >= iteration]
+    return [p for n, p in found if n <= -iteration]
+
+
+def remove_checkpoints(out_dir: PathLike, topk: int, rank: int = 0) -> None:
+    """Keep the `topk` newest `checkpoint-N.pt` files in `out_dir`, delete the rest (rank 0).
+
+    Raises:
+      ValueError: if topk < 1.
+    """
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    if rank != 0:
+        return
+    for path in find_checkpoints(out_dir)[topk:]:
+        os.remove(path)
+
+
+def _unique_keys(state: Dict[str, torch.Tensor]) -> List[str]:
+    """Keys of `state` whose tensor storage was not seen under an earlier key."""
+    seen, out = set(), []
+    for k, v in state.items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) \
+            if v.numel() else ("empty", k)
+        if ptr not in seen:
+            seen.add(ptr)
+            out.append(k)
+    return out
+
+
+def average_state_dict(
+    state_dict_1: Dict[str, torch.Tensor],
+    state_dict_2: Dict[str, torch.Tensor],
+    weight_1: float,
+    weight_2: float,
+    scaling_factor: float = 1.0,
+) -> None:
+    """In place: `sd1[k] = (sd1[k] * weight_1 + sd2[k] * weight_2) * scaling_factor`.
+
+    Only floating-point tensors are changed; tensors sharing storage are updated once.
+    """
+    for k in _unique_keys(state_dict_1):
+        v = state_dict_1[k]
+        if v.is_floating_point():
+            v.mul_(weight_1)
+            v.add_(state_dict_2[k].to(device=v.device, dtype=v.dtype), alpha=weight_2)
+            if scaling_factor != 1.0:
+                v.mul_(scaling_factor)
+
+
+def update_averaged_model(
+    params: Dict[str, Any], model_cur: nn.Module, model_avg: nn.Module
+) -> None:
+    """Running mean of all parameters since the start (specs §3.4), in place on `model_avg`.
+
+    `avg = avg * (1 - p/b) + cur * (p/b)` with p = params["average_period"] and
+    b = params["batch_idx_train"] (call it when b is a multiple of p, b > 0).
+    """
+    period, batch = params["average_period"], params["batch_idx_train"]
+    if not 0 < period <= batch:
+        raise ValueError(f"need 0 < average_period ({period}) <= batch_idx_train ({batch})")
+    weight_cur = period / batch
+    average_state_dict(
+        state_dict_1=unwrap_model(model_avg).state_dict(),
+        state_dict_2=unwrap_model(model_cur).state_dict(),
+        weight_1=1 - weight_cur,
+        weight_2=weight_cur,
+    )
+
+
+def _check_same_layout(ref: dict, other: dict, ref_name: str, other_name: str) -> None:
+    if set(ref) != set(other):
+        diff = sorted(set(ref) ^ set(other))
+        raise RuntimeError(
+            f"{other_name} and {ref_name} hold different keys, e.g. {diff[:5]} "
+            "(checkpoints from different models?)"
+        )
+    for k, v in ref.items():
+        if tuple(v.shape) != tuple(other[k].shape):
+            raise RuntimeError(
+                f"{other_name}: '{k}' has shape {tuple(other[k].shape)}, "
+                f"{ref_name} has {tuple(v.shape)}"
+            )
+
+
+def average_checkpoints(
+    filenames: List[PathLike], device: Union[str, torch.device] = "cpu"
+) -> Dict[str, torch.Tensor]:
+    """Arithmetic mean of the "model" entries of `filenames` (specs §3.4).
+
+    Floating tensors are summed in float64 and divided by n, then cast back to their dtype;
+    integer tensors are summed and floor-divided by n; tensors sharing storage (tied weights)
+    are averaged once and stay shared in the result.
+
+    Raises:
+      ValueError: for an empty list. RuntimeError: for key/shape mismatches (naming the file).
+    """
+    if not filenames:
+        raise ValueError("average_checkpoints needs at least one file")
+    n = len(filenames)
+    first = _strip_module_prefix(read_checkpoint(filenames[0], device).get("model") or {})
+    if not first:
+        raise RuntimeError(f"{filenames[0]} has no 'model' entry")
+    keys = _unique_keys(first)
+    acc = {k: first[k].to(torch.float64) if first[k].is_floating_point() else first[k].clone()
+           for k in keys}
+    for f in filenames[1:]:
+        state = _strip_module_prefix(read_checkpoint(f, device).get("model") or {})
+        _check_same_layout(first, state, str(filenames[0]), str(f))
+        for k in keys:
+            acc[k] += state[k].to(acc[k].dtype)
+    for k in keys:  # aliases of k share its storage, so they are updated too
+        first[k].copy_(acc[k] / n if first[k].is_floating_point() else acc[k] // n)
+    return first
+
+
+def average_checkpoints_with_averaged_model(
+    filename_start: PathLike,
+    filename_end: PathLike,
+    device: Union[str, torch.device] = "cpu",
+) -> Dict[str, torch.Tensor]:
+    """Mean of all weights between two checkpoints from their running averages (specs §3.4).
+
+    With s, e = each file's `batch_idx_train` rounded down to a multiple of `average_period`
+    (read from `filename_end`): `avg = (avg_e * e - avg_s * s) / (e - s)`, computed in float64
+    as `avg_e * (e / (e-s)) + avg_s * (-s / (e-s))` and cast back to the stored dtype.
+    `filename_start` is excluded: `--epoch 10 --avg 5` uses epoch-5.pt and epoch-10.pt.
+
+    Raises:
+      RuntimeError: a file lacks model_avg/batch_idx_train/average_period, layouts differ, or
+        e <= s (naming both files).
+    """
+    ckpts = {}
+    for name, f in (("start", filename_start), ("end", filename_end)):
+        ckpt = read_checkpoint(f, device)
+        for key in ("model_avg", "batch_idx_train", "average_period"):
+            if key not in ckpt:
+                raise RuntimeError(
+                    f"{f} has no '{key}' (saved without model_avg? use --use-averaged-model false)"
+                )
+        ckpts[name] = ckpt
+    period = ckpts["end"]["average_period"]
+    s = ckpts["start"]["batch_idx_train"] // period * period
+    e = ckpts["end"]["batch_idx_train"] // period * period
+    if not e > s:
+        raise RuntimeError(
+            f"{filename_end} (batch {e}) is not later than {filename_start} (batch {s}) "
+            f"after rounding to average_period={period}"
+        )
+    avg_s = _strip_module_prefix(ckpts["start"]["model_avg"])
+    avg_e = _strip_module_prefix(ckpts["end"]["model_avg"])
+    _check_same_layout(avg_e, avg_s, str(filename_end), str(filename_start))
+    w_e, w_s = e / (e - s), -s / (e - s)
+    for k in _unique_keys(avg_e):
+        v = avg_e[k]
+        if v.is_floating_point():
+            v.copy_(v.double() * w_e + avg_s[k].double() * w_s)
+    return avg_e
+
+
+# --------------------------------------------------------------------------------------------------
+# decode-time selection
+
+
+@dataclass
+class DecodeCheckpoints:
+    """Which files decode.py should read.
+
+    method: "load" (one file, its "model"), "average" (`average_checkpoints(filenames)`) or
+      "averaged_model" (`average_checkpoints_with_averaged_model(*filenames)`, start then end).
+    filenames: the files, in the order the method takes them.
+    description: e.g. "averaged model between epoch-5.pt (excluded) and epoch-10.pt".
+    """
+
+    method: str
+    filenames: List[Path] = field(default_factory=list)
+    description: str = ""
+
+
+def _require_files(files: List[Path], exp_dir: Path, what: str) -> None:
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        have = sorted(p.name for p in exp_dir.glob("*.pt")) if exp_dir.is_dir() else []
+        raise FileNotFoundError(
+            f"{what} needs {missing} in {exp_dir}, which is missing them "
+            f"(available: {have if have else 'no .pt files'})"
+        )
+
+
+def resolve_decode_checkpoints(
+    exp_dir: PathLike, epoch: int, iter: int, avg: int, use_averaged_model: bool
+) -> DecodeCheckpoints:
+    """Decide which checkpoints `--epoch/--iter/--avg/--use-averaged-model` mean (specs §3.3).
+
+    - iter > 0: the newest `avg` (or `avg + 1` with use_averaged_model) files
+      `checkpoint-N.pt` with N <= iter.
+    - otherwise, use_averaged_model: epoch-{epoch-avg}.pt (excluded) and epoch-{epoch}.pt;
+      not averaged: epoch-{epoch-avg+1..epoch}.pt (one file when avg == 1).
+    Raises:
+      ValueError: avg < 1, or avg larger than the epochs/checkpoints available.
+      FileNotFoundError: a needed file is missing (lists what exp_dir has).
+    """
+    exp_dir = Path(exp_dir)
+    if avg < 1:
+        raise ValueError(f"--avg must be >= 1, got {avg}")
+    if iter > 0:
+        need = avg + 1 if use_averaged_model else avg
+        files = [Path(f) for f in find_checkpoints(exp_dir, iteration=-iter)][:need]
+        if len(files) < need:
+            raise ValueError(
+                f"--iter {iter} --avg {avg}{' --use-averaged-model' if use_averaged_model else ''}"
+                f" needs {need} checkpoint-N.pt files with N <= {iter} in {exp_dir}, "
+                f"found {len(files)}: {[f.name for f in files]}"
+            )
+        if use_averaged_model:
+            return DecodeCheckpoints(
+                "averaged_model", [files[-1], files[0]],
+                f"averaged model between {files[-1].name} (excluded) and {files[0].name}",
+            )
+        method = "load" if avg == 1 else "average"
+        return DecodeCheckpoints(method, files, f"average of {[f.name for f in files]}")
+    if epoch < 1:
+        raise ValueError(f"--epoch must be >= 1 when --iter is 0, got {epoch}")
+    if use_averaged_model:
+        start = epoch - avg
+        if start < 1:
+            raise ValueError(
+                f"--epoch {epoch} --avg {avg} --use-averaged-model needs epoch-{start}.pt; "
+                f"use --avg <= {epoch - 1} (or --use-averaged-model false)"
+            )
+        files = [exp_dir / f"epoch-{start}.pt", exp_dir / f"epoch-{epoch}.pt"]
+        _require_files(files, exp_dir, f"--epoch {epoch} --avg {avg} --use-averaged-model")
+        return DecodeCheckpoints(
+            "averaged_model", files,
+            f"averaged model between {files[0].name} (excluded) and {files[1].name}",
+        )
+    start = epoch - avg + 1
+    if start < 1:
+        raise ValueError(
+            f"--epoch {epoch} --avg {avg} would average epochs {start}..{epoch}, "
+            f"but epochs start at 1; use --avg <= {epoch}"
+        )
+    files = [exp_dir / f"epoch-{i}.pt" for i in range(start, epoch + 1)]
+    _require_files(files, exp_dir, f"--epoch {epoch} --avg {avg}")
+    method = "load" if avg == 1 else "average"
+    return DecodeCheckpoints(method, files, f"average of {[f.name for f in files]}")
+
+
+def load_decode_model(
+    model: nn.Module,
+    plan: DecodeCheckpoints,
+    device: Union[str, torch.device] = "cpu",
+    strict: bool = True,
+) -> None:
+    """Load the weights `plan` selects into `model` (trainable-only files: load the frozen base
+    weights into `model` first; their absent keys are accepted).
+
+    Raises:
+      RuntimeError / FileNotFoundError: as `read_checkpoint` and `load_state_dict_checked`.
+    """
+    first = read_checkpoint(plan.filenames[0], device)
+    allow_missing = bool(first.get("trainable_only", False))
+    if plan.method == "load":
+        state = first["model"]
+    elif plan.method == "average":
+        state = average_checkpoints(plan.filenames, device)
+    elif plan.method == "averaged_model":
+        state = average_checkpoints_with_averaged_model(*plan.filenames, device=device)
+    else:
+        raise ValueError(f"unknown method {plan.method!r}")
+    load_state_dict_checked(model, state, plan.description, strict, allow_missing)
+    logging.info(f"Loaded {plan.description}")
