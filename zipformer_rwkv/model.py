@@ -1,0 +1,300 @@
+"""The three model types that share one training loop (`--model-type ctc|lm|llm`).
+
+* `CtcModel`  : Zipformer2 encoder + CTC head (encoder pre-training; icefall names `encoder_embed`,
+                `encoder`, `ctc_output` live inside `encoder`/`ctc_output`).
+* `LmModel`   : RWKV-7 on text tokens (LM pre-training).
+* `SpeechLLM` : encoder -> `Adapter` -> RWKV-7, prompted as in `prompt.py`; loss = cross-entropy on
+                the transcript and EOS only, plus an optional auxiliary CTC loss on the encoder.
+
+Every `forward` returns `(loss, stats)`: `loss` is the per-unit mean used for backward and `stats`
+holds float sums for logging, with `stats["frames"]` the number of units (encoder frames for CTC,
+predicted tokens for the LM and the speech LLM) as in icefall's `MetricsTracker`.
+
+Frozen parts (`freeze(...)`) get `requires_grad=False` and stay in eval mode: `train()` is overridden
+so a `model.train()` after validation never wakes a frozen encoder's dropout (the bug noted for the
+Zipformer+Qwen2 recipe, spec icefall_recipe.md §4).
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zipformer_rwkv.adapter import Adapter
+from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
+from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
+
+Stats = Dict[str, float]
+
+
+class FreezableModule(nn.Module):
+    """An `nn.Module` whose frozen children stay in eval mode whatever `train()` is called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen_modules: List[str] = []
+
+    def freeze(self, name: str) -> None:
+        """Freeze child `name`: no gradients, eval mode for the rest of the run."""
+        module = getattr(self, name)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        if name not in self.frozen_modules:
+            self.frozen_modules.append(name)
+        module.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen_modules:
+            getattr(self, name).eval()
+        return self
+
+
+def _ctc_loss_sum(
+    log_probs: torch.Tensor, lens: torch.Tensor, targets: List[List[int]], blank_id: int = 0
+) -> torch.Tensor:
+    """Summed CTC loss. log_probs (N, T, V), lens (N,), targets: token ids per row."""
+    target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    return F.ctc_loss(
+        log_probs.transpose(0, 1).float(), flat, lens.cpu(), target_lens,
+        blank=blank_id, reduction="sum", zero_infinity=True,
+    )
+
+
+def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0) -> List[List[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks. log_probs (N, T, V) -> ids per row."""
+    best = log_probs.argmax(dim=-1).cpu()
+    out = []
+    for row, n in zip(best, lens.tolist()):
+        ids = torch.unique_consecutive(row[:n]).tolist()
+        out.append([i for i in ids if i != blank_id])
+    return out
+
+
+def make_ctc_output(encoder_dim: int, vocab_size: int) -> nn.Sequential:
+    """icefall's `ctc_output` (same parameter names `ctc_output.1.*`): Dropout(0.1) -> Linear(C, V)
+    -> LogSoftmax, mapping (N, T, C) to log-probs (N, T, V)."""
+    return nn.Sequential(nn.Dropout(p=0.1), nn.Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1))
+
+
+class CtcModel(FreezableModule):
+    """Encoder + CTC head.
+
+    Args:
+      encoder: module with `forward(x (N, T, 80), x_lens (N,)) -> (out (N, T', C), out_lens (N,))`
+        and attribute `encoder_out_dim` (C).
+      vocab_size: CTC output size (BPE vocabulary, blank = 0).
+    """
+
+    def __init__(self, encoder: nn.Module, vocab_size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.ctc_output = make_ctc_output(encoder.encoder_out_dim, vocab_size)
+
+    def forward(
+        self, feats: torch.Tensor, feat_lens: torch.Tensor, targets: List[List[int]]
+    ) -> Tuple[torch.Tensor, Stats]:
+        """feats (N, T, 80) fbank at 100 Hz, feat_lens (N,), targets: BPE ids per utterance."""
+        enc, enc_lens = self.encoder(feats, feat_lens)
+        loss_sum = _ctc_loss_sum(self.ctc_output(enc), enc_lens, targets)
+        frames = float(enc_lens.sum())
+        return loss_sum / frames, {"frames": frames, "loss": loss_sum.item(), "ctc_loss": loss_sum.item()}
+
+    @torch.no_grad()
+    def decode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> List[List[int]]:
+        """CTC greedy search; returns BPE ids per utterance."""
+        enc, enc_lens = self.encoder(feats, feat_lens)
+        return ctc_greedy(self.ctc_output(enc), enc_lens)
+
+
+def _token_ce(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> Tuple[torch.Tensor, float, float]:
+    """Summed cross-entropy over positions whose target is not IGNORE_ID.
+
+    logits (N, T, V), targets (N, T) -> (loss_sum, number of targets, number of correct argmaxes).
+    """
+    mask = targets != IGNORE_ID
+    sel_logits = logits[mask].float()
+    sel_targets = targets[mask]
+    loss = F.cross_entropy(sel_logits, sel_targets, reduction="sum")
+    correct = float((sel_logits.argmax(-1) == sel_targets).sum())
+    return loss, float(mask.sum()), correct
+
+
+class LmModel(FreezableModule):
+    """RWKV-7 language model on text: reads `[EOS] + tokens`, predicts `tokens + [EOS]`.
+
+    Args:
+      llm: an `RWKV7`.
+      eos_id: the tokenizer's EOS (also used as BOS).
+    """
+
+    def __init__(self, llm: nn.Module, eos_id: int):
+        super().__init__()
+        self.llm = llm
+        self.eos_id = eos_id
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, Stats]:
+        """tokens (N, L) int64 right-padded, lengths (N,) -> (mean CE per token, stats)."""
+        n = tokens.size(0)
+        bos = torch.full((n, 1), self.eos_id, dtype=tokens.dtype, device=tokens.device)
+        inputs = torch.cat([bos, tokens], dim=1)
+        targets = torch.cat([tokens, torch.full_like(bos, IGNORE_ID)], dim=1)
+        pos = torch.arange(targets.size(1), device=tokens.device).unsqueeze(0)
+        targets = torch.where(pos < lengths.unsqueeze(1), targets, IGNORE_ID)
+        targets[torch.arange(n), lengths] = self.eos_id
+        logits = self.llm(inputs, lengths=lengths + 1)
+        loss, ntok, correct = _token_ce(logits, targets)
+        return loss / ntok, {"frames": ntok, "loss": loss.item(), "correct": correct}
+
+
+class SpeechLLM(FreezableModule):
+    """Encoder -> adapter -> RWKV-7 writing the transcript.
+
+    Args:
+      encoder: as for `CtcModel`.
+      llm: an `RWKV7` (possibly with LoRA layers / `time_state`s added).
+      template: prompt template (token ids around the audio, EOS).
+      adapter_downsample: k, encoder frames per LLM position (25 Hz -> 25/k Hz).
+      adapter_hidden_dim: hidden width of the adapter MLP (0: one Linear).
+      ctc_vocab_size: if > 0, add an auxiliary CTC head (trained with `ctc_loss_scale`).
+      ctc_loss_scale: weight of the per-frame CTC loss added to the per-token cross-entropy.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        llm: nn.Module,
+        template: PromptTemplate,
+        adapter_downsample: int = 4,
+        adapter_hidden_dim: int = 0,
+        ctc_vocab_size: int = 0,
+        ctc_loss_scale: float = 0.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.llm = llm
+        width = llm.config.n_embd
+        self.adapter = Adapter(encoder.encoder_out_dim, width, adapter_downsample, adapter_hidden_dim)
+        self.ctc_output = make_ctc_output(encoder.encoder_out_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
+        self.ctc_loss_scale = ctc_loss_scale
+        self.template = template
+
+    def encode(
+        self, feats: torch.Tensor, feat_lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """feats (N, T, 80) -> audio embeddings (N, A, C_llm), audio_lens (N,), encoder out/lens."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" not in self.frozen_modules):
+            enc, enc_lens = self.encoder(feats, feat_lens)
+        audio, audio_lens = self.adapter(enc, enc_lens)
+        return audio, audio_lens, enc, enc_lens
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        feat_lens: torch.Tensor,
+        texts: List[List[int]],
+        ctc_targets: Optional[List[List[int]]] = None,
+    ) -> Tuple[torch.Tensor, Stats]:
+        """
+        Args:
+          feats: (N, T, 80) fbank at 100 Hz; feat_lens (N,) frames.
+          texts: transcript token ids per utterance (LLM tokenizer, without EOS).
+          ctc_targets: BPE ids per utterance for the auxiliary CTC loss (when it is enabled).
+        Returns:
+          loss = CE per predicted token (+ ctc_loss_scale * CTC per encoder frame), and stats.
+        """
+        audio, audio_lens, enc, enc_lens = self.encode(feats, feat_lens)
+        embeds, lengths, targets = assemble(audio, audio_lens, self.template, self.llm.emb, texts)
+        logits = self.llm(inputs_embeds=embeds, lengths=lengths)
+        ce, ntok, correct = _token_ce(logits, targets)
+        loss = ce / ntok
+        stats = {"frames": ntok, "ce_loss": ce.item(), "correct": correct}
+        if self.ctc_output is not None and self.ctc_loss_scale > 0:
+            if ctc_targets is None:
+                raise ValueError("ctc_loss_scale > 0 but no CTC targets were given")
+            ctc = _ctc_loss_sum(self.ctc_output(enc), enc_lens, ctc_targets)
+            loss = loss + self.ctc_loss_scale * ctc / float(enc_lens.sum())
+            stats["ctc_loss"] = ctc.item() * ntok / float(enc_lens.sum())
+        stats["loss"] = loss.item() * ntok
+        return loss, stats
+
+    @torch.no_grad()
+    def prefill(
+        self, feats: torch.Tensor, feat_lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, list, torch.Tensor]:
+        """Run audio + prompt through RWKV-7 in one parallel pass.
+
+        Returns:
+          logits (N, V) for the first transcript token, the recurrent state after each row's prompt,
+          and audio_lens (N,) (rows with 0 audio positions should not be decoded).
+        """
+        audio, audio_lens, _, _ = self.encode(feats, feat_lens)
+        embeds, lengths, _ = assemble(audio, audio_lens, self.template, self.llm.emb)
+        hidden, state = self.llm.forward_features(inputs_embeds=embeds, lengths=lengths)
+        last = hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1]
+        return self.llm.head(last), state, audio_lens
+
+    @torch.no_grad()
+    def generate(
+        self,
+        feats: torch.Tensor,
+        feat_lens: torch.Tensor,
+        method: str = "greedy_search",
+        beam_size: int = 4,
+        max_new_tokens: int = 200,
+    ) -> List[Hypothesis]:
+        """Prefill once, then decode token by token from the recurrent state (batched).
+
+        Args:
+          method: "greedy_search" or "beam_search".
+        Returns:
+          one `Hypothesis` per utterance (token ids of the LLM tokenizer, EOS removed).
+        """
+        logits, state, _ = self.prefill(feats, feat_lens)
+        step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
+        if method == "greedy_search":
+            return greedy_search(logits, state, step, reorder, eos, max_new_tokens)
+        if method == "beam_search":
+            return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam_size)
+        raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
+
+
+def trainable_parameter_names(model: nn.Module) -> List[str]:
+    """Names of parameters with `requires_grad` (what the optimizer updates)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def apply_llm_peft(
+    llm: nn.Module, peft: str, lora_r: int = 8, lora_alpha: int = 16,
+    lora_targets: Sequence[str] = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"),
+) -> None:
+    """Freeze an RWKV-7 and add trainable LoRA layers and/or initial WKV states (spec rwkv7.md §6).
+
+    Args:
+      peft: "none" (nothing changes), "lora", "state" or "lora+state".
+      lora_targets: module-name suffixes inside each block (`att.key` matches `blocks.{i}.att.key`).
+    Raises:
+      ValueError: unknown mode or a target that matches no module.
+    """
+    modes = {"none": (), "lora": ("lora",), "state": ("state",), "lora+state": ("lora", "state")}
+    if peft not in modes:
+        raise ValueError(f"--llm-peft must be one of {sorted(modes)}, got {peft!r}")
+    if peft == "none":
+        return
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    if "lora" in modes[peft]:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        names = [n for n, _ in llm.named_modules()]
+        for t in lora_targets:
+            if not any(n.endswith("." + t) for n in names):
+                raise ValueError(f"--lora-targets: {t!r} matches no RWKV-7 module (e.g. att.key, ffn.value)")
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=list(lora_targets))
+        inject_adapter_in_model(config, llm)  # adds trainable lora_A/lora_B, base weights stay frozen
+    if "state" in modes[peft]:
+        for p in llm.enable_state_tuning():
+            p.requires_grad_(True)
