@@ -1,0 +1,290 @@
+"""RWKV-7 model and BlinkDL checkpoint loading (zipformer_rwkv/rwkv7/model.py, load.py).
+
+The reference is BlinkDL's own inference code, the `rwkv` PyPI package (`RWKV_x070`, strategy
+"cpu fp32"), run in a subprocess (it configures torch globally at import time) on a random tiny
+checkpoint written in BlinkDL's exact format: bf16 tensors, key names and shapes of spec rwkv7.md §2,
+built here from that table and not from our model. Metric as BlinkDL/johanwind use it:
+max|logits - ref| / std(ref) <= 1e-5.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from zipformer_rwkv.rwkv7.load import (
+    MODEL_SIZES,
+    RWKV7CheckpointError,
+    config_from_state_dict,
+    detect_model_size,
+    load_rwkv7_checkpoint,
+)
+from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config
+
+L, C, V = 3, 128, 300
+DIMS = dict(d_decay=32, d_aaa=32, d_mv=32, d_gate=64)
+TOL = 1e-5
+
+
+def blinkdl_state_dict(n_layer, n_embd, vocab, d_decay, d_aaa, d_mv, d_gate, layer0_v=True, seed=0, device="cpu"):
+    """A random state dict with BlinkDL's key names, stored shapes and bf16 dtype (spec §2 table)."""
+    g = torch.Generator().manual_seed(seed)
+    H, N = n_embd // 64, 64
+    meta = device == "meta"
+
+    def t(*shape, scale=1.0, shift=0.0, uniform=False):
+        if meta:
+            return torch.empty(*shape, device="meta", dtype=torch.bfloat16)
+        x = torch.rand(*shape, generator=g) if uniform else torch.randn(*shape, generator=g)
+        return (x * scale + shift).to(torch.bfloat16)
+
+    sd = {"emb.weight": t(vocab, n_embd, scale=0.5)}
+    sd["blocks.0.ln0.weight"], sd["blocks.0.ln0.bias"] = t(n_embd, scale=0.1, shift=1), t(n_embd, scale=0.1)
+    for i in range(n_layer):
+        p = f"blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            sd[p + ln + ".weight"], sd[p + ln + ".bias"] = t(n_embd, scale=0.1, shift=1), t(n_embd, scale=0.1)
+        a = p + "att."
+        for mu in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
+            sd[a + mu] = t(1, 1, n_embd, uniform=True)
+        sd[a + "w0"] = t(1, 1, n_embd, scale=1.0, shift=-1.0)
+        for name, d in (("w", d_decay), ("a", d_aaa), ("v", d_mv), ("g", d_gate)):
+            if name == "v" and i == 0 and not layer0_v:
+                continue
+            if name != "g":
+                sd[a + name + "0"] = t(1, 1, n_embd, scale=0.5)
+            sd[a + name + "1"] = t(n_embd, d, scale=n_embd**-0.5)
+            sd[a + name + "2"] = t(d, n_embd, scale=d**-0.5)
+        sd[a + "k_k"] = t(1, 1, n_embd, scale=0.1, shift=0.7)
+        sd[a + "k_a"] = t(1, 1, n_embd, scale=0.1, shift=1.0)
+        sd[a + "r_k"] = t(H, N, scale=0.1)
+        for lin in ("receptance", "key", "value", "output"):
+            sd[a + lin + ".weight"] = t(n_embd, n_embd, scale=n_embd**-0.5)
+        sd[a + "ln_x.weight"], sd[a + "ln_x.bias"] = t(n_embd, scale=0.1, shift=0.5), t(n_embd, scale=0.1)
+        f = p + "ffn."
+        sd[f + "x_k"] = t(1, 1, n_embd, uniform=True)
+        sd[f + "key.weight"] = t(4 * n_embd, n_embd, scale=n_embd**-0.5)
+        sd[f + "value.weight"] = t(n_embd, 4 * n_embd, scale=(4 * n_embd) ** -0.5)
+    sd["ln_out.weight"], sd["ln_out.bias"] = t(n_embd, scale=0.1, shift=1), t(n_embd, scale=0.1)
+    sd["head.weight"] = t(vocab, n_embd, scale=n_embd**-0.5)
+    return sd
+
+
+def rel_err(x, ref):
+    return ((x.double() - ref.double()).abs().max() / ref.double().std()).item()
+
+
+_REF_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    from rwkv.model import RWKV
+    path, tokens, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    model = RWKV(model=path, strategy="cpu fp32")
+    seq, seq_state = model.forward(tokens, None, full_output=True)
+    state, one = None, []
+    for tok in tokens:
+        logits, state = model.forward([tok], state)
+        one.append(logits)
+    torch.save({"seq": seq, "one": torch.stack(one), "state": seq_state}, out)
+    """
+)
+
+
+def run_reference(pth_path, tokens, out_path):
+    """Logits of the `rwkv` package (sequence mode and token by token) and its final state."""
+    env = dict(os.environ, RWKV_V7_ON="1", RWKV_JIT_ON="1", RWKV_CUDA_ON="0", CUDA_VISIBLE_DEVICES="")
+    stem = str(pth_path)[: -len(".pth")]  # the package appends ".pth" itself
+    proc = subprocess.run(
+        [sys.executable, "-c", _REF_SCRIPT, stem, json.dumps(tokens), str(out_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out_path, weights_only=True)
+
+
+@pytest.mark.parametrize("layer0_v", [True, False])
+def test_matches_blinkdl_rwkv_package(tmp_path, layer0_v):
+    pytest.importorskip("rwkv")
+    path = tmp_path / "tiny.pth"
+    torch.save(blinkdl_state_dict(L, C, V, **DIMS, layer0_v=layer0_v, seed=1 + layer0_v), path)
+    tokens = torch.randint(0, V, (37,), generator=torch.Generator().manual_seed(3)).tolist()
+    ref = run_reference(path, tokens, tmp_path / "ref.pt")
+
+    model = load_rwkv7_checkpoint(path)
+    assert model.config.layer0_v_lora == layer0_v and detect_model_size(model.config) == "custom"
+    with torch.no_grad():
+        logits, state = model(torch.tensor([tokens]), return_state=True)
+        assert rel_err(logits[0], ref["seq"]) <= TOL
+        s, steps = None, []
+        for tok in tokens:
+            out, s = model.step(torch.tensor([tok]), s)
+            steps.append(out[0])
+        assert rel_err(torch.stack(steps), ref["one"]) <= TOL
+    # state per layer (att_x_prev, wkv, ffn_x_prev) as the package's flat list
+    ours = [x[0] for layer in state for x in layer]
+    assert len(ours) == len(ref["state"])
+    for mine, theirs in zip(ours, ref["state"]):
+        assert mine.shape == theirs.shape
+        assert rel_err(mine, theirs) <= 1e-4
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = RWKV7(RWKV7Config(vocab_size=V, n_layer=L, n_embd=C, **DIMS, **kw))
+    with torch.no_grad():  # the init zeroes output projections; perturb so every path matters
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def test_step_equals_forward_and_state_continuation():
+    model = tiny_model().double()
+    idx = torch.randint(0, V, (2, 23))
+    with torch.no_grad():
+        full, full_state = model(idx, return_state=True)
+        # the same sequence in two parallel pieces, carrying the state
+        first, st = model(idx[:, :10], return_state=True)
+        second, st = model(idx[:, 10:], state=st, return_state=True)
+        assert rel_err(torch.cat([first, second], 1), full) <= 1e-10
+        s, outs = model.init_state(2), []
+        for t in range(idx.shape[1]):
+            out, s = model.step(idx[:, t], s)
+            outs.append(out)
+    assert rel_err(torch.stack(outs, 1), full) <= 1e-10
+    for a, b in zip(full_state, s):
+        for x, y in zip(a, b):
+            assert rel_err(x, y) <= 1e-10
+
+
+def test_right_padding_matches_one_by_one():
+    model = tiny_model(seed=1)
+    lengths = [19, 7, 1, 12]
+    T = max(lengths)
+    seqs = [torch.randint(0, V, (n,)) for n in lengths]
+    idx = torch.full((len(seqs), T), 5, dtype=torch.long)  # pad id: a real token, must still not leak
+    for i, s in enumerate(seqs):
+        idx[i, : len(s)] = s
+    start = model.init_state(len(seqs))
+    with torch.no_grad():
+        for st in start:  # nonzero incoming state, so "identity update" is really checked
+            st[1].normal_()
+            st[0].normal_()
+        logits, state = model(idx, lengths=torch.tensor(lengths), state=start, return_state=True)
+        for i, s in enumerate(seqs):
+            one_state = RWKV7.reorder_state(start, torch.tensor([i]))
+            ref, ref_state = model(s[None], state=one_state, return_state=True)
+            assert rel_err(logits[i, : len(s)], ref[0]) <= TOL
+            for a, b in zip(state, ref_state):
+                for x, y in zip(a, b):
+                    assert rel_err(x[i], y[0]) <= TOL
+
+
+def test_embedding_input_equals_token_input():
+    model = tiny_model(seed=2).double()
+    idx = torch.randint(0, V, (3, 9))
+    with torch.no_grad():
+        by_ids = model(idx)
+        by_embeds = model(inputs_embeds=model.emb(idx))
+        assert torch.allclose(by_ids, by_embeds, atol=0, rtol=0)
+        out, _ = model.step(model.emb(idx[:, 0]))
+    assert rel_err(out, by_ids[:, 0]) <= 1e-10
+    with pytest.raises(ValueError, match="exactly one"):
+        model(idx, inputs_embeds=model.emb(idx))
+
+
+def test_state_tuning_gradient_and_init_state():
+    model = tiny_model(seed=3)
+    params = model.enable_state_tuning()
+    assert len(params) == L and params[0].shape == (C // 64, 64, 64)
+    assert "blocks.1.att.time_state" in model.state_dict()
+    idx = torch.randint(0, V, (2, 18))
+    base = model(idx).detach()
+    model(idx).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+    with torch.no_grad():
+        for p in params:
+            p.normal_()
+        tuned = model(idx)
+        assert rel_err(tuned, base) > 1e-3  # the initial state is actually used
+        out, _ = model.step(idx[:, 0], model.init_state(2))  # init_state starts from time_state
+    assert rel_err(out, tuned[:, 0]) <= TOL
+
+
+def test_reorder_state():
+    model = tiny_model()
+    _, state = model(torch.randint(0, V, (3, 5)), return_state=True)
+    new = RWKV7.reorder_state(state, torch.tensor([2, 2, 0]))
+    assert torch.equal(new[1][1][0], state[1][1][2]) and torch.equal(new[0][0][2], state[0][0][0])
+    assert new[0][1].shape == (3, C // 64, 64, 64)
+
+
+def test_init_weights_follow_spec():
+    model = RWKV7(RWKV7Config(vocab_size=V, n_layer=4, n_embd=C, **DIMS))
+    att0, att3 = model.blocks[0].att, model.blocks[3].att
+    assert torch.all(att0.output.weight == 0) and torch.all(model.blocks[2].ffn.value.weight == 0)
+    assert torch.allclose(att3.ln_x.weight, torch.full((C,), 1.0))
+    assert torch.allclose(att0.ln_x.weight, torch.full((C,), 0.25**0.7))
+    assert att0.x_r[0, 0, 0] == 1.0 and torch.allclose(att0.k_a, torch.full_like(att0.k_a, 1.02))
+    w2 = att0.w2  # orthogonal rows, gain 0.1
+    assert torch.allclose(w2 @ w2.T, 0.01 * torch.eye(w2.shape[0]), atol=1e-5)
+    decay = torch.exp(-0.6065306597 * torch.sigmoid(att0.w0))
+    assert decay.min() > 0.545 and decay.max() < 1
+    assert torch.isfinite(model(torch.randint(0, V, (1, 4)))).all()
+
+
+def test_loader_errors(tmp_path):
+    sd = blinkdl_state_dict(2, C, V, **DIMS)
+    missing = dict(sd)
+    del missing["blocks.1.att.k_a"]
+    torch.save(missing, tmp_path / "missing.pth")
+    with pytest.raises(RWKV7CheckpointError, match=r"missing\.pth.*missing keys: blocks\.1\.att\.k_a"):
+        load_rwkv7_checkpoint(tmp_path / "missing.pth")
+    bad = dict(sd, **{"blocks.1.att.w0": torch.zeros(1, C)})
+    torch.save(bad, tmp_path / "shape.pth")
+    with pytest.raises(RWKV7CheckpointError, match=r"shape\.pth.*wrong shapes: blocks\.1\.att\.w0"):
+        load_rwkv7_checkpoint(tmp_path / "shape.pth")
+    extra = dict(sd, **{"blocks.1.ffn.s_emb.weight": torch.zeros(3, 3)})
+    torch.save(extra, tmp_path / "de.pth")
+    with pytest.raises(RWKV7CheckpointError, match="DeepEmbed"):
+        load_rwkv7_checkpoint(tmp_path / "de.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(RWKV7CheckpointError, match=r"junk\.pth"):
+        load_rwkv7_checkpoint(tmp_path / "junk.pth")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_rwkv7_checkpoint(tmp_path / "nope.pth")
+
+
+def test_loader_dtype_safetensors_and_state_tuning_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = blinkdl_state_dict(2, C, V, **DIMS, layer0_v=False)
+    sd["blocks.0.att.time_state"] = torch.randn(2, 64, 64).to(torch.bfloat16)
+    sd["blocks.1.att.time_state"] = torch.randn(2, 64, 64).to(torch.bfloat16)
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    model = load_rwkv7_checkpoint(tmp_path / "m.safetensors", dtype=torch.bfloat16)
+    assert model.emb.weight.dtype == torch.bfloat16 and not model.training
+    assert torch.equal(model.blocks[1].att.time_state, sd["blocks.1.att.time_state"])
+    model32 = load_rwkv7_checkpoint(tmp_path / "m.safetensors")
+    assert model32.head.weight.dtype == torch.float32
+    assert torch.equal(model32.head.weight, sd["head.weight"].float())
+    # round trip: our state dict has exactly the file's keys
+    assert set(model32.state_dict()) == set(sd)
+
+
+@pytest.mark.parametrize("size", list(MODEL_SIZES))
+def test_size_table_detection_on_meta(size):
+    n_layer, n_embd, dw, da, dv, dg = MODEL_SIZES[size]
+    sd = blinkdl_state_dict(n_layer, n_embd, 65536, dw, da, dv, dg, layer0_v=False, device="meta")
+    cfg = config_from_state_dict(sd)
+    assert detect_model_size(cfg) == size
+    with torch.device("meta"):
+        model = RWKV7(cfg)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
+    n_params = sum(p.numel() for p in model.parameters())
+    expected = 2 * 65536 * n_embd + 4 * n_embd + n_layer * (19 * n_embd + 12 * n_embd**2 + 2 * n_embd * (dw + da + dv + dg))
+    # spec formula counts layer-0 v0/v1/v2, which this file lacks
+    assert n_params == expected - (n_embd + 2 * n_embd * dv)
+    assert detect_model_size(RWKV7Config(n_layer=n_layer, n_embd=n_embd, d_decay=dw + 32)) == "custom"

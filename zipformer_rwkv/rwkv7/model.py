@@ -1,0 +1,519 @@
+"""RWKV-7 ("Goose", x070) language model with BlinkDL parameter names.
+
+Equations: spec rwkv7.md §1 (time-mix §1.2, WKV7 §1.3, channel-mix §1.4, recurrent state §1.5);
+from-scratch initialisation §3; parameter names and stored shapes §2, so that
+`model.load_state_dict(torch.load("RWKV-x070-....pth"))` works as it is (see `load.py`).
+
+Three ways to run it, all on the same code path:
+  * `forward(idx | inputs_embeds, lengths=, state=)` — parallel over time (training, prefill), calls the
+    WKV7 op `zipformer_rwkv.rwkv7.wkv7.wkv7` (chunked on CPU, Triton on GPU);
+  * `step(token | embedding, state)` — one position for every sequence of a batch (generation, streaming),
+    the WKV7 update done directly in fp32;
+  * state tuning: `enable_state_tuning()` adds a trainable initial WKV state per layer.
+
+Recurrent state (spec §1.5) is a list with one tuple per layer:
+`(att_x_prev (N, C), wkv_state (N, H, K, K) float32 in BlinkDL [value, key] layout, ffn_x_prev (N, C))`.
+"""
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LayerState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+State = List[LayerState]
+
+# d = exp(-exp(-0.5) * sigmoid(w_raw)): the log-decay fed to WKV7 is -exp(-0.5) * sigmoid(w_raw) (spec §1.2.4).
+DECAY_SCALE = math.exp(-0.5)
+
+
+@dataclass
+class RWKV7Config:
+    """Shape of an RWKV-7 model; `load.py` reads every field from a checkpoint's tensor shapes.
+
+    Attributes:
+      vocab_size: V, rows of `emb.weight` / `head.weight` (65536 for World/G1 files).
+      n_layer: L, number of blocks.
+      n_embd: C, model width (a multiple of `head_size`).
+      head_size: K, channels per head (64 in every released model); H = C / K heads.
+      d_decay: Dw, rank of the decay LoRA (`att.w1` is (C, Dw)).
+      d_aaa: Da, rank of the in-context learning-rate LoRA (`att.a1`).
+      d_mv: Dv, rank of the value-residual LoRA (`att.v1`, layers >= 1).
+      d_gate: Dg, rank of the output-gate LoRA (`att.g1`).
+      dim_ffn: F, channel-mix hidden width (`ffn.key.weight` is (F, C)); 0 means 4 * C.
+      layer0_v_lora: keep `blocks.0.att.v0/v1/v2` (unused by the math, spec §2) as buffers so a file
+        that has them loads strictly and saves back identical.
+    """
+
+    vocab_size: int = 65536
+    n_layer: int = 12
+    n_embd: int = 768
+    head_size: int = 64
+    d_decay: int = 64
+    d_aaa: int = 64
+    d_mv: int = 32
+    d_gate: int = 128
+    dim_ffn: int = 0
+    layer0_v_lora: bool = False
+
+    def __post_init__(self):
+        if self.dim_ffn == 0:
+            self.dim_ffn = 4 * self.n_embd
+        if self.n_embd % self.head_size != 0:
+            raise ValueError(f"n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
+
+    @property
+    def n_head(self) -> int:
+        return self.n_embd // self.head_size
+
+    @classmethod
+    def with_default_dims(cls, n_layer: int, n_embd: int, vocab_size: int = 65536, **kw) -> "RWKV7Config":
+        """A config whose LoRA ranks follow the formula the released models used (spec §2):
+        Dw = Da = max(32, round(1.8 sqrt(C) / 32) * 32), Dv = max(32, round(1.3 sqrt(C) / 32) * 32),
+        Dg = max(32, round(0.6 C^0.8 / 32) * 32)."""
+
+        def r32(x: float) -> int:
+            return max(32, int(round(x / 32)) * 32)
+
+        dims = dict(
+            d_decay=r32(1.8 * n_embd**0.5),
+            d_aaa=r32(1.8 * n_embd**0.5),
+            d_mv=r32(1.3 * n_embd**0.5),
+            d_gate=r32(0.6 * n_embd**0.8),
+        )
+        dims.update(kw)
+        return cls(vocab_size=vocab_size, n_layer=n_layer, n_embd=n_embd, **dims)
+
+
+def _wkv7_seq(r, w, k, v, a, b, state):
+    """Parallel WKV7 over (B, T, H, K) inputs; see `zipformer_rwkv.rwkv7.wkv7.wkv7` for the contract."""
+    from zipformer_rwkv.rwkv7.wkv7 import wkv7
+
+    return wkv7(r, w, k, v, a, b, state)
+
+
+def wkv7_one_step(
+    state: torch.Tensor, r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    a: torch.Tensor, b: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One WKV7 update for a batch of single positions, computed in float32 (spec §1.3).
+
+    `S <- S (diag(exp(w)) + a^T b) + v^T k`, `y = S r`, with S[i, j] indexed [value, key].
+
+    Args:
+      state: (B, H, K, K) float32 (or float64) previous state.
+      r, w, k, v, a, b: (B, H, K); w is the log-decay (<= 0), a = -kk, b = kk * a_gate.
+    Returns:
+      y (B, H, K) in r's dtype and the new state (B, H, K, K) in the state's dtype.
+    """
+    f = state.dtype
+    r, w, k, v, a, b = (t.to(f) for t in (r, w, k, v, a, b))
+    sa = state @ a.unsqueeze(-1)  # (B, H, K, 1): sum_j S[i, j] a_j
+    state = state * torch.exp(w).unsqueeze(-2) + sa * b.unsqueeze(-2) + v.unsqueeze(-1) * k.unsqueeze(-2)
+    y = (state @ r.unsqueeze(-1)).squeeze(-1)
+    return y, state
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """WKV states are float32, or float64 for a float64 model (reference checks)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _token_shift(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
+    """(N, T, C) -> the previous position's input, x_prev (N, C) (or zeros) at t = 0."""
+    first = torch.zeros_like(x[:, :1]) if x_prev is None else x_prev.to(x.dtype).unsqueeze(1)
+    return torch.cat([first, x[:, :-1]], dim=1)
+
+
+def _last_valid(x: torch.Tensor, lengths: Optional[torch.Tensor], old: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (N, T, C) at position lengths-1 of each row; rows with length 0 keep `old` (or zeros)."""
+    if lengths is None:
+        return x[:, -1]
+    idx = (lengths - 1).clamp(min=0)
+    last = x[torch.arange(x.shape[0], device=x.device), idx]
+    keep = old if old is not None else torch.zeros_like(last)
+    return torch.where((lengths > 0).unsqueeze(-1), last, keep.to(last.dtype))
+
+
+class RWKV7TimeMix(nn.Module):
+    """Time-mix (attention replacement) of block `layer_id`, parameters `blocks.{i}.att.*` (spec §1.2)."""
+
+    def __init__(self, config: RWKV7Config, layer_id: int):
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_head, self.head_size = config.n_head, config.head_size
+        C = config.n_embd
+
+        def vec() -> nn.Parameter:
+            return nn.Parameter(torch.zeros(1, 1, C))
+
+        def mat(rows: int, cols: int) -> nn.Parameter:
+            return nn.Parameter(torch.zeros(rows, cols))
+
+        self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g = (vec() for _ in range(6))
+        self.w0, self.w1, self.w2 = vec(), mat(C, config.d_decay), mat(config.d_decay, C)
+        self.a0, self.a1, self.a2 = vec(), mat(C, config.d_aaa), mat(config.d_aaa, C)
+        if layer_id > 0:
+            self.v0, self.v1, self.v2 = vec(), mat(C, config.d_mv), mat(config.d_mv, C)
+        elif config.layer0_v_lora:  # present in some files, never used (spec §2)
+            self.register_buffer("v0", torch.zeros(1, 1, C))
+            self.register_buffer("v1", torch.zeros(C, config.d_mv))
+            self.register_buffer("v2", torch.zeros(config.d_mv, C))
+        self.g1, self.g2 = mat(C, config.d_gate), mat(config.d_gate, C)
+        self.k_k, self.k_a = vec(), vec()
+        self.r_k = nn.Parameter(torch.zeros(self.n_head, self.head_size))
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.output = nn.Linear(C, C, bias=False)
+        self.ln_x = nn.GroupNorm(self.n_head, C, eps=64e-5)
+        self.register_parameter("time_state", None)  # (H, K, K) after RWKV7.enable_state_tuning()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        v_first: Optional[torch.Tensor],
+        x_prev: Optional[torch.Tensor],
+        wkv_state: Optional[torch.Tensor],
+        valid: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Time-mix over a block of positions.
+
+        Args:
+          x: (N, T, C), output of `ln1`.
+          v_first: (N, T, C) value of layer 0 (ignored, and returned, for layer 0).
+          x_prev: (N, C) the `ln1` output before position 0, or None (zeros).
+          wkv_state: (N, H, K, K) float32 initial state, or None (zeros).
+          valid: (N, T) bool, False at right-padding; padded positions become identity updates
+            (log-decay 0, k = a = b = 0) so the state after the batch equals the state after each
+            sequence's last real position.
+        Returns:
+          out (N, T, C), v_first (N, T, C), the final WKV state (N, H, K, K) float32.
+        """
+        N, T, C = x.shape
+        H, K = self.n_head, self.head_size
+        xx = _token_shift(x, x_prev) - x
+        xr, xw, xk = torch.addcmul(x, xx, self.x_r), torch.addcmul(x, xx, self.x_w), torch.addcmul(x, xx, self.x_k)
+        xv, xa, xg = torch.addcmul(x, xx, self.x_v), torch.addcmul(x, xx, self.x_a), torch.addcmul(x, xx, self.x_g)
+
+        r = self.receptance(xr)
+        w = self.w0 + torch.tanh(xw @ self.w1) @ self.w2
+        k = self.key(xk)
+        v = self.value(xv)
+        a = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)
+        g = torch.sigmoid(xg @ self.g1) @ self.g2
+
+        kk = F.normalize((k * self.k_k).view(N, T, H, K), dim=-1, p=2.0, eps=1e-12)
+        k = k * (1 + (a - 1) * self.k_a)
+        if self.layer_id == 0:
+            v_first = v
+        else:
+            v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
+        w = -DECAY_SCALE * torch.sigmoid(w.float())  # log-decay, computed in fp32
+
+        dt = r.dtype
+        r_, w_, k_, v_ = (t.reshape(N, T, H, K).to(dt) for t in (r, w, k, v))
+        a_, b_ = (-kk).to(dt), (kk * a.view(N, T, H, K)).to(dt)
+        if valid is not None:
+            m = valid.view(N, T, 1, 1)
+            zero = torch.zeros((), dtype=dt, device=x.device)
+            w_, k_, a_, b_ = (torch.where(m, t, zero) for t in (w_, k_, a_, b_))
+        if wkv_state is None and self.time_state is not None:
+            wkv_state = self.time_state.to(_state_dtype(dt)).unsqueeze(0).expand(N, H, K, K)
+        if T == 1:
+            if wkv_state is None:
+                wkv_state = x.new_zeros(N, H, K, K, dtype=_state_dtype(dt))
+            y, wkv_state = wkv7_one_step(wkv_state, *(t[:, 0] for t in (r_, w_, k_, v_, a_, b_)))
+            y = y.to(dt).unsqueeze(1)
+        else:
+            y, wkv_state = _wkv7_seq(r_, w_, k_, v_, a_, b_, wkv_state)
+
+        y = self.ln_x(y.reshape(N * T, C)).view(N, T, C)
+        bonus = (r_ * k_ * self.r_k).sum(dim=-1, keepdim=True) * v_  # (N, T, H, K)
+        y = y + bonus.reshape(N, T, C)
+        return self.output(y * g), v_first, wkv_state
+
+
+class RWKV7ChannelMix(nn.Module):
+    """Channel-mix (squared-ReLU MLP, no receptance gate), parameters `blocks.{i}.ffn.*` (spec §1.4)."""
+
+    def __init__(self, config: RWKV7Config):
+        super().__init__()
+        self.x_k = nn.Parameter(torch.zeros(1, 1, config.n_embd))
+        self.key = nn.Linear(config.n_embd, config.dim_ffn, bias=False)
+        self.value = nn.Linear(config.dim_ffn, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
+        """x (N, T, C) output of `ln2`, x_prev (N, C) or None -> (N, T, C)."""
+        xx = _token_shift(x, x_prev) - x
+        h = torch.relu(self.key(torch.addcmul(x, xx, self.x_k))) ** 2
+        return self.value(h)
+
+
+class RWKV7Block(nn.Module):
+    """`blocks.{i}`: (ln0 in block 0) -> x + att(ln1 x) -> x + ffn(ln2 x) (spec §1.1)."""
+
+    def __init__(self, config: RWKV7Config, layer_id: int):
+        super().__init__()
+        C = config.n_embd
+        if layer_id == 0:
+            self.ln0 = nn.LayerNorm(C)
+        self.ln1 = nn.LayerNorm(C)
+        self.ln2 = nn.LayerNorm(C)
+        self.att = RWKV7TimeMix(config, layer_id)
+        self.ffn = RWKV7ChannelMix(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        v_first: Optional[torch.Tensor],
+        state: Optional[LayerState],
+        valid: Optional[torch.Tensor],
+        lengths: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, torch.Tensor, LayerState]:
+        """x (N, T, C) -> (x (N, T, C), v_first (N, T, C), this layer's new state)."""
+        att_prev, wkv_state, ffn_prev = state if state is not None else (None, None, None)
+        if hasattr(self, "ln0"):
+            x = self.ln0(x)
+        h = self.ln1(x)
+        out, v_first, wkv_state = self.att(h, v_first, att_prev, wkv_state, valid)
+        att_prev = _last_valid(h, lengths, att_prev)
+        x = x + out
+        h = self.ln2(x)
+        x = x + self.ffn(h, ffn_prev)
+        ffn_prev = _last_valid(h, lengths, ffn_prev)
+        return x, v_first, (att_prev, wkv_state, ffn_prev)
+
+
+class RWKV7(nn.Module):
+    """RWKV-7 language model: `emb`, `blocks.{i}`, `ln_out`, `head` (untied), BlinkDL names (spec §2).
+
+    Parameters are created in float32 and initialised per spec §3 (skipped on the meta device, where
+    `load.py` builds the model before assigning a checkpoint's tensors).
+
+    Args:
+      config: the model's shape.
+    """
+
+    def __init__(self, config: RWKV7Config):
+        super().__init__()
+        self.config = config
+        self.emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(RWKV7Block(config, i) for i in range(config.n_layer))
+        self.ln_out = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.grad_checkpoint = False  # torch.utils.checkpoint per block in training when True
+        if not self.emb.weight.is_meta:
+            self.init_weights()
+
+    # ------------------------------------------------------------------ initialisation (spec §3)
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """From-scratch initialisation of BlinkDL's `RWKV-v7/train_temp` (spec §3), in place."""
+        cfg = self.config
+        L, C, V, K = cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.head_size
+        n = torch.arange(C, dtype=torch.float64)
+        ddd = n / C
+        linear = n / (C - 1) - 0.5
+        z = ((n % K) - (K - 1) / 2) / ((K - 1) / 2)
+        zigzag = z * z.abs()
+
+        def vec(t: torch.Tensor) -> torch.Tensor:
+            return t.view(1, 1, C)
+
+        def ortho(p: torch.Tensor, gain: float) -> None:
+            # QR in float64 on a CPU copy, then copied into p (any device/dtype)
+            tmp = torch.empty(p.shape, dtype=torch.float64)
+            nn.init.orthogonal_(tmp, gain=gain)
+            p.copy_(tmp)
+
+        def lora_gain(p: torch.Tensor) -> float:
+            rows, cols = p.shape
+            return 0.1 * (math.sqrt(rows / cols) if rows > cols else 1.0)
+
+        nn.init.uniform_(self.emb.weight, -1e-4, 1e-4)
+        ortho(self.head.weight, 0.5 * (math.sqrt(V / C) if V > C else 1.0))
+        for ln in [self.ln_out] + [m for b in self.blocks for m in (getattr(b, "ln0", None), b.ln1, b.ln2) if m is not None]:
+            ln.weight.fill_(1.0)
+            ln.bias.zero_()
+        for l, block in enumerate(self.blocks):
+            att, ffn = block.att, block.ffn
+            r01 = l / max(L - 1, 1)
+            r10 = 1.0 - l / L
+            for name, p in (("x_r", 0.2), ("x_w", 0.9), ("x_k", 0.7), ("x_v", 0.7), ("x_a", 0.9), ("x_g", 0.2)):
+                getattr(att, name).copy_(vec(1.0 - ddd ** (p * r10)))
+            ffn.x_k.copy_(vec(1.0 - ddd ** (r10**4)))
+            www = -6 + 6 * (n / (C - 1)) ** (1 + r01**0.3)
+            att.w0.copy_(vec(www + 0.5 + 2.5 * zigzag))
+            att.a0.copy_(vec(-0.19 + 0.3 * zigzag + 0.4 * linear))
+            if isinstance(getattr(att, "v0", None), nn.Parameter):
+                att.v0.copy_(vec(0.73 - 0.4 * linear))
+            att.k_k.copy_(vec(0.71 - 0.1 * linear))
+            att.k_a.fill_(1.02)
+            att.r_k.fill_(-0.04)
+            for first, second in (("w1", "w2"), ("a1", "a2"), ("v1", "v2"), ("g1", "g2")):
+                p1, p2 = getattr(att, first, None), getattr(att, second, None)
+                if isinstance(p1, nn.Parameter):
+                    p1.zero_()
+                    ortho(p2, lora_gain(p2))
+            ortho(att.receptance.weight, 1.0)
+            ortho(att.key.weight, 0.1)
+            ortho(att.value.weight, 1.0)
+            att.output.weight.zero_()
+            att.ln_x.weight.fill_(((l + 1) / L) ** 0.7)
+            att.ln_x.bias.zero_()
+            ortho(ffn.key.weight, 1.0)
+            ffn.value.weight.zero_()
+            if att.time_state is not None:
+                att.time_state.zero_()
+
+    # ------------------------------------------------------------------ state tuning (spec §6)
+    def enable_state_tuning(self) -> List[nn.Parameter]:
+        """Add a trainable initial WKV state `blocks.{i}.att.time_state` (H, K, K) per layer (zeros).
+
+        The name and the BlinkDL [value, key] layout are RWKV-PEFT's (spec §6), so a merged `.pth`
+        holding `time_state` keys loads back here. When `forward` gets no explicit `state`, every
+        sequence starts from these states (token-shift states still start at zero). Idempotent.
+
+        Returns:
+          the per-layer `time_state` parameters (e.g. to give to the optimizer).
+        """
+        out = []
+        for block in self.blocks:
+            att = block.att
+            if att.time_state is None:
+                ref = att.r_k
+                att.time_state = nn.Parameter(
+                    torch.zeros(att.n_head, att.head_size, att.head_size, device=ref.device, dtype=ref.dtype)
+                )
+            out.append(att.time_state)
+        return out
+
+    # ------------------------------------------------------------------ parallel forward
+    def forward_features(
+        self,
+        idx: Optional[torch.Tensor] = None,
+        *,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        lengths: Optional[torch.Tensor] = None,
+        state: Optional[State] = None,
+    ) -> Tuple[torch.Tensor, State]:
+        """Hidden states after `ln_out` (before `head`) and the state after each sequence's last position.
+
+        Args:
+          idx: (N, T) int64 token ids, or None.
+          inputs_embeds: (N, T, C) float embeddings instead of ids (e.g. adapter outputs concatenated
+            with `self.emb(ids)`); `blocks.0.ln0` is applied to them like to token embeddings.
+          lengths: (N,) int64 valid positions per row for right-padded batches, or None (all valid).
+            Padding never affects real positions nor the returned state.
+          state: per-layer `(att_x_prev (N, C), wkv_state (N, H, K, K) fp32, ffn_x_prev (N, C))` to
+            continue from, or None (zeros, or the `time_state`s after `enable_state_tuning`).
+        Returns:
+          hidden (N, T, C) and the new state (same structure as `state`).
+        Raises:
+          ValueError: on missing/both inputs or mismatched shapes.
+        """
+        x = self._embed(idx, inputs_embeds)
+        N, T, _ = x.shape
+        valid = None
+        if lengths is not None:
+            if lengths.shape != (N,):
+                raise ValueError(f"lengths must have shape ({N},), got {tuple(lengths.shape)}")
+            lengths = lengths.to(x.device)
+            if int(lengths.max()) > T or int(lengths.min()) < 0:
+                raise ValueError(f"lengths must lie in [0, {T}], got {lengths.tolist()}")
+            valid = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if state is not None and len(state) != len(self.blocks):
+            raise ValueError(f"state has {len(state)} layers, the model has {len(self.blocks)}")
+        v_first = None
+        new_state: State = []
+        for i, block in enumerate(self.blocks):
+            layer_state = state[i] if state is not None else None
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                x, v_first, s = torch.utils.checkpoint.checkpoint(
+                    block, x, v_first, layer_state, valid, lengths, use_reentrant=False
+                )
+            else:
+                x, v_first, s = block(x, v_first, layer_state, valid, lengths)
+            new_state.append(s)
+        return self.ln_out(x), new_state
+
+    def forward(
+        self,
+        idx: Optional[torch.Tensor] = None,
+        *,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        lengths: Optional[torch.Tensor] = None,
+        state: Optional[State] = None,
+        return_state: bool = False,
+    ):
+        """Logits for every position; arguments as `forward_features`.
+
+        Returns:
+          logits (N, T, V), or `(logits, new_state)` when `return_state` is True.
+        """
+        hidden, new_state = self.forward_features(idx, inputs_embeds=inputs_embeds, lengths=lengths, state=state)
+        logits = self.head(hidden)
+        return (logits, new_state) if return_state else logits
+
+    def _embed(self, idx: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> torch.Tensor:
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (N, T) and inputs_embeds (N, T, C)")
+        if idx is not None:
+            if idx.ndim != 2:
+                raise ValueError(f"idx must be (N, T) token ids, got shape {tuple(idx.shape)}")
+            return self.emb(idx)
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
+            raise ValueError(
+                f"inputs_embeds must be (N, T, {self.config.n_embd}), got shape {tuple(inputs_embeds.shape)}"
+            )
+        return inputs_embeds
+
+    # ------------------------------------------------------------------ recurrent mode
+    def init_state(self, batch_size: int, device: Optional[torch.device] = None) -> State:
+        """Initial recurrent state for `batch_size` sequences (spec §1.5).
+
+        Token-shift states are zeros in the parameters' dtype; WKV states are float32 zeros, or the
+        `time_state`s when state tuning is enabled (float64 for a float64 model).
+        """
+        p = self.ln_out.weight
+        sdt = _state_dtype(p.dtype)
+        device = p.device if device is None else device
+        C, H, K = self.config.n_embd, self.config.n_head, self.config.head_size
+        state = []
+        for block in self.blocks:
+            ts = block.att.time_state
+            if ts is None:
+                wkv = torch.zeros(batch_size, H, K, K, device=device, dtype=sdt)
+            else:
+                wkv = ts.detach().to(device=device, dtype=sdt).unsqueeze(0).repeat(batch_size, 1, 1, 1)
+            zeros = torch.zeros(batch_size, C, device=device, dtype=p.dtype)
+            state.append((zeros, wkv, zeros.clone()))
+        return state
+
+    def step(self, x: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
+        """Advance every sequence of a batch by one position (O(1) per token; spec §1.5).
+
+        Args:
+          x: (N,) int64 token ids or (N, C) float embeddings.
+          state: from `init_state`, `step` or `forward(..., return_state=True)`; None = `init_state(N)`.
+        Returns:
+          logits (N, V) and the new state (the input state is not modified).
+        """
+        if x.ndim == 1:
+            inputs = dict(idx=x.unsqueeze(1))
+        elif x.ndim == 2:
+            inputs = dict(inputs_embeds=x.unsqueeze(1))
+        else:
+            raise ValueError(f"step takes (N,) ids or (N, C) embeddings, got shape {tuple(x.shape)}")
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device)
+        logits, state = self.forward(**inputs, state=state, return_state=True)
+        return logits[:, 0], state
+
+    @staticmethod
+    def reorder_state(state: State, index: torch.Tensor) -> State:
+        """Select/reorder the batch rows of every state tensor (beam search): `t.index_select(0, index)`."""
+        return [tuple(t.index_select(0, index) for t in layer) for layer in state]
