@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import random
 import sys
 import time
@@ -30,9 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tqdm import tqdm  # noqa: E402
-
-from local.tts_corpus.synth import SynthJob, Utterance, run_job  # noqa: E402
+from local.tts_corpus.synth import SynthJob, Utterance, run_jobs  # noqa: E402
 from local.tts_corpus.text import RESERVED_BOOK, build_pool, split_pool  # noqa: E402
 from local.tts_corpus.voices import SPLIT_MIXES, TRAIN_MIX, allocate, sample_params  # noqa: E402
 
@@ -78,24 +75,6 @@ def plan(pool_splits: dict, out_dir: Path, seed: int) -> tuple[list[SynthJob], d
     cost = {"festival": 0, "flite": 1, "espeak": 2}
     jobs.sort(key=lambda j: (cost.get(j.voice.engine, 3), -len(j.utterances)))
     return jobs, entries
-
-
-def synthesize(jobs: list[SynthJob], nj: int) -> dict:
-    """Run the jobs on ``nj`` processes with a progress bar; returns ``{utt_id: Result}``."""
-    results = {}
-    with tqdm(total=sum(len(j.utterances) for j in jobs), unit="utt", desc="tts") as bar:
-        if nj <= 1:
-            it = map(run_job, jobs)
-        else:
-            pool = multiprocessing.Pool(nj)
-            it = pool.imap_unordered(run_job, jobs)
-        for res in it:
-            results.update((r.utt_id, r) for r in res)
-            bar.update(len(res))
-        if nj > 1:
-            pool.close()
-            pool.join()
-    return results
 
 
 def write_outputs(out_dir: Path, entries: dict, results: dict, rest: list, args, wall: float) -> dict:
@@ -150,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         for stale in (out_dir / split).glob("*.flac"):
             stale.unlink()
     jobs, entries = plan(pool_splits, out_dir, args.seed)
-    results = synthesize(jobs, args.nj)
+    results = run_jobs(jobs, args.nj)
     summary = write_outputs(out_dir, entries, results, pool_splits["rest"], args, time.time() - start)
     for split, s in summary["splits"].items():
         print(f"{split}: {s['utts']} utts, {s['hours']:.3f} h, {len(s['voices'])} voices, {s['skipped']} skipped")

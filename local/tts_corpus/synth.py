@@ -9,6 +9,7 @@ spoken (engine or sox error, no/empty/silent output, < ``MIN_DURATION`` s) becom
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from local.tts_corpus.voices import Voice
 
@@ -167,3 +169,22 @@ def run_job(job: SynthJob) -> list[Result]:
             err = speak(job.voice, u, wav) if speak else f"unknown TTS engine '{job.voice.engine}'"
             results.append(Result(u.utt_id, None, err) if err else to_flac(wav, u))
         return results
+
+
+def run_jobs(jobs: list[SynthJob], nj: int, desc: str = "tts") -> dict[str, Result]:
+    """Run ``jobs`` on ``nj`` worker processes (in-process when ``nj <= 1``) with a tqdm bar.
+
+    Returns ``{utt_id: Result}``; the outputs do not depend on ``nj`` or on completion order.
+    """
+    results: dict[str, Result] = {}
+    with tqdm(total=sum(len(j.utterances) for j in jobs), unit="utt", desc=desc) as bar:
+        if nj <= 1:
+            for res in map(run_job, jobs):
+                results.update((r.utt_id, r) for r in res)
+                bar.update(len(res))
+        else:
+            with multiprocessing.Pool(nj) as pool:
+                for res in pool.imap_unordered(run_job, jobs):
+                    results.update((r.utt_id, r) for r in res)
+                    bar.update(len(res))
+    return results
