@@ -1,0 +1,48 @@
+"""Shared helpers for the WKV7 tests: realistic random inputs and relative errors."""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+LOG_DECAY_SCALE = 0.6065306597  # exp(-0.5); RWKV-7's w = -0.6065 * sigmoid(w_raw), spec rwkv7.md 1.2
+
+
+def make_inputs(B: int, T: int, H: int, K: int, seed: int, with_state: bool = True) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
+    """Float64 (r, w, k, v, a, b) of shape (B, T, H, K) as RWKV-7 produces them, and a (B, H, K, K) state.
+
+    w = -0.6065 * sigmoid(randn) (log-decay); kk L2-normalised per head; a = -kk, b = kk * sigmoid(randn).
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    r, k, v = randn(B, T, H, K) * 0.5, randn(B, T, H, K) * 0.5, randn(B, T, H, K) * 0.5
+    w = -LOG_DECAY_SCALE * torch.sigmoid(randn(B, T, H, K))
+    kk = torch.nn.functional.normalize(randn(B, T, H, K), dim=-1)
+    a_in = torch.sigmoid(randn(B, T, H, K))
+    state = randn(B, H, K, K) * 0.3 if with_state else None
+    return [r, w, k, v, -kk, kk * a_in], state
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """||x - ref|| / ||ref||, or ||x|| when ref is exactly zero (e.g. dw at T=1 from a zero state)."""
+    x, ref = x.double(), ref.double()
+    denom = ref.norm()
+    diff = (x - ref).norm()
+    return float(diff / denom) if denom > 0 else float(x.norm())
+
+
+def run_fwd_bwd(fn, inputs: Sequence[torch.Tensor], state: Optional[torch.Tensor], dtype: torch.dtype, seed: int = 123):
+    """Run fn(r, w, k, v, a, b, state) on copies cast to `dtype` (state stays fp32/fp64), backprop a fixed
+    random cotangent into out and final state; return (out, final_state, grads of r,w,k,v,a,b[,state])."""
+    xs = [x.detach().to(dtype).requires_grad_() for x in inputs]
+    s_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    s = state.detach().to(s_dtype).requires_grad_() if state is not None else None
+    out, final = fn(*xs, s)
+    g = torch.Generator().manual_seed(seed)
+    d_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    d_final = torch.randn(final.shape, generator=g, dtype=torch.float64)
+    loss = (out.double() * d_out).sum() + (final.double() * d_final).sum()
+    loss.backward()
+    grads = [x.grad for x in xs] + ([s.grad] if s is not None else [])
+    return out.detach(), final.detach(), grads
