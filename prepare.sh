@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Data preparation for ZipRWKV-Speech (icefall style). Run from any folder; --dl-dir and --data-dir are
+# relative to the current folder.
+#
+# Usage: ./prepare.sh [--stage 0] [--stop-stage 4] [--corpus tts_en] [--nj 2] [--size default] ...
+#
+# Stages (each is skipped when its .done marker exists; delete the marker or the folder to redo it):
+#   0  obtain audio
+#        tts_en (built-in): local/make_tts_corpus.py writes $dl_dir/tts_en/{train,dev,test}.jsonl + FLAC
+#        librispeech:       `lhotse download librispeech --full` unless $dl_dir/LibriSpeech/<part> exist;
+#                           `lhotse download musan` when --download-musan true
+#        any other NAME:    NeMo (--manifest-format nemo) or SLAM/WeNet (jsonl) manifests
+#                           $nemo_dir/{split}.jsonl (default $dl_dir/NAME); without egs/NAME/conf.yaml a
+#                           conf is written (train* -> train, dev*/valid* -> dev, others -> test)
+#   1  lhotse manifests  $data_dir/manifests/{corpus}_{recordings,supervisions,cuts}_{split}.jsonl.gz
+#                        and the bad-input report $data_dir/manifests/{corpus}_{split}_skipped.txt
+#   2  fbank             $data_dir/fbank/{corpus}_cuts_{split}.jsonl.gz + {corpus}_feats_{split}/
+#                        (80-dim lhotse.Fbank, 100 Hz, lilcom); train splits x3 with speed 0.9/1.1
+#                        when --perturb-speed true
+#   3  noise             $data_dir/fbank/musan_cuts.jsonl.gz when $dl_dir/musan exists (10 s windows,
+#                        keep > 5 s), else the built-in noise (local/prepare_noise.py) as
+#                        $data_dir/fbank/tts_en_noise_cuts.jsonl.gz
+#   4  tokenizer + LM text
+#                        $data_dir/lang_bpe_{vocab_size}/{transcript_words.txt,bpe.model,tokens.txt}
+#                        (sentencepiece unigram, <blk>=0, <sos/eos>=1, unk=2);
+#                        $data_dir/lm/{train,valid}.txt: train transcripts + $dl_dir/{corpus}/lm_text.txt
+#                        minus every dev/test sentence, deduplicated; valid = a held-out 2% slice
+#
+# Options (defaults in brackets):
+#   --stage N, --stop-stage N   [0, 4]
+#   --corpus NAME               [tts_en]; its conf is egs/NAME/conf.yaml unless --conf is given
+#   --conf FILE                 corpus conf (train/dev/test sets, mux weights, noise)
+#   --nj N                      [2] parallel jobs
+#   --size tiny|default         [default] size of the built-in corpus and noise
+#   --seed N                    [42]
+#   --dl-dir DIR                [download]
+#   --data-dir DIR              [data]
+#   --vocab-size N              [500]
+#   --perturb-speed true|false  [true] offline speed perturbation of the training splits
+#   --download-musan true|false [true] (librispeech only)
+#   --nemo-dir DIR              [$dl_dir/$corpus] folder of the {split}.jsonl manifests to import
+#   --manifest-format nemo|jsonl  [nemo] format of those manifests (conf-less corpora)
+#   --text-field NAME           [text] transcript key of NeMo manifests
+set -eou pipefail
+
+stage=0
+stop_stage=4
+corpus=tts_en
+conf=
+nj=2
+size=default
+seed=42
+dl_dir=download
+data_dir=data
+vocab_size=500
+perturb_speed=true
+download_musan=true
+nemo_dir=
+manifest_format=nemo
+text_field=text
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$root/local/parse_options.sh" || exit 1
+python=${PYTHON:-python3}
+
+log() {
+  # date (file:line:function) message, as in icefall
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+conf=${conf:-$root/egs/$corpus/conf.yaml}
+nemo_dir=${nemo_dir:-$dl_dir/$corpus}
+manifests=$data_dir/manifests
+fbank=$data_dir/fbank
+lang_dir=$data_dir/lang_bpe_${vocab_size}
+mkdir -p "$dl_dir" "$manifests" "$fbank"
+
+if [ ! -f "$conf" ]; then
+  case "$corpus" in
+    tts_en|librispeech) log "missing corpus conf $conf"; exit 1 ;;
+  esac
+  log "No conf $conf: writing one from the manifests in $nemo_dir"
+  $python "$root/local/data_conf.py" init "$conf" --corpus "$corpus" --manifest-dir "$nemo_dir" \
+    --source "$manifest_format"
+fi
+conf_vars=$($python "$root/local/data_conf.py" shell "$conf")
+eval "$conf_vars"
+source_kind=$conf_source
+splits=$conf_splits
+train_splits=$conf_train
+eval_splits="$conf_dev $conf_test"
+if [ "$conf_corpus" != "$corpus" ]; then
+  log "$conf is for corpus '$conf_corpus', not '$corpus'"; exit 1
+fi
+log "corpus=$corpus source=$source_kind conf=$conf splits: $splits"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: obtain audio for $corpus"
+  case "$source_kind" in
+    tts)
+      if [ ! -f "$dl_dir/$corpus/.done" ]; then
+        $python "$root/local/make_tts_corpus.py" --out-dir "$dl_dir/$corpus" --size "$size" --nj "$nj" \
+          --seed "$seed"
+        touch "$dl_dir/$corpus/.done"
+      fi
+      ;;
+    librispeech)
+      if [ ! -f "$dl_dir/LibriSpeech/.done" ]; then
+        missing=
+        for s in $splits; do [ -d "$dl_dir/LibriSpeech/$s" ] || missing="$missing $s"; done
+        if [ -n "$missing" ]; then
+          log "Downloading LibriSpeech (missing:$missing) to $dl_dir"
+          lhotse download librispeech --full "$dl_dir"
+        fi
+        touch "$dl_dir/LibriSpeech/.done"
+      fi
+      if [ "$download_musan" = true ] && [ ! -d "$dl_dir/musan" ]; then
+        log "Downloading MUSAN to $dl_dir"
+        lhotse download musan "$dl_dir"
+      fi
+      ;;
+    nemo|jsonl)
+      for s in $splits; do
+        if [ ! -f "$nemo_dir/$s.jsonl" ] && [ ! -f "$nemo_dir/$s.list" ]; then
+          log "manifest for split $s not found: $nemo_dir/$s.jsonl (set --nemo-dir)"; exit 1
+        fi
+      done
+      ;;
+    *)
+      log "unknown source '$source_kind' in $conf (tts, librispeech, nemo, jsonl)"; exit 1 ;;
+  esac
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: lhotse manifests for $corpus in $manifests"
+  if [ ! -f "$manifests/.$corpus.done" ]; then
+    if [ "$source_kind" = librispeech ]; then
+      $python "$root/local/prepare_librispeech.py" --corpus-dir "$dl_dir/LibriSpeech" \
+        --output-dir "$manifests" --parts "$splits" --nj "$nj"
+    else
+      src_dir=$nemo_dir; fmt=$manifest_format
+      if [ "$source_kind" = tts ]; then src_dir=$dl_dir/$corpus; fmt=nemo; fi
+      [ "$source_kind" = jsonl ] && fmt=jsonl
+      for s in $splits; do
+        m=$src_dir/$s.jsonl; [ -f "$m" ] || m=$src_dir/$s.list
+        $python "$root/local/import_manifest.py" --manifest "$m" --format "$fmt" --text-field "$text_field" \
+          --output-dir "$manifests" --prefix "$corpus" --split "$s"
+      done
+    fi
+    touch "$manifests/.$corpus.done"
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: 80-dim fbank for $corpus in $fbank"
+  if [ ! -f "$fbank/.$corpus.done" ]; then
+    sp_splits=
+    [ "$perturb_speed" = true ] && sp_splits=$train_splits
+    $python "$root/local/compute_fbank.py" --src-dir "$manifests" --output-dir "$fbank" --prefix "$corpus" \
+      --splits "$splits" --perturb-speed-splits "$sp_splits" --nj "$nj"
+    touch "$fbank/.$corpus.done"
+  fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: noise cuts in $fbank"
+  if [ -d "$dl_dir/musan" ]; then
+    if [ ! -f "$fbank/.musan.done" ]; then
+      $python "$root/local/compute_fbank_noise.py" --musan-dir "$dl_dir/musan" --manifest-dir "$manifests" \
+        --output-dir "$fbank" --nj "$nj"
+      touch "$fbank/.musan.done"
+    fi
+  elif [ ! -f "$fbank/.tts_en_noise.done" ]; then
+    noise_dir=$dl_dir/tts_en_noise
+    if [ ! -f "$noise_dir/noise.jsonl" ]; then
+      log "No $dl_dir/musan: making the built-in noise set in $noise_dir"
+      $python "$root/local/prepare_noise.py" --out-dir "$noise_dir" --text "$dl_dir/tts_en/lm_text.txt" \
+        --size "$size" --nj "$nj" --seed "$seed"
+    fi
+    $python "$root/local/compute_fbank_noise.py" --noise-manifest "$noise_dir/noise.jsonl" \
+      --name tts_en_noise --min-duration 2 --manifest-dir "$manifests" --output-dir "$fbank" --nj "$nj"
+    touch "$fbank/.tts_en_noise.done"
+  fi
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: BPE tokenizer in $lang_dir, LM text in $data_dir/lm"
+  if [ ! -f "$lang_dir/.done" ]; then
+    train_cuts=
+    for s in $train_splits; do train_cuts="$train_cuts $manifests/${corpus}_cuts_$s.jsonl.gz"; done
+    $python "$root/local/export_transcripts.py" --output "$lang_dir/transcript_words.txt" $train_cuts
+    $python "$root/local/train_bpe_model.py" --lang-dir "$lang_dir" --vocab-size "$vocab_size" \
+      --transcript "$lang_dir/transcript_words.txt"
+    touch "$lang_dir/.done"
+  fi
+  if [ ! -f "$data_dir/lm/.$corpus.done" ]; then
+    texts="$lang_dir/transcript_words.txt"
+    [ -f "$dl_dir/$corpus/lm_text.txt" ] && texts="$texts $dl_dir/$corpus/lm_text.txt"
+    eval_cuts=
+    for s in $eval_splits; do eval_cuts="$eval_cuts $manifests/${corpus}_cuts_$s.jsonl.gz"; done
+    $python "$root/local/prepare_lm_text.py" --output-dir "$data_dir/lm" --text $texts \
+      --exclude-cuts $eval_cuts --seed "$seed"
+    touch "$data_dir/lm/.$corpus.done"
+  fi
+fi
+
+log "Done (stages $stage..$stop_stage)"
