@@ -280,7 +280,9 @@ def load_checkpoint(
         try:
             obj.load_state_dict(checkpoint.pop(key))
         except Exception as e:
-            raise RuntimeError(f"cannot restore {key} from {filename}: {e}") from None
+            raise RuntimeError(
+                f"cannot restore {key} from {filename}: {type(e).__name__}: {e}"
+            ) from None
     return checkpoint
 
 
