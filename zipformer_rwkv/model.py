@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from zipformer_rwkv.adapter import Adapter
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.zipformer.ctc import ctc_greedy_search, ctc_loss, make_ctc_output
 
 Stats = Dict[str, float]
 
@@ -50,34 +51,6 @@ class FreezableModule(nn.Module):
         return self
 
 
-def _ctc_loss_sum(
-    log_probs: torch.Tensor, lens: torch.Tensor, targets: List[List[int]], blank_id: int = 0
-) -> torch.Tensor:
-    """Summed CTC loss. log_probs (N, T, V), lens (N,), targets: token ids per row."""
-    target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
-    return F.ctc_loss(
-        log_probs.transpose(0, 1).float(), flat, lens.cpu(), target_lens,
-        blank=blank_id, reduction="sum", zero_infinity=True,
-    )
-
-
-def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0) -> List[List[int]]:
-    """Best path: argmax per frame, merge repeats, drop blanks. log_probs (N, T, V) -> ids per row."""
-    best = log_probs.argmax(dim=-1).cpu()
-    out = []
-    for row, n in zip(best, lens.tolist()):
-        ids = torch.unique_consecutive(row[:n]).tolist()
-        out.append([i for i in ids if i != blank_id])
-    return out
-
-
-def make_ctc_output(encoder_dim: int, vocab_size: int) -> nn.Sequential:
-    """icefall's `ctc_output` (same parameter names `ctc_output.1.*`): Dropout(0.1) -> Linear(C, V)
-    -> LogSoftmax, mapping (N, T, C) to log-probs (N, T, V)."""
-    return nn.Sequential(nn.Dropout(p=0.1), nn.Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1))
-
-
 class CtcModel(FreezableModule):
     """Encoder + CTC head.
 
@@ -97,7 +70,7 @@ class CtcModel(FreezableModule):
     ) -> Tuple[torch.Tensor, Stats]:
         """feats (N, T, 80) fbank at 100 Hz, feat_lens (N,), targets: BPE ids per utterance."""
         enc, enc_lens = self.encoder(feats, feat_lens)
-        loss_sum = _ctc_loss_sum(self.ctc_output(enc), enc_lens, targets)
+        loss_sum = ctc_loss(self.ctc_output(enc), enc_lens, targets, zero_infinity=True)
         frames = float(enc_lens.sum())
         return loss_sum / frames, {"frames": frames, "loss": loss_sum.item(), "ctc_loss": loss_sum.item()}
 
@@ -105,7 +78,7 @@ class CtcModel(FreezableModule):
     def decode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> List[List[int]]:
         """CTC greedy search; returns BPE ids per utterance."""
         enc, enc_lens = self.encoder(feats, feat_lens)
-        return ctc_greedy(self.ctc_output(enc), enc_lens)
+        return ctc_greedy_search(self.ctc_output(enc), enc_lens)
 
 
 def _token_ce(
@@ -215,7 +188,7 @@ class SpeechLLM(FreezableModule):
         if self.ctc_output is not None and self.ctc_loss_scale > 0:
             if ctc_targets is None:
                 raise ValueError("ctc_loss_scale > 0 but no CTC targets were given")
-            ctc = _ctc_loss_sum(self.ctc_output(enc), enc_lens, ctc_targets)
+            ctc = ctc_loss(self.ctc_output(enc), enc_lens, ctc_targets, zero_infinity=True)
             loss = loss + self.ctc_loss_scale * ctc / float(enc_lens.sum())
             stats["ctc_loss"] = ctc.item() * ntok / float(enc_lens.sum())
         stats["loss"] = loss.item() * ntok

@@ -1,0 +1,315 @@
+"""What train.py, decode.py and transcribe.py share: model options, model/tokenizer construction,
+pretrained-weight loading, batch -> loss, and the optimizers.
+
+`add_model_arguments(parser)` + `get_model(params)` build any `--model-type`:
+  ctc : `CtcModel(encoder, vocab = BPE size)`
+  lm  : `LmModel(RWKV7)` on BPE (from scratch) or World tokens (`--rwkv-checkpoint` a BlinkDL file)
+  llm : `SpeechLLM(encoder, RWKV7, template)`, optionally from `--encoder-checkpoint` (icefall or our
+        exported CTC model) and `--rwkv-checkpoint` (BlinkDL `.pth` or our exported LM), with
+        `--freeze-encoder/--freeze-llm/--llm-peft`.
+"""
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
+from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
+from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
+from zipformer_rwkv.prompt import PromptTemplate
+from zipformer_rwkv.utils import AttributeDict, str2bool
+
+MODEL_TYPES = ("ctc", "lm", "llm")
+
+# Options that fix a model's structure: decode.py checks them against the checkpoint's params.
+STRUCTURE_OPTIONS = (
+    "model_type", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size", "tokenizer", "adapter_downsample",
+    "adapter_hidden_dim", "llm_peft", "lora_r", "lora_targets", "prompt_template",
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every model type (encoder options come from `zipformer_rwkv.zipformer`)."""
+    g = parser.add_argument_group("Model", "Model type, sizes and initial weights.")
+    g.add_argument("--model-type", choices=MODEL_TYPES, default="llm",
+                   help="ctc: Zipformer2 + CTC; lm: RWKV-7 on text; llm: Zipformer2 -> adapter -> RWKV-7")
+    g.add_argument("--bpe-model", type=str, default="data/lang_bpe_500/bpe.model",
+                   help="sentencepiece model: CTC targets and the tokenizer of from-scratch RWKV-7 models")
+    g.add_argument("--tokenizer", choices=("auto", "bpe", "world"), default="auto",
+                   help="RWKV-7 tokenizer; auto: world if the RWKV-7 vocabulary is 65536, else bpe")
+    g.add_argument("--encoder-checkpoint", type=str, default="",
+                   help="initial encoder weights: an icefall checkpoint/pretrained.pt or our exported ctc model")
+    g.add_argument("--rwkv-checkpoint", type=str, default="",
+                   help="initial RWKV-7 weights: a BlinkDL .pth (e.g. rwkv7-g1-0.1b) or our exported lm model")
+    g.add_argument("--rwkv-n-layer", type=int, default=4, help="layers of a from-scratch RWKV-7")
+    g.add_argument("--rwkv-n-embd", type=int, default=256, help="width of a from-scratch RWKV-7")
+    g.add_argument("--rwkv-head-size", type=int, default=64, help="head size of a from-scratch RWKV-7")
+    g.add_argument("--prompt-template", type=str, default="",
+                   help="speech LLM prompt with one <audio> marker (<eos> = EOS id); "
+                        "default 'User: <audio>\\n\\nAssistant:' (world) or '<audio><eos>' (bpe)")
+    g.add_argument("--adapter-downsample", type=int, default=4,
+                   help="encoder frames stacked per RWKV-7 position (25 Hz -> 6.25 Hz for 4)")
+    g.add_argument("--adapter-hidden-dim", type=int, default=-1,
+                   help="hidden width of the adapter MLP; -1: the RWKV-7 width; 0: a single Linear")
+    g.add_argument("--ctc-loss-scale", type=float, default=0.0,
+                   help="llm: weight of an auxiliary CTC loss on the encoder (0 disables it)")
+    g.add_argument("--freeze-encoder", type=str2bool, default=False, help="llm: do not train the encoder")
+    g.add_argument("--freeze-llm", type=str2bool, default=False,
+                   help="llm: do not train RWKV-7 (implied for its base weights by --llm-peft != none)")
+    g.add_argument("--llm-peft", choices=("none", "lora", "state", "lora+state"), default="none",
+                   help="parameter-efficient RWKV-7 tuning: LoRA (peft) and/or trainable initial WKV states")
+    g.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha (scaling alpha / r)")
+    g.add_argument("--lora-targets", type=str, default="att.receptance,att.key,att.value,att.output,ffn.key,ffn.value",
+                   help="comma-separated RWKV-7 Linear modules that get LoRA")
+    from zipformer_rwkv.zipformer import add_model_arguments as add_encoder_arguments
+
+    add_encoder_arguments(parser)
+
+
+# ------------------------------------------------------------------------------------ tokenizers
+
+
+def _bpe(params: AttributeDict):
+    from zipformer_rwkv.rwkv7 import get_tokenizer
+
+    return get_tokenizer("bpe", params.bpe_model)
+
+
+def get_tokenizers(params: AttributeDict, llm_vocab_size: Optional[int] = None) -> Dict[str, object]:
+    """{"bpe": BPE tokenizer (ctc, CTC aux loss, from-scratch LMs), "llm": the RWKV-7 tokenizer}.
+
+    Sets `params.tokenizer` to the resolved kind ("bpe" or "world").
+    Raises:
+      ValueError: the RWKV-7 vocabulary does not fit the tokenizer.
+    """
+    out = {}
+    need_bpe = params.model_type == "ctc" or params.ctc_loss_scale > 0 or params.tokenizer == "bpe"
+    kind = params.tokenizer
+    if params.model_type != "ctc" and kind == "auto":
+        kind = "world" if llm_vocab_size == 65536 else "bpe"
+    if kind == "bpe" or need_bpe:
+        out["bpe"] = _bpe(params)
+    if params.model_type != "ctc":
+        params.tokenizer = kind
+        if kind == "world":
+            from zipformer_rwkv.rwkv7 import get_tokenizer
+
+            out["llm"] = get_tokenizer("world")
+        else:
+            out["llm"] = out["bpe"]
+        if llm_vocab_size is not None and out["llm"].vocab_size > llm_vocab_size:
+            raise ValueError(
+                f"RWKV-7 vocabulary ({llm_vocab_size}) is smaller than the {kind} tokenizer's "
+                f"({out['llm'].vocab_size}); check --tokenizer/--bpe-model/--rwkv-checkpoint"
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------ pretrained weights
+
+
+def _read(path: str) -> dict:
+    from zipformer_rwkv.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)
+
+
+def load_rwkv(params: AttributeDict) -> nn.Module:
+    """RWKV-7 from `--rwkv-checkpoint` (BlinkDL file, or our lm checkpoint with `llm.*` keys) or a
+    from-scratch model of `--rwkv-n-layer/--rwkv-n-embd` with the BPE vocabulary."""
+    from zipformer_rwkv.rwkv7 import RWKV7, RWKV7Config, config_from_state_dict, load_rwkv7_checkpoint
+
+    path = params.rwkv_checkpoint
+    if not path:
+        vocab = _bpe(params).vocab_size
+        config = RWKV7Config.with_default_dims(
+            n_layer=params.rwkv_n_layer, n_embd=params.rwkv_n_embd, vocab_size=vocab, head_size=params.rwkv_head_size
+        )
+        return RWKV7(config)
+    ckpt = _read(path)
+    if "model" in ckpt and isinstance(ckpt["model"], dict):
+        sd = {k[len("llm."):]: v for k, v in ckpt["model"].items() if k.startswith("llm.")}
+        if not sd:
+            raise ValueError(f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
+        if any(".lora_" in k or ".base_layer." in k for k in sd):
+            raise ValueError(f"--rwkv-checkpoint {path}: holds LoRA layers; export a merged model first")
+        model = RWKV7(config_from_state_dict(sd, path))
+        if any(k.endswith("att.time_state") for k in sd):
+            model.enable_state_tuning()
+        model.load_state_dict(sd, strict=True)
+        logging.info(f"Loaded RWKV-7 from {path}")
+        return model
+    return load_rwkv7_checkpoint(path)
+
+
+def load_encoder_weights(model: nn.Module, path: str) -> None:
+    """Load `--encoder-checkpoint` into `model.encoder` (and `model.ctc_output` if shapes match).
+
+    Accepts icefall files and our ctc/llm checkpoints (`zipformer_rwkv.zipformer.load_encoder_checkpoint`
+    finds the encoder's key prefix); the encoder options must describe the file's architecture.
+    """
+    from zipformer_rwkv.zipformer import load_encoder_checkpoint
+
+    load_encoder_checkpoint(path, model.encoder)
+    ckpt = _read(path)
+    sd = ckpt.get("model", ckpt)
+    head = {k[len("ctc_output."):]: v for k, v in sd.items() if k.startswith("ctc_output.")}
+    if head and getattr(model, "ctc_output", None) is not None:
+        own = model.ctc_output.state_dict()
+        if all(k in own and own[k].shape == v.shape for k, v in head.items()):
+            model.ctc_output.load_state_dict(head)
+            logging.info(f"Loaded ctc_output from {path}")
+    logging.info(f"Loaded encoder from {path}")
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.Module, Dict[str, object]]:
+    """Build the model of `params.model_type` and its tokenizers.
+
+    Args:
+      params: parsed options (`add_model_arguments`) plus `feature_dim` etc.
+      load_pretrained: load `--encoder-checkpoint` weights (decode.py loads its own checkpoint
+        over the model, so it may skip them; RWKV-7 files are always read for their shapes).
+    Returns:
+      (model, tokenizers) with tokenizers as `get_tokenizers`.
+    """
+    if params.model_type not in MODEL_TYPES:
+        raise ValueError(f"--model-type must be one of {MODEL_TYPES}, got {params.model_type!r}")
+    if params.model_type == "ctc":
+        from zipformer_rwkv.zipformer import get_encoder_model
+
+        tok = get_tokenizers(params)
+        model = CtcModel(get_encoder_model(params), tok["bpe"].vocab_size)
+        if load_pretrained and params.encoder_checkpoint:
+            load_encoder_weights(model, params.encoder_checkpoint)
+        return model, tok
+
+    llm = load_rwkv(params)
+    tok = get_tokenizers(params, llm.config.vocab_size)
+    eos = tok["llm"].eos_id
+    if params.model_type == "lm":
+        apply_llm_peft(llm, params.llm_peft, params.lora_r, params.lora_alpha, _targets(params))
+        return LmModel(llm, eos), tok
+
+    from zipformer_rwkv.zipformer import get_encoder_model
+
+    enc = tok["llm"].encode
+    if params.prompt_template:
+        template = PromptTemplate.from_string(params.prompt_template.replace("\\n", "\n"), enc, eos,
+                                              " " if params.tokenizer == "world" else "")
+    else:
+        template = PromptTemplate.default(params.tokenizer, enc, eos)
+    hidden = llm.config.n_embd if params.adapter_hidden_dim < 0 else params.adapter_hidden_dim
+    model = SpeechLLM(
+        get_encoder_model(params), llm, template, params.adapter_downsample, hidden,
+        ctc_vocab_size=tok["bpe"].vocab_size if params.ctc_loss_scale > 0 else 0,
+        ctc_loss_scale=params.ctc_loss_scale,
+    )
+    if load_pretrained and params.encoder_checkpoint:
+        load_encoder_weights(model, params.encoder_checkpoint)
+    apply_llm_peft(model.llm, params.llm_peft, params.lora_r, params.lora_alpha, _targets(params))
+    if params.freeze_encoder:
+        model.freeze("encoder")
+    if params.freeze_llm or (params.llm_peft != "none" and not any(p.requires_grad for p in model.llm.parameters())):
+        model.freeze("llm")
+    return model, tok
+
+
+def _targets(params: AttributeDict) -> List[str]:
+    return [t.strip() for t in params.lora_targets.split(",") if t.strip()]
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+def batch_texts(batch: dict) -> List[str]:
+    """Transcripts of a lhotse K2SpeechRecognitionDataset batch, one per cut (supervisions joined)."""
+    sup = batch["supervisions"]
+    texts = [""] * batch["inputs"].size(0)
+    for seq, text in zip(sup["sequence_idx"].tolist(), sup["text"]):
+        texts[seq] = (texts[seq] + " " + text).strip() if texts[seq] else text
+    return texts
+
+
+def batch_feature_lens(batch: dict) -> torch.Tensor:
+    """(N,) valid fbank frames per cut of a K2SpeechRecognitionDataset batch."""
+    sup = batch["supervisions"]
+    n = batch["inputs"].size(0)
+    lens = torch.zeros(n, dtype=torch.long)
+    for seq, start, num in zip(sup["sequence_idx"].tolist(), sup["start_frame"].tolist(), sup["num_frames"].tolist()):
+        lens[seq] = max(int(lens[seq]), start + num)
+    return lens
+
+
+def compute_loss(
+    params: AttributeDict, model: nn.Module, batch: dict, tokenizers: Dict[str, object], device: torch.device
+) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Loss of one batch for any model type (DDP-wrapped models welcome).
+
+    Returns:
+      (loss to backpropagate: mean per unit, stats sums with "frames" = number of units and
+      "utterances").
+    """
+    if params.model_type == "lm":
+        loss, stats = model(batch["tokens"].to(device), batch["lengths"].to(device))
+        stats["utterances"] = float(batch["tokens"].size(0))
+        return loss, stats
+    feats = batch["inputs"].to(device)
+    lens = batch_feature_lens(batch).to(device)
+    texts = batch_texts(batch)
+    if params.model_type == "ctc":
+        loss, stats = model(feats, lens, [tokenizers["bpe"].encode(t) for t in texts])
+    else:
+        core = model.module if hasattr(model, "module") else model
+        ids = [core.template.encode_text(t, tokenizers["llm"].encode) for t in texts]
+        ctc = [tokenizers["bpe"].encode(t) for t in texts] if params.ctc_loss_scale > 0 else None
+        loss, stats = model(feats, lens, ids, ctc)
+    stats["utterances"] = float(len(texts))
+    return loss, stats
+
+
+# ------------------------------------------------------------------------------------ optimizers
+
+
+def get_optimizer(params: AttributeDict, model: nn.Module) -> OptimizerSet:
+    """ScaledAdam (+Eden, `--base-lr`) for the Zipformer side (encoder, CTC head, adapter) and
+    AdamW (+Eden, `--llm-lr`, weight decay on >= 2-D weights, `att.w0` lr x2) for RWKV-7."""
+    entries = {}
+    has_llm = hasattr(model, "llm")
+    other = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("llm.")]
+    if other:
+        groups = get_parameter_groups_with_lrs(
+            model, lr=params.base_lr, include_names=True, freeze_modules=["llm"] if has_llm else []
+        )
+        opt = ScaledAdam(groups, lr=params.base_lr, clipping_scale=2.0)
+        sched = Eden(opt, params.lr_batches, params.lr_epochs, params.warmup_batches, warmup_start=0.1)
+        entries["scaled_adam"] = OptimizerEntry(opt, sched)
+    if has_llm and any(p.requires_grad for p in model.llm.parameters()):
+        groups = get_adamw_param_groups(
+            model.llm, weight_decay=params.llm_weight_decay, lr=params.llm_lr,
+            name_lr_scales={"att.w0": 2.0, "att.time_state": params.state_lr_scale},
+        )
+        for g in groups:
+            g.pop("names", None)
+        opt = torch.optim.AdamW(groups, lr=params.llm_lr, betas=(0.9, 0.99), eps=1e-8)
+        sched = Eden(opt, params.lr_batches, params.lr_epochs, params.warmup_batches, warmup_start=0.1)
+        entries["adamw"] = OptimizerEntry(opt, sched, max_grad_norm=params.max_grad_norm)
+    return OptimizerSet(entries)
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Optimizer")
+    g.add_argument("--base-lr", type=float, default=0.045, help="ScaledAdam lr (encoder, CTC head, adapter)")
+    g.add_argument("--llm-lr", type=float, default=1e-3, help="AdamW lr for RWKV-7 parameters (incl. LoRA)")
+    g.add_argument("--llm-weight-decay", type=float, default=0.01, help="AdamW weight decay on >= 2-D weights")
+    g.add_argument("--state-lr-scale", type=float, default=1.0, help="lr factor of the state-tuning parameters")
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="grad-norm clip of the AdamW part")
+    g.add_argument("--lr-batches", type=float, default=7500, help="Eden: batches after which lr decays")
+    g.add_argument("--lr-epochs", type=float, default=3.5, help="Eden: epochs after which lr decays")
+    g.add_argument("--warmup-batches", type=float, default=500, help="Eden: linear warm-up batches (from 0.1)")

@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""Train any of the three model types with one icefall-style loop.
+
+Usage (from the repository root):
+
+  # 1. Zipformer2 encoder with CTC (encoder pre-training)
+  python zipformer_rwkv/train.py --model-type ctc --world-size 1 --num-epochs 10 \
+    --exp-dir exp/ctc --max-duration 300 --base-lr 0.045
+
+  # 2. RWKV-7 language model on data/lm/train.txt (BPE tokens)
+  python zipformer_rwkv/train.py --model-type lm --num-epochs 5 --exp-dir exp/lm \
+    --rwkv-n-layer 4 --rwkv-n-embd 256 --max-tokens 8000
+
+  # 3. Speech LLM from the two exported models (zipformer_rwkv/export.py), encoder frozen, LoRA
+  python zipformer_rwkv/train.py --model-type llm --num-epochs 10 --exp-dir exp/llm \
+    --encoder-checkpoint exp/ctc/pretrained.pt --rwkv-checkpoint exp/lm/pretrained.pt \
+    --freeze-encoder true --llm-peft lora
+
+  # multi-GPU (mp.spawn) or torchrun
+  python zipformer_rwkv/train.py --world-size 4 ...
+  torchrun --nproc-per-node 4 zipformer_rwkv/train.py ...
+
+  # resume: from epoch-3.pt, or mid-epoch from checkpoint-4000.pt (same batch, same loss)
+  python zipformer_rwkv/train.py --start-epoch 4 ...
+  python zipformer_rwkv/train.py --start-batch 4000 ...
+
+Files in --exp-dir: epoch-N.pt, checkpoint-N.pt (with model_avg), best-{train,valid}-loss.pt,
+log/log-train-*, tensorboard/, bad-model-{rank}.pt after a failure.
+"""
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import copy
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Optional
+
+import torch
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from zipformer_rwkv import recipe
+from zipformer_rwkv.asr_datamodule import AsrDataModule, encoder_output_frames, make_cut_filter
+from zipformer_rwkv.checkpoint import (
+    atomic_torch_save,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+    save_checkpoint_with_global_batch_idx,
+    unwrap_model,
+    update_averaged_model,
+)
+from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
+from zipformer_rwkv.hooks import register_inf_check_hooks
+from zipformer_rwkv.lm_data import make_text_dataloader
+from zipformer_rwkv.rng import get_rng_state, set_rng_state
+from zipformer_rwkv.utils import (
+    AttributeDict,
+    MetricsTracker,
+    create_grad_scaler,
+    fix_random_seed,
+    get_env_info,
+    setup_logger,
+    str2bool,
+    torch_autocast,
+)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--world-size", type=int, default=1, help="processes (GPUs) for DDP")
+    parser.add_argument("--master-port", type=int, default=12354, help="DDP rendezvous port")
+    parser.add_argument("--tensorboard", type=str2bool, default=True, help="write TensorBoard logs")
+    parser.add_argument("--num-epochs", type=int, default=30)
+    parser.add_argument("--start-epoch", type=int, default=1,
+                        help="resume from exp-dir/epoch-{start_epoch-1}.pt when > 1")
+    parser.add_argument("--start-batch", type=int, default=0,
+                        help="resume mid-epoch from exp-dir/checkpoint-{start_batch}.pt when > 0")
+    parser.add_argument("--exp-dir", type=Path, default=None, help="default: exp/{model_type}")
+    parser.add_argument("--ref-duration", type=float, default=600,
+                        help="seconds of audio per reference batch (Zipformer batch count for schedules)")
+    parser.add_argument("--inf-check", type=str2bool, default=False, help="install inf/nan hooks")
+    parser.add_argument("--save-every-n", type=int, default=4000, help="save checkpoint-N.pt every N batches")
+    parser.add_argument("--keep-last-k", type=int, default=30, help="keep the last k checkpoint-N.pt")
+    parser.add_argument("--average-period", type=int, default=200, help="batches between model_avg updates")
+    parser.add_argument("--use-fp16", type=str2bool, default=False, help="fp16 autocast + grad scaler")
+    parser.add_argument("--use-bf16", type=str2bool, default=False, help="bf16 autocast")
+    parser.add_argument("--log-interval", type=int, default=50, help="batches between progress lines")
+    parser.add_argument("--valid-interval", type=int, default=3000, help="batches between validations")
+    parser.add_argument("--max-bad-batches", type=int, default=20,
+                        help="stop after this many non-finite losses in a row (dumping bad-model-{rank}.pt)")
+    parser.add_argument("--num-threads", type=int, default=0,
+                        help="torch CPU threads per process; 0: CPU cores / world size")
+    parser.add_argument("--log-level", type=str, default="info")
+    parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
+                        help="lm: folder with train.txt and valid.txt (one sentence per line)")
+    parser.add_argument("--max-tokens", type=int, default=8000, help="lm: tokens per batch (with padding)")
+    parser.add_argument("--max-sentence-tokens", type=int, default=256, help="lm: truncate longer sentences")
+    parser.add_argument("--min-utt-duration", type=float, default=1.0, help="drop shorter training cuts (s)")
+    parser.add_argument("--max-utt-duration", type=float, default=20.0, help="drop longer training cuts (s)")
+    recipe.add_model_arguments(parser)
+    recipe.add_optimizer_arguments(parser)
+    AsrDataModule.add_arguments(parser)
+    return parser
+
+
+def get_params() -> AttributeDict:
+    """Training state and constants that are not options (icefall's get_params)."""
+    return AttributeDict(
+        best_train_loss=float("inf"), best_valid_loss=float("inf"),
+        best_train_epoch=-1, best_valid_epoch=-1,
+        batch_idx_train=0, cur_epoch=1, feature_dim=80, subsampling_factor=4,
+        reset_interval=200, num_bad_batches=0, env_info=get_env_info(),
+    )
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def get_dataloaders(params: AttributeDict, args, tokenizers, world_size: int, rank: int, sampler_state=None):
+    """(train_dl, valid_dl); each train_dl has `.sampler` with set_epoch/state_dict."""
+    if params.model_type == "lm":
+        enc = tokenizers["llm"].encode
+        common = dict(max_tokens=params.max_tokens, world_size=world_size, rank=rank,
+                      seed=params.seed, max_len=params.max_sentence_tokens)
+        train_dl = make_text_dataloader(params.lm_dir / "train.txt", enc, shuffle=True,
+                                        sampler_state_dict=sampler_state, **common)
+        valid_dl = make_text_dataloader(params.lm_dir / "valid.txt", enc, shuffle=False, **common)
+        return train_dl, valid_dl
+    data = AsrDataModule(args)
+    if params.model_type == "llm":  # at least one audio position after the adapter
+        ds, num_tokens = params.adapter_downsample, (lambda text: 0)
+    else:  # CTC needs at least as many encoder frames as tokens
+        ds, num_tokens = 1, (lambda text: len(tokenizers["bpe"].encode(text)))
+    keep = make_cut_filter(params.min_utt_duration, params.max_utt_duration, num_tokens=num_tokens,
+                           output_frames=lambda n: encoder_output_frames(n) // ds, extra_frames=1)
+    train_dl = data.train_dataloaders(data.train_cuts().filter(keep), sampler_state_dict=sampler_state)
+    valid_dl = data.valid_dataloaders(data.valid_cuts())
+    return train_dl, valid_dl
+
+
+def batch_audio_seconds(params: AttributeDict, batch: dict) -> float:
+    """Seconds of audio (or, for lm, number of tokens) in a batch, for throughput and ETA."""
+    if params.model_type == "lm":
+        return float(batch["lengths"].sum())
+    return float(recipe.batch_feature_lens(batch).sum()) / 100.0
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) -> Optional[dict]:
+    """icefall's resume rule: checkpoint-{start_batch}.pt if start_batch > 0, else
+    epoch-{start_epoch-1}.pt if start_epoch > 1. Copies the training state into params."""
+    if params.start_batch > 0:
+        filename = params.exp_dir / f"checkpoint-{params.start_batch}.pt"
+    elif params.start_epoch > 1:
+        filename = params.exp_dir / f"epoch-{params.start_epoch - 1}.pt"
+    else:
+        return None
+    if not filename.is_file():
+        raise FileNotFoundError(f"cannot resume: {filename} does not exist")
+    saved = load_checkpoint(filename, model, model_avg, optimizer=optimizer,
+                            scheduler=optimizer.scheduler, scaler=scaler)
+    if saved.get("model_type", params.model_type) != params.model_type:
+        raise ValueError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
+                         f"this run is --model-type {params.model_type}")
+    for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
+                "best_valid_loss", "num_bad_batches"):
+        if key in saved:
+            params[key] = saved[key]
+    if params.start_batch > 0:
+        params.cur_epoch = saved["cur_epoch"]
+    logging.info(f"Resumed from {filename} (batch_idx_train={params.batch_idx_train})")
+    return saved
+
+
+def save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, sampler, rank: int) -> None:
+    filename = params.exp_dir / f"epoch-{params.cur_epoch}.pt"
+    save_checkpoint(filename, model, model_avg, params=_saved_params(params), optimizer=optimizer,
+                    scheduler=optimizer.scheduler, scaler=scaler, sampler=sampler, rank=rank)
+    if rank == 0:
+        for kind in ("train", "valid"):
+            if params[f"best_{kind}_epoch"] == params.cur_epoch:
+                shutil.copyfile(filename, params.exp_dir / f"best-{kind}-loss.pt")
+
+
+def _saved_params(params: AttributeDict) -> dict:
+    out = {k: v for k, v in params.items() if k not in ("exp_dir",)}
+    out["exp_dir"] = str(params.exp_dir)
+    out["rng_state"] = get_rng_state()
+    return out
+
+
+# ------------------------------------------------------------------------------------ loop
+
+
+def compute_validation_loss(params, model, valid_dl, tokenizers, device, world_size) -> MetricsTracker:
+    model.eval()
+    tot = MetricsTracker()
+    with torch.no_grad():
+        for batch in valid_dl:
+            _, stats = recipe.compute_loss(params, model, batch, tokenizers, device)
+            info = MetricsTracker()
+            for k, v in stats.items():
+                info[k] = v
+            tot = tot + info
+    if world_size > 1:
+        tot.reduce(device)
+    loss = tot["loss"] / max(tot["frames"], 1)
+    if loss < params.best_valid_loss:
+        params.best_valid_epoch, params.best_valid_loss = params.cur_epoch, loss
+    model.train()
+    return tot
+
+
+def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
+    flag = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=loss.device)
+    if world_size > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
+                    device, tb_writer, world_size: int, rank: int, epoch_audio: float,
+                    rng_state: Optional[dict] = None) -> None:
+    """One epoch (icefall's train_one_epoch) with non-finite-loss skipping and checkpointing.
+
+    `rng_state` (mid-epoch resume) is restored after the DataLoader iterator is created, which
+    is where an uninterrupted run stood when it saved the state.
+    """
+    model.train()
+    tot = MetricsTracker()
+    t_start, done_audio = time.time(), 0.0
+    set_batch_count = _batch_count_setter(params)
+    batches = iter(train_dl)
+    if rng_state is not None:
+        set_rng_state(rng_state)
+    grad_norm = 0.0
+    for batch_idx, batch in enumerate(batches):
+        if batch_idx % 10 == 0 and set_batch_count is not None:
+            set_batch_count(model, params.batch_idx_train * params.max_duration * world_size / params.ref_duration)
+        params.batch_idx_train += 1
+        try:
+            with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
+                loss, stats = recipe.compute_loss(params, model, batch, tokenizers, device)
+            if not _all_finite(loss, world_size):
+                params.num_bad_batches += 1
+                logging.warning(f"Non-finite loss at batch {params.batch_idx_train}: skipped "
+                                f"({params.num_bad_batches} in a row, {params.max_bad_batches} allowed)")
+                optimizer.zero_grad()
+                if params.num_bad_batches >= params.max_bad_batches:
+                    raise FloatingPointError(f"{params.num_bad_batches} non-finite losses in a row")
+                continue
+            params.num_bad_batches = 0
+            logging.debug(f"batch {params.batch_idx_train} loss {loss.item():.10f} "
+                          f"data {_batch_fingerprint(batch)}")
+            scaler.scale(loss).backward()
+            optimizer.scheduler.step_batch(params.batch_idx_train)
+            grad_norm = optimizer.step(scaler)
+            scaler.update()
+            optimizer.zero_grad()
+        except Exception as e:
+            path = params.exp_dir / f"bad-model-{rank}.pt"
+            atomic_torch_save({"model": unwrap_model(model).state_dict(),
+                               "batch_idx_train": params.batch_idx_train}, path)
+            logging.error(f"Training stopped at batch {params.batch_idx_train}: {e}; model saved to {path}")
+            raise
+        info = MetricsTracker()
+        for k, v in stats.items():
+            info[k] = v
+        tot = tot * (1 - 1 / params.reset_interval) + info
+        done_audio += batch_audio_seconds(params, batch) * world_size
+
+        if rank == 0 and params.batch_idx_train % params.average_period == 0:
+            update_averaged_model(params, model, model_avg)
+        if params.batch_idx_train % params.save_every_n == 0:
+            save_checkpoint_with_global_batch_idx(
+                params.exp_dir, params.batch_idx_train, model, model_avg, _saved_params(params),
+                optimizer, optimizer.scheduler, scaler, train_dl.sampler, rank)
+            remove_checkpoints(params.exp_dir, params.keep_last_k, rank)
+        if params.use_fp16:
+            _grad_scale_watchdog(params, model, scaler, rank)
+
+        if batch_idx % params.log_interval == 0:
+            elapsed = time.time() - t_start
+            rate = done_audio / max(elapsed, 1e-9)
+            left_epoch = max(epoch_audio - done_audio, 0.0)
+            left_all = left_epoch + epoch_audio * (params.num_epochs - params.cur_epoch)
+            unit = "tokens" if params.model_type == "lm" else "audio s"
+            lr = optimizer.scheduler.get_last_lr()
+            logging.info(
+                f"Epoch {params.cur_epoch}, batch {batch_idx}, loss[{_fmt(info)}], tot_loss[{_fmt(tot)}], "
+                f"batch size: {int(stats['utterances'])}, lr: {', '.join(f'{x:.2e}' for x in lr)}, "
+                f"grad_norm: {grad_norm:.3g}, {rate:.1f} {unit}/s, "
+                f"ETA epoch {_hms(left_epoch / rate if rate else 0)}, all {_hms(left_all / rate if rate else 0)}"
+            )
+            if tb_writer is not None:
+                info.write_summary(tb_writer, "train/current_", params.batch_idx_train)
+                tot.write_summary(tb_writer, "train/tot_", params.batch_idx_train)
+                tb_writer.add_scalar("train/learning_rate", lr[0], params.batch_idx_train)
+                tb_writer.add_scalar("train/grad_norm", grad_norm, params.batch_idx_train)
+                tb_writer.add_scalar("train/frames_per_second", rate * (100 if unit != "tokens" else 1),
+                                     params.batch_idx_train)
+
+        if params.batch_idx_train % params.valid_interval == 0:
+            _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
+
+    loss = tot["loss"] / max(tot["frames"], 1)
+    params.train_loss = loss
+    if loss < params.best_train_loss:
+        params.best_train_epoch, params.best_train_loss = params.cur_epoch, loss
+
+
+def _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer) -> None:
+    t0 = time.time()
+    valid = compute_validation_loss(params, model, valid_dl, tokenizers, device, world_size)
+    extra = ""
+    if params.model_type != "ctc":
+        extra = f", ppl={math.exp(min(valid['loss'] / max(valid['frames'], 1), 50)):.3f}"
+    logging.info(f"Epoch {params.cur_epoch}, validation: {_fmt(valid)}{extra} ({time.time() - t0:.1f} s)")
+    if tb_writer is not None:
+        valid.write_summary(tb_writer, "train/valid_", params.batch_idx_train)
+
+
+def _grad_scale_watchdog(params, model, scaler, rank) -> None:
+    """icefall: double a small scale every 400 batches; warn < 0.01 (and add inf-check hooks);
+    stop below 1e-5."""
+    scale = scaler.get_scale()
+    if params.batch_idx_train % 100 == 0 and (scale < 8.0 or (scale < 32.0 and params.batch_idx_train % 400 == 0)):
+        scaler.update(scale * 2.0)
+    if scale < 0.01:
+        if not params.get("inf_check_installed"):
+            register_inf_check_hooks(model)
+            params.inf_check_installed = True
+        logging.warning(f"Grad scale is small: {scale}")
+    if scale < 1.0e-05:
+        path = params.exp_dir / f"bad-model-{rank}.pt"
+        atomic_torch_save({"model": unwrap_model(model).state_dict()}, path)
+        raise RuntimeError(f"grad scale is too small ({scale}), exiting; model saved to {path}")
+
+
+def _batch_count_setter(params):
+    if params.model_type == "lm":
+        return None
+    from zipformer_rwkv.zipformer import set_batch_count
+
+    return lambda model, n: set_batch_count(unwrap_model(model), n)
+
+
+def _batch_fingerprint(batch: dict) -> str:
+    """Identifies a batch in debug logs: its first cut ids, or a checksum of LM tokens."""
+    if "tokens" in batch:
+        t = batch["tokens"]
+        return f"tokens{tuple(t.shape)}:{int((t * torch.arange(1, t.numel() + 1).view(t.shape)).sum())}"
+    cuts = batch["supervisions"].get("cut") or []
+    return ",".join(c.id for c in cuts[:3])
+
+
+def _fmt(m: MetricsTracker) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in m.norm_items() if k != "utterances")
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _epoch_audio(params, train_dl, world_size) -> float:
+    """Audio seconds (lm: tokens) of one epoch over all ranks, for the ETA."""
+    if params.model_type == "lm":
+        return float(sum(len(s) for s in train_dl.sentences))
+    cuts = train_dl.sampler.cuts[0] if hasattr(train_dl.sampler, "cuts") else None
+    try:
+        return float(sum(c.duration for c in cuts)) if cuts is not None else 0.0
+    except Exception:  # lazily filtered/muxed sets that cannot be iterated twice
+        return 0.0
+
+
+def run(rank: int, world_size: int, args) -> None:
+    """One training process (rank) of `world_size` (mp.spawn target, or called directly)."""
+    params = get_params()
+    params.update(vars(args))
+    if params.exp_dir is None:
+        params.exp_dir = Path("exp") / params.model_type
+    params.exp_dir = Path(params.exp_dir)
+    if params.use_fp16 and params.use_bf16:
+        raise ValueError("--use-fp16 and --use-bf16 are exclusive")
+    params.use_autocast = params.use_fp16 or params.use_bf16
+    params.dtype = torch.float16 if params.use_fp16 else torch.bfloat16
+    if world_size > 1 or is_torchrun():
+        setup_dist(rank, world_size, params.master_port)
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    torch.set_num_threads(params.num_threads or max(1, (os.cpu_count() or 1) // world_size))
+    fix_random_seed(params.seed)
+    setup_logger(params.exp_dir / "log" / "log-train", params.log_level)
+    logging.info(f"Training started: {params}")
+    device = torch.device("cuda", get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+
+    model, tokenizers = recipe.get_model(params)
+    num_param = sum(p.numel() for p in model.parameters())
+    num_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logging.info(f"Number of model parameters: {num_param} ({num_train} trainable)")
+    model.to(device)
+    model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
+    optimizer = recipe.get_optimizer(params, model)
+    scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
+    saved = load_checkpoint_if_available(params, model, model_avg, optimizer, scaler)
+    if world_size > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=True)
+    if params.inf_check:
+        register_inf_check_hooks(model)
+
+    sampler_state = saved.get("sampler") if saved and params.start_batch > 0 else None
+    train_dl, valid_dl = get_dataloaders(params, args, tokenizers, world_size, rank, sampler_state)
+    epoch_audio = _epoch_audio(params, train_dl, world_size)
+    tb_writer = None
+    if params.tensorboard and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
+
+    first_epoch = params.cur_epoch if params.start_batch > 0 else params.start_epoch
+    for epoch in range(first_epoch, params.num_epochs + 1):
+        optimizer.scheduler.step_epoch(epoch - 1)
+        fix_random_seed(params.seed + epoch - 1)
+        resume_rng = saved.get("rng_state") if saved and params.start_batch > 0 and epoch == first_epoch else None
+        train_dl.sampler.set_epoch(epoch - 1)
+        if tb_writer is not None:
+            tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
+        params.cur_epoch = epoch
+        train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
+                        device, tb_writer, world_size, rank, epoch_audio, resume_rng)
+        _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
+        save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
+    logging.info("Done!")
+    if tb_writer is not None:
+        tb_writer.close()
+    if world_size > 1:
+        torch.distributed.barrier()
+        cleanup_dist()
+
+
+def main() -> None:
+    torch.set_num_threads(1)  # icefall; run() sets --num-threads per process
+    parser = get_parser()
+    args = parser.parse_args()
+    world_size = args.world_size
+    if is_torchrun():
+        run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)
+    elif world_size > 1:
+        mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
+    else:
+        run(rank=0, world_size=1, args=args)
+
+
+if __name__ == "__main__":
+    main()
