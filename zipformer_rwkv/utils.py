@@ -211,7 +211,7 @@ def store_transcripts(filename: Union[str, Path], texts: Iterable[Sequence[Any]]
                 print(f"{cut_id}:\tnote={item[3]}", file=f)
 
 
-def _per_utt_line(ali: List[Tuple[str, str]], eps: str) -> str:
+def _per_utt_line(ali: List[Tuple[str, str]]) -> str:
     """Correct words as-is, runs of errors as `(ref words->hyp words)`."""
     parts, refs, hyps = [], [], []
     for r, h in ali + [(None, None)]:
@@ -305,7 +305,7 @@ def write_error_stats(
     print("", file=f)
     print("PER-UTT DETAILS: corr or (ref->hyp)  ", file=f)
     for cut_id, ali in alignments:
-        print(f"{cut_id}:\t{_per_utt_line(ali, eps)}", file=f)
+        print(f"{cut_id}:\t{_per_utt_line(ali)}", file=f)
     print("", file=f)
     print("SUBSTITUTIONS: count ref -> hyp", file=f)
     for (r, h), n in sorted(subs.items(), key=lambda x: (-x[1], x[0])):
