@@ -48,6 +48,7 @@ def compute_fbank(cuts: CutSet, storage_path: Path, nj: int) -> CutSet:
       the cuts with `features` set; each has num_frames = round(duration * 100) and num_features = 80.
     """
     extractor = Fbank(FbankConfig(num_mel_bins=80))
+    Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
     return cuts.compute_and_store_features(extractor=extractor, storage_path=storage_path,
                                            num_jobs=nj if nj > 1 else None,
                                            storage_type=LilcomChunkyWriter)

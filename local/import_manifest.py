@@ -91,8 +91,8 @@ def _nemo_entry(d: dict, where: str, folder: Path, text_field: str,
 
 def _jsonl_entry(d: dict, where: str, folder: Path,
                  no_text: bool) -> Union[Entry, Tuple[str, str]]:
-    audio_key = "source" if "source" in d else "wav"
-    text_key = "target" if "target" in d else "txt"
+    slam = "source" in d or "target" in d  # else WeNet
+    audio_key, text_key = ("source", "target") if slam else ("wav", "txt")
     required = ["key", audio_key] + ([] if no_text else [text_key])
     missing = [k for k in required if k not in d]
     if missing:
