@@ -15,10 +15,13 @@ matrices  A_ab = stril(a~ b^T), A_ak = stril(a~ k^T), A_rb = tril(r~ b^T), A_rk 
 
 so everything except the K x K carry  h_{c+1} = M_c h_c + C_c  runs batched over all chunks at once.
 The factors e^{-g} grow like exp(0.6065 L) for RWKV-7's decay bound (w >= -0.6065); L = 16..64 is safe
-in float32. Gradients come from autograd through these ops.
+in float32.
+
+Backward (custom autograd.Function; same formulas as the Triton kernel): one reverse scan over chunks for
+dh_c = M_c^T dh_{c+1} + Q_c^T dO_c, then every input gradient in closed form, batched over chunks.
 """
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -39,6 +42,153 @@ def _to_chunks(x: Tensor, n_chunks: int, L: int) -> Tensor:
     return x.reshape(B, H, n_chunks, L, D)
 
 
+class _Terms(NamedTuple):
+    """Per-chunk quantities, all (B, H, n, L or K, .) in the compute dtype."""
+
+    w: Tensor
+    v: Tensor
+    e_g: Tensor  # e^{g}
+    e_G: Tensor  # e^{G}, (B, H, n, 1, K)
+    a_t: Tensor
+    r_t: Tensor
+    b_h: Tensor
+    k_h: Tensor
+    A_ab: Tensor
+    A_ak: Tensor
+    A_rb: Tensor
+    A_rk: Tensor
+    I_minus_A_ab: Tensor
+    W: Tensor
+    U: Tensor
+    Q: Tensor
+    O_intra: Tensor
+    M: Tensor
+    C: Tensor
+
+
+def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
+    B, T, H, K = r.shape
+    n = math.ceil(T / L)
+    # one transposing copy for the five key-side inputs: (5, B, H, n, L, K)
+    rwkab = _to_chunks(torch.stack([r, w, k, a, b]).flatten(0, 1).to(cdt), n, L).unflatten(0, (5, B))
+    r, w, k, a, b = rwkab.unbind(0)
+    v = _to_chunks(v.to(cdt), n, L)
+
+    g = w.cumsum(-2)
+    e_g = g.exp()
+    e_G = e_g[..., -1:, :]  # total decay of the chunk
+    ab_t = torch.stack([a * (g - w).exp(), r * e_g], -3).flatten(-3, -2)  # [a~; r~]  (..., 2L, K)
+    bk_h = torch.stack([b, k], -3).flatten(-3, -2) / e_g.repeat(1, 1, 1, 2, 1)  # [b^; k^]  (..., 2L, K)
+    A = ab_t @ bk_h.transpose(-1, -2)  # (..., 2L, 2L): [[a~b^, a~k^], [r~b^, r~k^]]
+    A_ab, A_ak = A[..., :L, :L].tril(-1), A[..., :L, L:].tril(-1)
+    A_rb, A_rk = A[..., L:, :L].tril(), A[..., L:, L:].tril()
+    a_t, r_t = ab_t[..., :L, :], ab_t[..., L:, :]
+    b_h, k_h = bk_h[..., :L, :], bk_h[..., L:, :]
+    I_minus_A_ab = torch.eye(L, dtype=cdt, device=r.device) - A_ab
+    WU = torch.linalg.solve_triangular(I_minus_A_ab, torch.cat([a_t, A_ak @ v], dim=-1), upper=False, unitriangular=True)
+    W, U = WU[..., :K], WU[..., K:]
+    QO = A_rb @ WU  # (..., L, K + V)
+    # b_d = b e^{G-g} = e^G b^ (k_d likewise): scale rows of the K-side products by e^G
+    e_Gt = e_G.transpose(-1, -2)
+    MC = b_h.transpose(-1, -2) @ WU  # (..., K, K + V)
+    return _Terms(
+        w=w, v=v, e_g=e_g, e_G=e_G, a_t=a_t, r_t=r_t, b_h=b_h, k_h=k_h,
+        A_ab=A_ab, A_ak=A_ak, A_rb=A_rb, A_rk=A_rk, I_minus_A_ab=I_minus_A_ab, W=W, U=U,
+        Q=r_t + QO[..., :K], O_intra=QO[..., K:] + A_rk @ v,
+        M=torch.diag_embed(e_G.squeeze(-2)) + e_Gt * MC[..., :K],
+        C=e_Gt * (MC[..., K:] + k_h.transpose(-1, -2) @ v),
+    )
+
+
+def _scan(M: Tensor, C: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:
+    """h_{c+1} = M_c h_c + C_c; returns (start states (B, H, n, K, V), final state (B, H, K, V))."""
+    B, H, n, K, V = C.shape
+    starts = []
+    h = h.flatten(0, 1)
+    for c in range(n):
+        starts.append(h)
+        h = torch.baddbmm(C[:, :, c].flatten(0, 1), M[:, :, c].flatten(0, 1), h)
+    return torch.stack(starts, dim=1).view(B, H, n, K, V), h.view(B, H, K, V)
+
+
+def _from_chunks(x: Tensor, T: int) -> Tensor:
+    """(B, H, n, L, D) -> (B, T, H, D), dropping padding."""
+    B, H, n, L, D = x.shape
+    return x.reshape(B, H, n * L, D)[:, :, :T].transpose(1, 2)
+
+
+class ChunkedWKV7(torch.autograd.Function):
+    """Chunked forward; backward by the closed-form chunk gradients (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, r, w, k, v, a, b, state, L: int):
+        in_dtype = r.dtype
+        cdt = compute_dtype(in_dtype)
+        B, T, H, K = r.shape
+        V = v.shape[-1]
+        h0 = r.new_zeros(B, H, K, V, dtype=cdt) if state is None else state.to(cdt).transpose(-1, -2)
+        t = _terms(r, w, k, v, a, b, L, cdt)
+        h_start, hT = _scan(t.M, t.C, h0)
+        out = _from_chunks(t.Q @ h_start + t.O_intra, T)
+        ctx.save_for_backward(r, w, k, v, a, b, h_start)
+        ctx.L, ctx.has_state, ctx.state_dtype = L, state is not None, None if state is None else state.dtype
+        return out.to(in_dtype), hT.transpose(-1, -2).contiguous()
+
+    @staticmethod
+    def backward(ctx, d_out, d_state):
+        r, w, k, v, a, b, h0 = ctx.saved_tensors
+        cdt = h0.dtype
+        B, T, H, K = r.shape
+        V = v.shape[-1]
+        L = ctx.L
+        n = h0.shape[2]
+        t = _terms(r, w, k, v, a, b, L, cdt)
+        dO = _to_chunks(d_out.to(cdt), n, L) if d_out is not None else torch.zeros_like(t.v)
+        dh_T = d_state.to(cdt).transpose(-1, -2) if d_state is not None else h0.new_zeros(B, H, K, V)
+        # reverse scan: dh_end[c] = dL/d(state after chunk c)
+        ends = []
+        dh = dh_T.flatten(0, 1)
+        for c in range(n - 1, -1, -1):
+            ends.append(dh)
+            dh = torch.baddbmm(
+                t.Q[:, :, c].transpose(-1, -2).flatten(0, 1) @ dO[:, :, c].flatten(0, 1),
+                t.M[:, :, c].transpose(-1, -2).flatten(0, 1), dh,
+            )
+        d_h0 = dh.view(B, H, K, V)
+        dh = torch.stack(ends[::-1], dim=1).view(B, H, n, K, V)
+
+        tr = lambda x: x.transpose(-1, -2)  # noqa: E731
+        e_G = t.e_G
+        b_d, k_d = t.b_h * e_G, t.k_h * e_G
+        SA = t.W @ h0 + t.U
+        dSA = tr(t.A_rb) @ dO + b_d @ dh
+        dX = torch.linalg.solve_triangular(tr(t.I_minus_A_ab), dSA, upper=True, unitriangular=True)
+        dA_ab = (dX @ tr(SA)).tril(-1)
+        dA_ak = (dX @ tr(t.v)).tril(-1)
+        dA_rk = (dO @ tr(t.v)).tril()
+        dA_rb = (dO @ tr(SA)).tril()
+        dv = tr(t.A_rk) @ dO + k_d @ dh + tr(t.A_ak) @ dX
+        dr_t = dO @ tr(h0) + dA_rk @ t.k_h + dA_rb @ t.b_h
+        da_t = dX @ tr(h0) + dA_ak @ t.k_h + dA_ab @ t.b_h
+        dk_h = tr(dA_rk) @ t.r_t + tr(dA_ak) @ t.a_t
+        db_h = tr(dA_rb) @ t.r_t + tr(dA_ab) @ t.a_t
+        dk_d = t.v @ tr(dh)
+        db_d = SA @ tr(dh)
+        # log-decay: g = cumsum(w), g' = g - w, G = g_L
+        dg = dr_t * t.r_t - dk_h * t.k_h - db_h * t.b_h - dk_d * k_d - db_d * b_d
+        dgp = da_t * t.a_t
+        dG = (dk_d * k_d + db_d * b_d).sum(-2, keepdim=True) + tr((dh * h0).sum(-1, keepdim=True)) * e_G
+        rev = lambda x: x.flip(-2).cumsum(-2).flip(-2)  # noqa: E731
+        dw = rev(dg) + rev(dgp) - dgp + dG
+        e_g = t.e_g
+        grads = (
+            dr_t * e_g, dw, (dk_h + dk_d * e_G) / e_g, dv, da_t * (t.w.cumsum(-2) - t.w).exp(), (db_h + db_d * e_G) / e_g,
+        )
+        grads = [_from_chunks(x, T).to(r.dtype) for x in grads]
+        d_state0 = tr(d_h0).to(ctx.state_dtype) if ctx.has_state else None
+        return (*grads, d_state0, None)
+
+
 def wkv7_chunked(
     r: Tensor,
     w: Tensor,
@@ -51,61 +201,24 @@ def wkv7_chunked(
 ) -> Tuple[Tensor, Tensor]:
     """Chunked WKV7; same contract as `wkv7_naive` (shapes (B, T, H, K), state (B, H, V, K)).
 
-    Computes in float32 (float64 for float64 inputs). Padding steps use w = 0 and zero vectors,
-    which leave the state unchanged, so any T works.
+    Computes in float32 (float64 for float64 inputs); returns (out in the input dtype, final state in
+    the compute dtype). Padding steps use w = 0 and zero vectors, which leave the state unchanged, so
+    any T works. Differentiable once (custom backward; no double backward).
 
     Raises:
       ValueError: if chunk_size * min(w) < -60 (exp(-cumsum(w)) would overflow; RWKV-7's
         w = -0.6065 * sigmoid(.) never gets there for chunk_size <= 64).
     """
-    in_dtype = r.dtype
-    cdt = compute_dtype(in_dtype)
     B, T, H, K = r.shape
-    V = v.shape[-1]
     L = int(chunk_size)
-    if state is None:
-        h = r.new_zeros(B, H, K, V, dtype=cdt)
-    else:
-        h = state.to(cdt).transpose(-1, -2)
     if T == 0:
-        return r.new_zeros(B, 0, H, V), h.transpose(-1, -2).contiguous()
+        cdt = compute_dtype(r.dtype)
+        s = r.new_zeros(B, H, v.shape[-1], K, dtype=cdt) if state is None else state.to(cdt)
+        return r.new_zeros(B, 0, H, v.shape[-1]), s
     w_min = float(w.detach().min())
     if w_min * L < -_MAX_CHUNK_LOG_DECAY:
         raise ValueError(
             f"wkv7_chunked: min(w) = {w_min:.3g} with chunk_size = {L} would overflow exp(-cumsum(w)); "
             "w must be a log-decay >= -0.6065 as RWKV-7 produces, or use a smaller chunk_size"
         )
-    n = math.ceil(T / L)
-    r, w, k, a, b = (_to_chunks(x.to(cdt), n, L) for x in (r, w, k, a, b))
-    v = _to_chunks(v.to(cdt), n, L)
-
-    g = w.cumsum(-2)
-    g_last = g[..., -1:, :]
-    r_t = r * g.exp()
-    a_t = a * (g - w).exp()
-    inv = (-g).exp()
-    k_h, b_h = k * inv, b * inv
-    to_end = (g_last - g).exp()
-    k_d, b_d = k * to_end, b * to_end
-
-    A_ab = (a_t @ b_h.transpose(-1, -2)).tril(-1)
-    A_ak = (a_t @ k_h.transpose(-1, -2)).tril(-1)
-    A_rb = (r_t @ b_h.transpose(-1, -2)).tril()
-    A_rk = (r_t @ k_h.transpose(-1, -2)).tril()
-    eye = torch.eye(L, dtype=cdt, device=r.device)
-    WU = torch.linalg.solve_triangular(
-        eye - A_ab, torch.cat([a_t, A_ak @ v], dim=-1), upper=False, unitriangular=True
-    )
-    W, U = WU[..., :K], WU[..., K:]
-    Q = r_t + A_rb @ W  # (B, H, n, L, K)
-    O_intra = A_rk @ v + A_rb @ U  # (B, H, n, L, V)
-    M = torch.diag_embed(g_last.squeeze(-2).exp()) + b_d.transpose(-1, -2) @ W  # (B, H, n, K, K)
-    C = k_d.transpose(-1, -2) @ v + b_d.transpose(-1, -2) @ U  # (B, H, n, K, V)
-
-    starts = []
-    for c in range(n):
-        starts.append(h)
-        h = M[:, :, c] @ h + C[:, :, c]
-    h_start = torch.stack(starts, dim=2)  # (B, H, n, K, V)
-    out = (Q @ h_start + O_intra).reshape(B, H, n * L, V)[:, :, :T]
-    return out.transpose(1, 2).to(in_dtype), h.transpose(-1, -2).contiguous()
+    return ChunkedWKV7.apply(r, w, k, v, a, b, state, L)

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""WKV7 speed: forward and forward+backward time of naive / chunked / Triton / fla `chunk_rwkv7`.
+
+Inputs as RWKV-7 produces them (w = -0.6065 * sigmoid(randn) log-decay, a = -kk, b = kk * sigmoid(randn)),
+with an initial state, gradients for every input and the state. Reports the best of --repeats runs and
+the speed-up over the naive loop. Prints a markdown table.
+
+Default shapes: (B, T, H, K) = (1, 1024, 4, 64) fp32 on CPU; (8, 4096, 64, 64) bf16 on CUDA
+(naive is skipped on CUDA at that size: 4096 Python steps; pass --naive-on-cuda to time it anyway).
+
+Usage:
+  python bench/bench_wkv7.py                          # CPU, plus CUDA when available
+  python bench/bench_wkv7.py --device cpu --threads 2 --chunk-sizes 16 32 64
+  python bench/bench_wkv7.py --device cuda --shape 8 4096 64 64 --dtype bf16
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from zipformer_rwkv.rwkv7.wkv7 import triton_available, wkv7  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    p.add_argument("--shape", type=int, nargs=4, default=None, metavar=("B", "T", "H", "K"),
+                   help="override the default shape of the chosen device")
+    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: fp32 on CPU, bf16 on CUDA")
+    p.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 32, 64], help="chunked PyTorch sizes")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per point (best is reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--naive-on-cuda", action="store_true")
+    return p
+
+
+def make_inputs(B: int, T: int, H: int, K: int, dtype: torch.dtype, device: str):
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    kk = torch.nn.functional.normalize(randn(B, T, H, K), dim=-1)
+    xs = [randn(B, T, H, K) * 0.5, -0.6065306597 * torch.sigmoid(randn(B, T, H, K)), randn(B, T, H, K) * 0.5,
+          randn(B, T, H, K) * 0.5, -kk, kk * torch.sigmoid(randn(B, T, H, K))]
+    state = randn(B, H, K, K) * 0.3
+    return [x.to(device=device, dtype=dtype) for x in xs], state.to(device)
+
+
+def fla_fn() -> Optional[Callable]:
+    """fla's chunk_rwkv7 adapted to our contract (its state is [key, value]: transpose; scale 1)."""
+    try:
+        from fla.ops.rwkv7 import chunk_rwkv7
+    except Exception:
+        return None
+
+    def run(r, w, k, v, a, b, state):
+        o, s = chunk_rwkv7(r=r, w=w, k=k, v=v, a=a, b=b, scale=1.0,
+                           initial_state=state.transpose(-1, -2), output_final_state=True)
+        return o, s.transpose(-1, -2)
+
+    return run
+
+
+def time_ms(fn: Callable, xs: List[torch.Tensor], state: torch.Tensor, backward: bool, repeats: int) -> float:
+    cuda = xs[0].is_cuda
+    best = float("inf")
+    for _ in range(repeats + 1):  # first run warms up (Triton compile, allocator)
+        ins = [x.detach().requires_grad_(backward) for x in xs]
+        s0 = state.detach().requires_grad_(backward)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out, s = fn(*ins, s0)
+        if backward:
+            (out.float().sum() + s.sum()).backward()
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def bench_device(device: str, args) -> List[str]:
+    cpu = device == "cpu"
+    B, T, H, K = args.shape or ((1, 1024, 4, 64) if cpu else (8, 4096, 64, 64))
+    dtype = DTYPES[args.dtype or ("fp32" if cpu else "bf16")]
+    xs, state = make_inputs(B, T, H, K, dtype, device)
+    impls = []
+    if cpu or args.naive_on_cuda:
+        impls.append(("naive", lambda *x: wkv7(*x, impl="naive"), 1 if cpu else 1))
+    for L in args.chunk_sizes:
+        impls.append((f"chunked L={L}", lambda *x, L=L: wkv7(*x, impl="chunked", chunk_size=L), args.repeats))
+    if not cpu and triton_available():
+        impls.append(("triton", lambda *x: wkv7(*x, impl="triton"), args.repeats))
+    fla = fla_fn()
+    if fla is not None and not cpu:
+        impls.append(("fla chunk_rwkv7", fla, args.repeats))
+    rows, naive = [], None
+    for name, fn, reps in impls:
+        fwd = time_ms(fn, xs, state, False, reps)
+        fwd_bwd = time_ms(fn, xs, state, True, reps)
+        if name == "naive":
+            naive = (fwd, fwd_bwd)
+        speed = f"{naive[0] / fwd:.1f}x / {naive[1] / fwd_bwd:.1f}x" if naive else "-"
+        rows.append(f"| {device} | {name} | ({B}, {T}, {H}, {K}) {str(dtype)[6:]} | {fwd:.2f} | {fwd_bwd:.2f} | {speed} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            sys.exit("bench_wkv7.py: --device cuda but torch.cuda.is_available() is False")
+        devices.remove("cuda")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'no'}")
+    print("| device | impl | (B, T, H, K) dtype | fwd ms | fwd+bwd ms | speed-up vs naive (fwd / fwd+bwd) |")
+    print("|---|---|---|---|---|---|")
+    for device in devices:
+        bench_device(device, args)
+
+
+if __name__ == "__main__":
+    main()
