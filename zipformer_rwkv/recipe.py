@@ -26,8 +26,11 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
-    "model_type", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size", "tokenizer", "adapter_downsample",
-    "adapter_hidden_dim", "llm_peft", "lora_r", "lora_targets", "prompt_template",
+    "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
+    "adapter_downsample", "adapter_hidden_dim", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
+    "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
+    "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
+    "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
 )
 
 
@@ -118,11 +121,26 @@ def _read(path: str) -> dict:
     return read_checkpoint(path)
 
 
-def load_rwkv(params: AttributeDict) -> nn.Module:
+def load_rwkv(params: AttributeDict, load_pretrained: bool = True) -> nn.Module:
     """RWKV-7 from `--rwkv-checkpoint` (BlinkDL file, or our lm checkpoint with `llm.*` keys) or a
-    from-scratch model of `--rwkv-n-layer/--rwkv-n-embd` with the BPE vocabulary."""
+    from-scratch model of `--rwkv-n-layer/--rwkv-n-embd` with the BPE vocabulary.
+
+    With `load_pretrained=False` and `params.rwkv_config` (recorded by training in every
+    checkpoint), the model is built from that config without reading any file (decode.py).
+    Sets `params.rwkv_config` to the model's config as a dict.
+    """
+    import dataclasses
+
+    model = _build_rwkv(params, load_pretrained)
+    params.rwkv_config = dataclasses.asdict(model.config)
+    return model
+
+
+def _build_rwkv(params: AttributeDict, load_pretrained: bool) -> nn.Module:
     from zipformer_rwkv.rwkv7 import RWKV7, RWKV7Config, config_from_state_dict, load_rwkv7_checkpoint
 
+    if not load_pretrained and params.get("rwkv_config"):
+        return RWKV7(RWKV7Config(**params.rwkv_config))
     path = params.rwkv_checkpoint
     if not path:
         vocab = _bpe(params).vocab_size
@@ -174,8 +192,8 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
 
     Args:
       params: parsed options (`add_model_arguments`) plus `feature_dim` etc.
-      load_pretrained: load `--encoder-checkpoint` weights (decode.py loads its own checkpoint
-        over the model, so it may skip them; RWKV-7 files are always read for their shapes).
+      load_pretrained: load `--encoder-checkpoint`/`--rwkv-checkpoint` weights; False (decode.py,
+        which loads its own checkpoint over the model) builds RWKV-7 from `params.rwkv_config`.
     Returns:
       (model, tokenizers) with tokenizers as `get_tokenizers`.
     """
@@ -190,7 +208,7 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
             load_encoder_weights(model, params.encoder_checkpoint)
         return model, tok
 
-    llm = load_rwkv(params)
+    llm = load_rwkv(params, load_pretrained)
     tok = get_tokenizers(params, llm.config.vocab_size)
     eos = tok["llm"].eos_id
     if params.model_type == "lm":

@@ -324,7 +324,8 @@ def _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer
     valid = compute_validation_loss(params, model, valid_dl, tokenizers, device, world_size)
     extra = ""
     if params.model_type != "ctc":
-        extra = f", ppl={math.exp(min(valid['loss'] / max(valid['frames'], 1), 50)):.3f}"
+        ce = valid["ce_loss"] if "ce_loss" in valid else valid["loss"]
+        extra = f", ppl={math.exp(min(ce / max(valid['frames'], 1), 50)):.3f}"
     logging.info(f"Epoch {params.cur_epoch}, validation: {_fmt(valid)}{extra} ({time.time() - t0:.1f} s)")
     if tb_writer is not None:
         valid.write_summary(tb_writer, "train/valid_", params.batch_idx_train)
@@ -441,7 +442,8 @@ def run(rank: int, world_size: int, args) -> None:
                         device, tb_writer, world_size, rank, epoch_audio, resume_rng)
         _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
         save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
-    logging.info("Done!")
+    checksum = sum(float(p.detach().double().sum()) for p in unwrap_model(model).parameters())
+    logging.info(f"Done! Parameter checksum on rank {rank}: {checksum!r}")
     if tb_writer is not None:
         tb_writer.close()
     if world_size > 1:
@@ -454,6 +456,9 @@ def main() -> None:
     parser = get_parser()
     args = parser.parse_args()
     world_size = args.world_size
+    for path, what in ((args.encoder_checkpoint, "--encoder-checkpoint"), (args.rwkv_checkpoint, "--rwkv-checkpoint")):
+        if path and not Path(path).is_file():
+            sys.exit(f"train.py: error: {what} {path} does not exist")
     if is_torchrun():
         run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)
     elif world_size > 1:

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Decode the test sets with a trained model (icefall's decode.py options and result files).
+
+Usage (from the repository root):
+
+  # speech LLM: average epochs 6..10 through model_avg, greedy and beam search
+  python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 --use-averaged-model true \
+    --decoding-method greedy_search --max-duration 600
+  python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 \
+    --decoding-method beam_search --beam-size 4
+
+  # CTC baseline (CTC greedy search) and LM perplexity
+  python zipformer_rwkv/decode.py --exp-dir exp/ctc --epoch 10 --avg 5
+  python zipformer_rwkv/decode.py --exp-dir exp/lm --epoch 5 --avg 2
+
+The model structure (--model-type, encoder/RWKV-7 shapes, adapter, PEFT, prompt) is read from the
+checkpoint; an option given on the command line that contradicts it is an error naming both values.
+
+Writes to exp_dir/{decoding_method}/: recogs-{set}-{suffix}.txt, errs-{set}-{suffix}.txt,
+wer-summary-{set}-{suffix}.txt (lm: ppl-{set}-{suffix}.txt) and log-decode-{suffix}-*; logs the
+RTFx (audio seconds / decoding seconds).
+"""
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import logging
+import math
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from zipformer_rwkv import recipe
+from zipformer_rwkv.asr_datamodule import AsrDataModule
+from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints
+from zipformer_rwkv.utils import (
+    AttributeDict,
+    setup_logger,
+    store_transcripts,
+    str2bool,
+    write_error_stats,
+    write_wer_summary,
+)
+from zipformer_rwkv.zipformer import encoder_out_length
+
+NOTE_TRUNCATED = "hit --max-new-tokens (no EOS)"
+NOTE_SKIPPED = "skipped: encoder output too short for one adapter position"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epoch", type=int, default=30, help="decode epoch-{epoch}.pt (with --avg)")
+    parser.add_argument("--iter", type=int, default=0, help="if > 0, use checkpoint-N.pt files with N <= iter")
+    parser.add_argument("--avg", type=int, default=15, help="number of checkpoints to average")
+    parser.add_argument("--use-averaged-model", type=str2bool, default=True,
+                        help="average through model_avg of epoch-{epoch-avg}.pt and epoch-{epoch}.pt")
+    parser.add_argument("--exp-dir", type=Path, default=None, help="default: exp/{model_type}")
+    parser.add_argument("--decoding-method", type=str, default="greedy_search",
+                        choices=("greedy_search", "beam_search"),
+                        help="llm: search over the RWKV-7 state; ctc: greedy_search = CTC greedy")
+    parser.add_argument("--beam-size", type=int, default=4, help="beam_search: beam width")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="llm: output tokens per utterance")
+    parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
+                        help="lm: also report perplexity on {lm_dir}/valid.txt if it exists")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
+    recipe.add_model_arguments(parser)
+    AsrDataModule.add_arguments(parser)
+    return parser
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
+    """Names (dest) of the options given on the command line, as opposed to defaults."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and isinstance(action, argparse._StoreAction):
+            probe.add_argument(*action.option_strings, dest=action.dest, default=argparse.SUPPRESS,
+                               nargs=action.nargs if action.nargs is not None else None,
+                               **({"type": action.type} if action.type else {}))
+    known, _ = probe.parse_known_args(argv)
+    return set(vars(known))
+
+
+def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: set, source: str) -> None:
+    """Copy the structure options (`recipe.STRUCTURE_OPTIONS`) of a checkpoint into params.
+
+    Raises:
+      ValueError: an option given explicitly differs from the checkpoint's value (lists all).
+    """
+    if "model_type" not in saved:
+        raise ValueError(f"{source} has no training options (model_type); not written by train.py?")
+    mismatches = []
+    for key in recipe.STRUCTURE_OPTIONS:
+        if key not in saved:
+            continue
+        if key in explicit and params.get(key) is not None and str(params[key]) != str(saved[key]):
+            if key == "tokenizer" and params[key] == "auto":
+                continue
+            flag = "--" + key.replace("_", "-")
+            mismatches.append(f"{flag}: checkpoint has {saved[key]!r}, command line {params[key]!r}")
+        params[key] = saved[key]
+    if mismatches:
+        raise ValueError(f"{source} does not match the command line: " + "; ".join(mismatches))
+
+
+def decoding_suffix(params: AttributeDict) -> str:
+    """icefall-style result-file suffix, e.g. `epoch-10_avg-5_beam-size-4_use-averaged-model`."""
+    s = f"iter-{params.iter}_avg-{params.avg}" if params.iter > 0 else f"epoch-{params.epoch}_avg-{params.avg}"
+    if params.model_type == "llm" and params.decoding_method == "beam_search":
+        s += f"_beam-size-{params.beam_size}"
+    if params.model_type == "llm":
+        s += f"_max-new-tokens-{params.max_new_tokens}"
+    if params.use_averaged_model:
+        s += "_use-averaged-model"
+    return s
+
+
+# ------------------------------------------------------------------------------------ decoding
+
+
+def decode_dataset(params, model, dl, tokenizers, device) -> Tuple[list, Dict[str, float]]:
+    """Decode every batch of `dl`.
+
+    Returns:
+      results `(cut_id, ref_words, hyp_words, note)` and stats {"audio_seconds", "decode_seconds",
+      "skipped", "truncated", "utterances"}.
+    """
+    results = []
+    stats = dict(audio_seconds=0.0, decode_seconds=0.0, skipped=0, truncated=0, utterances=0)
+    for batch in dl:
+        feats = batch["inputs"].to(device)
+        lens = recipe.batch_feature_lens(batch).to(device)
+        refs = recipe.batch_texts(batch)
+        cut_ids = [c.id for c in batch["supervisions"]["cut"]] if "cut" in batch["supervisions"] else \
+            [f"utt-{len(results) + i}" for i in range(len(refs))]
+        hyps: List[str] = [""] * len(refs)
+        notes: List[str] = [""] * len(refs)
+        t0 = time.time()
+        if params.model_type == "ctc":
+            for i, ids in enumerate(model.decode(feats, lens)):
+                hyps[i] = tokenizers["bpe"].decode(ids)
+        else:
+            ok = (encoder_out_length(lens) // params.adapter_downsample >= 1).nonzero().flatten()
+            for i in set(range(len(refs))) - set(ok.tolist()):
+                notes[i] = NOTE_SKIPPED
+                stats["skipped"] += 1
+            if len(ok):
+                sub_lens = lens[ok]
+                sub = feats[ok, : int(sub_lens.max())]
+                out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size,
+                                     params.max_new_tokens)
+                for i, h in zip(ok.tolist(), out):
+                    hyps[i] = tokenizers["llm"].decode(h.tokens)
+                    if h.truncated:
+                        notes[i] = NOTE_TRUNCATED
+                        stats["truncated"] += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        stats["decode_seconds"] += time.time() - t0
+        stats["audio_seconds"] += float(lens.sum()) / 100.0
+        stats["utterances"] += len(refs)
+        for cid, ref, hyp, note in zip(cut_ids, refs, hyps, notes):
+            results.append((cid, ref.split(), hyp.split(), note))
+    return results, stats
+
+
+def save_results(params, test_set: str, results: list) -> float:
+    """Write recogs/errs/wer-summary files; returns the WER (%)."""
+    out_dir = params.exp_dir / params.decoding_method
+    suffix = params.suffix
+    results = sorted(results)
+    store_transcripts(out_dir / f"recogs-{test_set}-{suffix}.txt", results)
+    with open(out_dir / f"errs-{test_set}-{suffix}.txt", "w", encoding="utf8") as f:
+        wer = write_error_stats(f, f"{test_set}-{params.decoding_method}", [r[:3] for r in results])
+    key = params.decoding_method + (f"_beam_size_{params.beam_size}" if params.decoding_method == "beam_search" else "")
+    write_wer_summary(out_dir / f"wer-summary-{test_set}-{suffix}.txt", {key: wer})
+    logging.info(f"Wrote results for {test_set} to {out_dir}: WER {wer}%")
+    return wer
+
+
+@torch.no_grad()
+def lm_perplexity(params, model, texts: List[str], tokenizer, device, batch_tokens: int = 4000) -> Tuple[float, int]:
+    """(perplexity, number of predicted tokens) of `model` (an LmModel) on `texts`, EOS included."""
+    from zipformer_rwkv.lm_data import TextBatches, TokenBatchSampler
+
+    seqs = [tokenizer.encode(t) for t in texts if t.strip()]
+    seqs = [s for s in seqs if s]
+    if not seqs:
+        raise ValueError("no text to compute the perplexity on")
+    sampler = TokenBatchSampler([len(s) for s in seqs], max(batch_tokens, max(map(len, seqs))), shuffle=False)
+    total, count = 0.0, 0.0
+    for batch in TextBatches(seqs, sampler):
+        _, stats = model(batch["tokens"].to(device), batch["lengths"].to(device))
+        total += stats["loss"]
+        count += stats["frames"]
+    return math.exp(total / count), int(count)
+
+
+def main() -> None:
+    try:
+        decode()
+    except (ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
+        logging.error(str(e))
+        sys.exit(f"decode.py: error: {e}")
+
+
+def decode() -> None:
+    parser = get_parser()
+    args = parser.parse_args()
+    explicit = explicit_options(parser, sys.argv[1:])
+    params = AttributeDict(vars(args))
+    if params.exp_dir is None:
+        params.exp_dir = Path("exp") / params.model_type
+    params.exp_dir = Path(params.exp_dir)
+    plan = resolve_decode_checkpoints(params.exp_dir, params.epoch, params.iter, params.avg, params.use_averaged_model)
+    saved = read_checkpoint(plan.filenames[-1])
+    apply_checkpoint_structure(params, saved, explicit, str(plan.filenames[-1]))
+    params.suffix = decoding_suffix(params)
+    out_dir = params.exp_dir / params.decoding_method
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logger(out_dir / f"log-decode-{params.suffix}")
+    if params.num_threads:
+        torch.set_num_threads(params.num_threads)
+    logging.info(f"Decoding: {params}")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+    model, tokenizers = recipe.get_model(params, load_pretrained=False)
+    load_decode_model(model, plan)
+    model.to(device).eval()
+    logging.info(f"Number of model parameters: {sum(p.numel() for p in model.parameters())}")
+
+    data = AsrDataModule(args)
+    if params.model_type == "lm":
+        try:
+            sets = {name: [c.supervisions[0].text for c in cuts] for name, cuts in data.test_cuts().items()}
+        except FileNotFoundError as e:
+            logging.warning(f"no test transcripts for the perplexity ({e})")
+            sets = {}
+        if (params.lm_dir / "valid.txt").is_file():
+            sets["lm-valid"] = (params.lm_dir / "valid.txt").read_text(encoding="utf8").splitlines()
+        for name, texts in sets.items():
+            ppl, n = lm_perplexity(params, model, texts, tokenizers["llm"], device)
+            (out_dir / f"ppl-{name}-{params.suffix}.txt").write_text(f"settings\tppl\tntokens\nlm\t{ppl:.4f}\t{n}\n")
+            logging.info(f"{name}: perplexity {ppl:.4f} over {n} tokens")
+        return
+
+    for test_set, cuts in data.test_cuts().items():
+        results, stats = decode_dataset(params, model, data.test_dataloaders(cuts), tokenizers, device)
+        save_results(params, test_set, results)
+        rtfx = stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9)
+        logging.info(
+            f"{test_set}: {stats['utterances']} utterances, {stats['audio_seconds']:.1f} s of audio decoded in "
+            f"{stats['decode_seconds']:.1f} s: RTFx {rtfx:.1f}; skipped (too short) {stats['skipped']}, "
+            f"hit --max-new-tokens {stats['truncated']}"
+        )
+    logging.info("Done!")
+
+
+if __name__ == "__main__":
+    main()
