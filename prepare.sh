@@ -142,11 +142,13 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
       src_dir=$nemo_dir; fmt=$manifest_format
       if [ "$source_kind" = tts ]; then src_dir=$dl_dir/$corpus; fmt=nemo; fi
       [ "$source_kind" = jsonl ] && fmt=jsonl
+      inputs=()
       for s in $splits; do
         m=$src_dir/$s.jsonl; [ -f "$m" ] || m=$src_dir/$s.list
-        $python "$root/local/import_manifest.py" --manifest "$m" --format "$fmt" --text-field "$text_field" \
-          --output-dir "$manifests" --prefix "$corpus" --split "$s"
+        inputs+=("$m")
       done
+      $python "$root/local/import_manifest.py" --manifest "${inputs[@]}" --split $splits --format "$fmt" \
+        --text-field "$text_field" --output-dir "$manifests" --prefix "$corpus"
     fi
     touch "$manifests/.$corpus.done"
   fi

@@ -2,8 +2,8 @@
 """Convert a JSON-lines speech manifest into lhotse manifests (recordings, supervisions, cuts).
 
 Usage (from the repository root):
-  python local/import_manifest.py --manifest download/tts_en/train.jsonl --format nemo \\
-      --output-dir data/manifests --prefix tts_en --split train
+  python local/import_manifest.py --manifest download/tts_en/{train,dev,test}.jsonl --format nemo \\
+      --output-dir data/manifests --prefix tts_en --split train dev test
   python local/import_manifest.py --manifest my/wenet_data.list --format jsonl \\
       --output-dir data/manifests --prefix mycorpus --split test
   python local/import_manifest.py --manifest download/tts_en_noise/noise.jsonl --no-text \\
@@ -49,13 +49,14 @@ NEMO_CONSUMED = ("audio_filepath", "duration", "offset", "lang", "speaker", "id"
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", type=Path, required=True, help="input JSON-lines manifest")
+    p.add_argument("--manifest", type=Path, nargs="+", required=True,
+                   help="input JSON-lines manifest(s); give as many --split names")
     p.add_argument("--format", choices=["nemo", "jsonl"], default="nemo")
     p.add_argument("--text-field", default="text", help="transcript key of NeMo manifests")
     p.add_argument("--no-text", action="store_true", help="audio-only set (noise): no transcripts")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--prefix", required=True, help="corpus name used in the output file names")
-    p.add_argument("--split", default="", help="split name used in the output file names")
+    p.add_argument("--split", nargs="*", default=[""], help="split name(s) used in the output file names")
     p.add_argument("--no-decode-check", action="store_true",
                    help="only read audio headers (faster; corrupt data is then found at fbank time)")
     return p
@@ -186,14 +187,18 @@ def import_manifest(manifest: Path, fmt: str, output_dir: Path, prefix: str, spl
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s",
                         level=logging.INFO)
-    args = get_parser().parse_args(argv)
-    try:
-        import_manifest(args.manifest, args.format, args.output_dir, args.prefix, args.split,
-                        text_field=args.text_field, no_text=args.no_text,
-                        decode_check=not args.no_decode_check)
-    except (FileNotFoundError, ValueError) as e:
-        logging.error(str(e))
-        return 1
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if len(args.split) != len(args.manifest):
+        parser.error(f"{len(args.manifest)} --manifest but {len(args.split)} --split names")
+    for manifest, split in zip(args.manifest, args.split):
+        try:
+            import_manifest(manifest, args.format, args.output_dir, args.prefix, split,
+                            text_field=args.text_field, no_text=args.no_text,
+                            decode_check=not args.no_decode_check)
+        except (FileNotFoundError, ValueError) as e:
+            logging.error(str(e))
+            return 1
     return 0
 
 
