@@ -288,3 +288,35 @@ def test_size_table_detection_on_meta(size):
     # spec formula counts layer-0 v0/v1/v2, which this file lacks
     assert n_params == expected - (n_embd + 2 * n_embd * dv)
     assert detect_model_size(RWKV7Config(n_layer=n_layer, n_embd=n_embd, d_decay=dw + 32)) == "custom"
+
+
+def test_autocast_bf16_and_bf16_params():
+    model = tiny_model(seed=4)
+    idx = torch.randint(0, V, (2, 21))
+    with torch.no_grad():
+        ref, ref_state = model(idx, lengths=torch.tensor([21, 13]), return_state=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, state = model(idx, lengths=torch.tensor([21, 13]), return_state=True)
+        assert out.dtype == torch.bfloat16 and state[0][1].dtype == torch.float32  # (x_prev, wkv, x_prev)
+        assert ((out.float() - ref).norm() / ref.norm()).item() < 0.05
+        low = tiny_model(seed=4).to(torch.bfloat16)
+        out16, state16 = low(idx, return_state=True)
+        step16, _ = low.step(idx[:, 0])
+    assert out16.dtype == torch.bfloat16 and state16[1][1].dtype == torch.float32
+    real, real16 = torch.cat([ref[0], ref[1, :13]]), torch.cat([out16[0], out16[1, :13]])  # unpadded positions
+    assert ((real16.float() - real).norm() / real.norm()).item() < 0.05
+    assert ((step16.float() - ref[:, 0]).norm() / ref[:, 0].norm()).item() < 0.05
+
+
+def test_grad_checkpoint_same_gradients():
+    model = tiny_model(seed=5).double()
+    idx = torch.randint(0, V, (2, 19))
+    grads = []
+    for flag in (False, True):
+        model.zero_grad()
+        model.grad_checkpoint = flag
+        model(idx, lengths=torch.tensor([19, 11])).logsumexp(-1).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert any(g.abs().sum() > 0 for g in grads[0][-5:])

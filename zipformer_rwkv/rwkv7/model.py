@@ -88,10 +88,15 @@ class RWKV7Config:
 
 
 def _wkv7_seq(r, w, k, v, a, b, state):
-    """Parallel WKV7 over (B, T, H, K) inputs; see `zipformer_rwkv.rwkv7.wkv7.wkv7` for the contract."""
+    """Parallel WKV7 over (B, T, H, K) inputs; see `zipformer_rwkv.rwkv7.wkv7.wkv7` for the contract.
+
+    Runs with autocast disabled: the op picks its own internal precision (fp32 state) for the given
+    input dtype, as BlinkDL's CUDA kernels do.
+    """
     from zipformer_rwkv.rwkv7.wkv7 import wkv7
 
-    return wkv7(r, w, k, v, a, b, state)
+    with torch.autocast(r.device.type, enabled=False):
+        return wkv7(r, w, k, v, a, b, state)
 
 
 def wkv7_one_step(
