@@ -239,6 +239,9 @@ class ScaledAdam(torch.optim.Optimizer):
       param_min_rms, param_max_rms: limits for each tensor's RMS. scalar_max: bound on scalars.
       size_update_period: steps between RMS refreshes / learned-scale updates.
       clipping_update_period: steps between refreshes of the clipping threshold.
+      foreach: update the tensors of a group with batched `torch._foreach_*` kernels (two
+        device syncs per step); False runs the per-tensor reference loop (same maths); None
+        (default) = foreach for CUDA tensors only, as torch.optim does (on CPU it is no faster).
 
     Attributes read by the training loop after `step()`:
       last_grad_norm (float): plain L2 norm of all gradients (before clipping) for logging.
@@ -259,6 +262,7 @@ class ScaledAdam(torch.optim.Optimizer):
         scalar_max: float = 10.0,
         size_update_period: int = 4,
         clipping_update_period: int = 100,
+        foreach: Optional[bool] = None,
     ):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
@@ -282,6 +286,7 @@ class ScaledAdam(torch.optim.Optimizer):
         super().__init__(groups, defaults)
         self.clipping_scale = clipping_scale
         self.clipping_update_period = clipping_update_period
+        self.foreach = foreach
         self._clip = {"step": 0, "norms": [], "threshold": None, "num_clipped": 0}
         self.last_grad_norm = 0.0
         self.last_clip_factor = 1.0
@@ -327,19 +332,20 @@ class ScaledAdam(torch.optim.Optimizer):
             )
 
     def _grad_norms(self) -> Tuple[float, float]:
-        """(norm scaled by each tensor's rms for clipping, plain L2 norm)."""
-        scaled, plain = [], []
+        """(norm scaled by each tensor's rms for clipping, plain L2 norm); one device sync."""
+        grads, rms = [], []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                sq = p.grad.detach().float().pow(2).sum()
-                plain.append(sq)
-                state = self.state[p]
-                scaled.append(sq * state["param_rms"].float() ** 2 if p.numel() > 1 else sq)
-        if not plain:
+                if p.grad is not None:
+                    grads.append(p.grad.detach())
+                    state = self.state[p]
+                    rms.append(state["param_rms"].float() if p.numel() > 1 else None)
+        if not grads:
             return 0.0, 0.0
-        both = torch.stack([torch.stack(scaled).sum(), torch.stack(plain).sum()]).sqrt()
+        sq = torch.stack([n.float() for n in torch._foreach_norm(grads)]) ** 2
+        ones = torch.ones((), device=sq.device)
+        scale = torch.stack([ones if r is None else r.to(sq.device) for r in rms]) ** 2
+        both = torch.stack([(sq * scale).sum(), sq.sum()]).sqrt()
         scaled_norm, plain_norm = both.tolist()
         return scaled_norm, plain_norm
 
@@ -405,17 +411,87 @@ class ScaledAdam(torch.optim.Optimizer):
             factor = self._clip_factor(scaled_norm)
         self.last_clip_factor = factor
         for group in self.param_groups:
+            buckets: Dict[int, List[torch.Tensor]] = {}  # tensors by their step count
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad if factor == 1.0 else p.grad * factor
                 state = self.state[p]
+                use_foreach = p.is_cuda if self.foreach is None else self.foreach
+                if p.numel() > 1 and use_foreach:
+                    buckets.setdefault(state["step"], []).append(p)
+                    continue
+                grad = p.grad if factor == 1.0 else p.grad * factor
                 if p.numel() > 1:
                     self._step_tensor(group, p, grad, state)
                 else:
                     self._step_scalar(group, p, grad, state)
                 state["step"] += 1
+            for step, ps in buckets.items():
+                self._step_tensors_foreach(group, ps, step, factor)
         return loss
+
+    def _step_tensors_foreach(
+        self, group: dict, ps: List[torch.Tensor], step: int, factor: float
+    ) -> None:
+        """`_step_tensor` for many tensors at once (all with the same step count)."""
+        beta1, beta2 = group["betas"]
+        period = group["size_update_period"]
+        states = [self.state[p] for p in ps]
+        grads = [p.grad for p in ps]
+        if factor != 1.0:
+            grads = torch._foreach_mul(grads, factor)
+        deltas = [s["delta"] for s in states]
+        torch._foreach_mul_(deltas, beta1)
+
+        k = step % period
+        dots = [(g * p).sum() for g, p in zip(grads, ps)]
+        torch._foreach_copy_([s["scale_grads"][k] for s in states], dots)
+        if k == period - 1:
+            self._scale_update_foreach(group, ps, states)
+        if k == 0:
+            rms = self._rms(ps).clamp_(min=group["param_min_rms"])
+            torch._foreach_copy_([s["param_rms"] for s in states], list(rms.unbind()))
+
+        sqs = [s["exp_avg_sq"] for s in states]
+        torch._foreach_mul_(sqs, beta2)
+        torch._foreach_addcmul_(sqs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_div(sqs, 1 - beta2 ** (step + 1))
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["eps"])
+        directions = torch._foreach_div(grads, denom)
+        rms_values = torch.stack([s["param_rms"].float() for s in states]).tolist()
+        coef = -(1 - beta1) * group["lr"]
+        torch._foreach_mul_(directions, [coef * r for r in rms_values])
+        torch._foreach_add_(deltas, directions)
+        torch._foreach_add_(ps, deltas)
+        for s in states:
+            s["step"] += 1
+
+    @staticmethod
+    def _rms(ps: List[torch.Tensor]) -> torch.Tensor:
+        """(len(ps),) float32 RMS of each tensor."""
+        norms = torch.stack([n.float() for n in torch._foreach_norm(ps)])
+        numel = torch.tensor([p.numel() for p in ps], dtype=torch.float32, device=norms.device)
+        return norms / numel.sqrt()
+
+    def _scale_update_foreach(self, group: dict, ps: List[torch.Tensor], states: List[dict]) -> None:
+        """`_scale_update` for many tensors at once."""
+        beta1, beta2 = group["betas"]
+        period = group["size_update_period"]
+        scale_grads = torch.stack([s["scale_grads"] for s in states])  # (n, period)
+        decay = beta2**period
+        sq = torch.stack([s["scale_exp_avg_sq"] for s in states])
+        sq = sq * decay + scale_grads.pow(2).mean(dim=1) * (1 - decay)
+        torch._foreach_copy_([s["scale_exp_avg_sq"] for s in states], list(sq.unbind()))
+        bias_correction2 = 1 - beta2 ** (states[0]["step"] + 1)
+        denom = (sq / bias_correction2).sqrt() + group["eps"]
+        scale_step = -group["lr"] * group["scalar_lr_scale"] * scale_grads.sum(dim=1) / denom
+        rms = self._rms(ps)
+        too_small = (rms <= group["param_min_rms"]) & (scale_step < 0)
+        too_large = (rms >= group["param_max_rms"]) & (scale_step > 0)
+        scale_step = torch.where(too_small | too_large, torch.zeros_like(scale_step), scale_step)
+        coefs = (scale_step * (1 - beta1)).tolist()
+        torch._foreach_add_([s["delta"] for s in states], torch._foreach_mul(ps, coefs))
 
     def _adam_direction(self, group: dict, grad: torch.Tensor, state: dict) -> torch.Tensor:
         beta2 = group["betas"][1]
