@@ -22,7 +22,7 @@ def _ints(s: Any) -> Tuple[int, ...]:
 @dataclass(frozen=True)
 class ZipformerConfig:
     """Architecture of `encoder_embed` + `encoder`. Per-stack fields hold one value per stack
-    (or one value for all). Frame rates: fbank 100 Hz, stacks 50 Hz / ds, output 25 Hz.
+    (a single value given is repeated for every stack). Frame rates: fbank 100 Hz, stacks 50 Hz / ds, output 25 Hz.
 
     `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`."""
 
@@ -45,7 +45,7 @@ class ZipformerConfig:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.type is bool or f.name == "causal":
+            if f.name == "causal":
                 object.__setattr__(self, f.name, str2bool(v) if isinstance(v, str) else bool(v))
             elif f.name in ("pos_dim", "feature_dim"):
                 object.__setattr__(self, f.name, int(v))
@@ -55,9 +55,11 @@ class ZipformerConfig:
         for name in ("num_encoder_layers", "feedforward_dim", "num_heads", "encoder_dim",
                      "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim",
                      "cnn_module_kernel"):
-            if len(getattr(self, name)) not in (1, n):
+            v = getattr(self, name)
+            if len(v) not in (1, n):
                 raise ValueError(f"--{name.replace('_', '-')} needs 1 or {n} comma-separated "
-                                 f"values (one per stack), got {getattr(self, name)}")
+                                 f"values (one per stack), got {v}")
+            object.__setattr__(self, name, v * n if len(v) == 1 else v)
 
     @property
     def output_dim(self) -> int:

@@ -108,7 +108,9 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
         raise CheckpointMismatchError("cannot infer the Zipformer config: no encoder.encoders.* keys")
     base = ZipformerConfig(**{k: v for k, v in overrides.items()
                               if k in ("pos_head_dim", "feature_dim")})
-    pos_head = base.pos_head_dim * len(stacks) if len(base.pos_head_dim) == 1 else base.pos_head_dim
+    pos_head = base.pos_head_dim
+    if len(set(pos_head)) == 1:
+        pos_head = pos_head[:1] * len(stacks)
     cols: Dict[str, List[int]] = {k: [] for k in (
         "downsampling_factor", "num_encoder_layers", "encoder_dim", "feedforward_dim", "num_heads",
         "query_head_dim", "value_head_dim", "cnn_module_kernel")}
