@@ -2,6 +2,7 @@
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -83,7 +84,8 @@ def test_update_averaged_model_is_running_mean():
                 p.copy_(torch.randn_like(p))
         if b % period == 0:
             seen.append({k: v.double().clone() for k, v in model.state_dict().items()})
-            update_averaged_model({"average_period": period, "batch_idx_train": b}, model, model_avg)
+            params = {"average_period": period, "batch_idx_train": b}
+            update_averaged_model(params, model, model_avg)
     for k, v in model_avg.state_dict().items():
         expect = torch.stack([s[k] for s in seen]).mean(0)
         assert torch.allclose(v, expect, atol=1e-12), k
@@ -168,7 +170,9 @@ def test_round_trip_of_every_field_weights_only(tmp_path):
     next(it)
     params = AttributeDict(batch_idx_train=3, cur_epoch=2, exp_dir=Path("exp/x"),
                            device=torch.device("cpu"), dtype=torch.float32, average_period=1,
-                           best_valid_loss=float("inf"), env_info={"torch-version": "x"})
+                           best_valid_loss=float("inf"), env_info={"torch-version": "x"},
+                           np_value=np.float32(0.5), np_array=np.arange(3), tags={"b", "a"},
+                           callback=print)
     f = save_checkpoint_with_global_batch_idx(tmp_path, 3, model, model_avg, params, opt, sched,
                                               scaler, sampler)
     assert f == tmp_path / "checkpoint-3.pt"
@@ -176,6 +180,8 @@ def test_round_trip_of_every_field_weights_only(tmp_path):
     assert raw["model_avg"]["encoder.weight"].dtype == torch.float32
     assert model_avg.encoder.weight.dtype == torch.float64  # the in-memory average is untouched
     assert raw["exp_dir"] == "exp/x" and raw["device"] == "cpu" and raw["dtype"] == "torch.float32"
+    assert raw["np_value"] == 0.5 and raw["np_array"].tolist() == [0, 1, 2]
+    assert raw["tags"] == ["a", "b"] and "print" in raw["callback"]
 
     model2, avg2, opt2, sched2, scaler2, sampler2 = _training_objects(seed=1)
     rest = load_checkpoint(f, model2, avg2, opt2, sched2, scaler2, sampler2)

@@ -13,11 +13,12 @@ Everything is stored as tensors / containers / str / numbers so `torch.load(weig
 reads it; Path, torch.device, torch.dtype and other objects in `params` are stored as strings.
 Files are written atomically: a temp file in the same folder, fsync, then `os.replace`.
 """
+import enum
 import logging
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Dict, List, Optional, Union
 
 import torch
@@ -36,20 +37,37 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def _to_safe(value: Any) -> Any:
-    """Convert `value` to types `torch.load(weights_only=True)` accepts (see module doc)."""
+def _to_safe(value: Any, where: str = "checkpoint") -> Any:
+    """Convert `value` to types `torch.load(weights_only=True)` accepts (see module doc).
+
+    Path, torch.device, torch.dtype and enums become strings, numpy scalars Python numbers,
+    numpy arrays tensors, sets sorted lists; anything else becomes `str(value)` with a warning
+    naming its place (`where`).
+    """
     if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.Size)):
         return value
     if isinstance(value, dict):
-        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _to_safe(v)
-                for k, v in value.items()}
+        return {
+            (k if isinstance(k, (str, int, float, bool)) else str(k)): _to_safe(v, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if type(value) is tuple:
-        return tuple(_to_safe(v) for v in value)
-    if isinstance(value, (list, tuple)):  # lists, namedtuples, other sequences
-        return [_to_safe(v) for v in value]
+        return tuple(_to_safe(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, (list, tuple)):  # lists, namedtuples
+        return [_to_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
-        return sorted((_to_safe(v) for v in value), key=str)
-    return str(value)  # Path, torch.device, torch.dtype, enums, ...
+        return sorted((_to_safe(v, where) for v in value), key=str)
+    if isinstance(value, (PurePath, torch.device, torch.dtype, enum.Enum)):
+        return str(value)
+    if type(value).__module__ == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value.copy())
+        if isinstance(value, np.generic):
+            return value.item()
+    logging.warning(f"{where}: storing {type(value).__name__} as its string {str(value)[:60]!r}")
+    return str(value)
 
 
 def _trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -136,7 +154,7 @@ def save_checkpoint(
         keep = None
     checkpoint: Dict[str, Any] = {"model": state, "trainable_only": bool(trainable_only)}
     if trainable_only or base_checkpoints:
-        checkpoint["base_checkpoints"] = _to_safe(dict(base_checkpoints or {}))
+        checkpoint["base_checkpoints"] = _to_safe(dict(base_checkpoints or {}), "base_checkpoints")
     if model_avg is not None:
         avg = unwrap_model(model_avg).state_dict()
         checkpoint["model_avg"] = {
@@ -146,11 +164,11 @@ def save_checkpoint(
         }
     for key, obj in zip(_STATE_KEYS, (optimizer, scheduler, scaler, sampler)):
         if obj is not None:
-            checkpoint[key] = _to_safe(obj.state_dict())
+            checkpoint[key] = _to_safe(obj.state_dict(), key)
     for key, value in (params or {}).items():
         if key in _RESERVED:
             raise ValueError(f"params key '{key}' collides with a checkpoint field")
-        checkpoint[key] = _to_safe(value)
+        checkpoint[key] = _to_safe(value, f"params.{key}")
     atomic_torch_save(checkpoint, filename)
     logging.info(f"Saved checkpoint to {filename}")
 

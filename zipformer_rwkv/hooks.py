@@ -41,7 +41,8 @@ def register_inf_check_hooks(model: nn.Module) -> List[RemovableHandle]:
         def forward_hook(mod: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
             for i, t in enumerate(_tensors(output)):
                 if _is_bad(t):
-                    logging.warning(f"The output {i} of {name} ({type(mod).__name__}) is not finite")
+                    kind = type(mod).__name__
+                    logging.warning(f"The output {i} of {name} ({kind}) is not finite")
                 if t.requires_grad:
                     t.register_hook(lambda g, i=i: _check_grad(g, f"output {i} of {name}"))
 

@@ -474,7 +474,9 @@ class ScaledAdam(torch.optim.Optimizer):
         numel = torch.tensor([p.numel() for p in ps], dtype=torch.float32, device=norms.device)
         return norms / numel.sqrt()
 
-    def _scale_update_foreach(self, group: dict, ps: List[torch.Tensor], states: List[dict]) -> None:
+    def _scale_update_foreach(
+        self, group: dict, ps: List[torch.Tensor], states: List[dict]
+    ) -> None:
         """`_scale_update` for many tensors at once."""
         beta1, beta2 = group["betas"]
         period = group["size_update_period"]

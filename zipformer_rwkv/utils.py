@@ -7,11 +7,9 @@ import collections
 import json
 import logging
 import math
-import os
 import platform
 import socket
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
@@ -125,7 +123,7 @@ def setup_logger(
 
 
 class MetricsTracker(collections.defaultdict):
-    """Summed training statistics (icefall's MetricsTracker), e.g. `{"frames": 1200, "loss": 845.2}`.
+    """Summed training statistics (icefall's MetricsTracker), e.g. {"frames": 1200, "loss": 845.2}.
 
     Values are sums over utterances; `norm_items()` divides by "frames" (or by "utterances" for
     keys starting with `utt_`). Supports `a + b` (non-finite values of `b` are dropped, keeping
@@ -167,8 +165,9 @@ class MetricsTracker(collections.defaultdict):
         return out
 
     def __str__(self) -> str:
-        by_frame = ", ".join(f"{k}={v:.4g}" for k, v in self.norm_items() if not k.startswith("utt_"))
-        by_utt = ", ".join(f"{k}={v:.4g}" for k, v in self.norm_items() if k.startswith("utt_"))
+        items = self.norm_items()
+        by_frame = ", ".join(f"{k}={v:.4g}" for k, v in items if not k.startswith("utt_"))
+        by_utt = ", ".join(f"{k}={v:.4g}" for k, v in items if k.startswith("utt_"))
         s = f"{by_frame}, over {float(self['frames']):.2f} frames. " if by_frame else ""
         if by_utt:
             s += f"{by_utt}, over {float(self['utterances']):.2f} utterances."
