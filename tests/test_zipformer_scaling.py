@@ -1,0 +1,156 @@
+"""Zipformer building blocks against their formulas (float64) and the gradient-only modules."""
+import math
+
+import pytest
+import torch
+
+from zipformer_rwkv.zipformer.attention import CompactRelPositionalEncoding, _rel_to_abs
+from zipformer_rwkv.zipformer.modules import ChunkCausalDepthwiseConv1d, SimpleDownsample
+from zipformer_rwkv.zipformer.scaling import (
+    Balancer,
+    BiasNorm,
+    ScheduledFloat,
+    Whiten,
+    swoosh_l,
+    swoosh_r,
+    whitening_metric,
+)
+from tests.zipformer_tiny import single_thread  # noqa: F401 (fixture)
+
+
+def test_swoosh_formulas():
+    x = torch.linspace(-30, 30, 601, dtype=torch.float64)
+    ref_l = torch.log1p(torch.exp(x - 4)) - 0.08 * x - 0.035
+    ref_r = torch.log1p(torch.exp(x - 1)) - 0.08 * x - 0.313261687
+    assert torch.allclose(swoosh_l(x), ref_l, rtol=0, atol=1e-8)
+    assert torch.allclose(swoosh_r(x), ref_r, rtol=0, atol=1e-8)
+    assert abs(float(swoosh_r(torch.zeros(1)))) < 1e-6  # SwooshR(0) = 0 by design
+
+
+def test_bias_norm_formula():
+    norm = BiasNorm(8).double()
+    with torch.no_grad():
+        norm.bias.normal_()
+        norm.log_scale.fill_(0.3)
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    ref = x * ((x - norm.bias) ** 2).mean(-1, keepdim=True) ** -0.5 * math.exp(0.3)
+    assert torch.allclose(norm(x), ref, rtol=1e-12)
+
+
+def test_scheduled_float():
+    sf = ScheduledFloat((0.0, 0.3), (20000.0, 0.1), default=0.0)
+    assert float(sf) == 0.0  # batch_count None -> default
+    sf.batch_count = 10000
+    assert float(sf) == pytest.approx(0.2)
+    sf.eval()
+    assert float(sf) == 0.0  # eval -> default
+    sf.train()
+    sf.batch_count = 1e9
+    assert float(sf) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        ScheduledFloat((10.0, 1.0), (5.0, 2.0))
+
+
+def test_rel_to_abs_matches_explicit_indexing():
+    h, n, t, left = 2, 3, 5, 4
+    t_key = t + left
+    pos = torch.randn(h, n, t, t + t_key - 1, dtype=torch.float64)
+    out = _rel_to_abs(pos, t, t_key)
+    for i in range(t):
+        for j in range(t_key):
+            assert torch.equal(out[:, :, i, j], pos[:, :, i, t - 1 - i + j])
+
+
+def test_positional_encoding_rows_are_offsets():
+    enc = CompactRelPositionalEncoding(16, dropout_rate=0.0)
+    a = enc(torch.zeros(5, 1, 16))  # offsets -4..4
+    b = enc(torch.zeros(3, 1, 16), left_context_len=2)  # offsets -4..2
+    assert a.shape == (1, 9, 16) and b.shape == (1, 7, 16)
+    assert torch.allclose(a[0, :7], b[0])
+    c = 16 ** 0.5
+    x = torch.arange(-4.0, 5.0, dtype=torch.float64)
+    xa = torch.atan(c * x.sign() * (torch.log(x.abs() + c) - math.log(c)) / (16 / (2 * math.pi)))
+    assert torch.allclose(a[0, :, 2].double(), torch.cos(2 * xa), atol=1e-6)
+    assert torch.allclose(a[0, :, 3].double(), torch.sin(2 * xa), atol=1e-6)
+    assert torch.all(a[0, :, -1] == 1.0)
+    long = enc(torch.zeros(1500, 1, 16))  # table regrows past its initial 1000
+    assert long.shape == (1, 2999, 16)
+
+
+def naive_chunk_causal_conv(conv: ChunkCausalDepthwiseConv1d, x: torch.Tensor, chunk: int):
+    """Float64 reference: causal conv over the whole sequence + per-chunk centred conv."""
+    k = conv.kernel_size
+    causal = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (k // 2, 0)),
+                                        conv.causal_conv.weight.double(), conv.causal_conv.bias.double(),
+                                        groups=x.shape[1])
+    pieces = []
+    scale = conv.chunkwise_conv_scale.double().detach()
+    for s in range(0, x.shape[2], chunk):
+        seg = x[..., s: s + chunk]
+        pad = chunk - seg.shape[2]
+        y = torch.nn.functional.conv1d(torch.nn.functional.pad(seg, (0, pad)), conv.chunkwise_conv.weight.double(),
+                                       conv.chunkwise_conv.bias.double(), padding=k // 2, groups=x.shape[1])
+        sc = torch.ones(x.shape[1], chunk, dtype=x.dtype)
+        for p in range(chunk):
+            if p < k:  # distance from the chunk's left edge
+                sc[:, p] += scale[0, :, p]
+            if chunk - 1 - p < k:  # distance from the right edge
+                sc[:, p] += scale[1, :, k - chunk + p]
+        pieces.append((y * sc)[..., : seg.shape[2]])
+    return torch.cat(pieces, dim=-1) + causal
+
+
+@pytest.mark.parametrize("chunk", [3, 8, 20])
+def test_chunk_causal_conv_against_reference(chunk):
+    torch.manual_seed(0)
+    conv = ChunkCausalDepthwiseConv1d(6, 7)
+    with torch.no_grad():
+        conv.chunkwise_conv_scale.normal_(0, 0.3)
+    x = torch.randn(2, 6, 37, dtype=torch.float64, requires_grad=True)
+    out = conv.double()(x, chunk_size=chunk)
+    ref = naive_chunk_causal_conv(conv, x, chunk)
+    assert float((out - ref).detach().norm() / ref.detach().norm()) < 1e-12
+    g = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    assert float((gx - gr).norm() / gr.norm()) < 1e-12
+
+
+def test_simple_downsample_with_lengths_equals_alone():
+    ds = SimpleDownsample(4, 4)
+    with torch.no_grad():
+        ds.bias.normal_()
+    a = torch.randn(7, 1, 4)
+    batch = torch.cat([torch.cat([a, torch.full((6, 1, 4), 9.0)]), torch.randn(13, 1, 4)], dim=1)
+    out = ds(batch, torch.tensor([7, 13]))
+    assert torch.allclose(out[:2, 0], ds(a)[:, 0])
+
+
+def test_balancer_changes_only_gradients():
+    torch.manual_seed(0)
+    bal = Balancer(4, channel_dim=-1, min_positive=0.4, max_positive=0.6, min_abs=0.5, max_abs=1.0,
+                   prob=1.0).train()
+    x = (torch.randn(100, 4) + torch.tensor([0.0, 3.0, -3.0, 0.0])) * torch.tensor([1, 1, 1, 10.0])
+    x.requires_grad_(True)
+    y = bal(x)
+    assert torch.equal(y, x)
+    g = torch.ones_like(x) * 0.1
+    (gx,) = torch.autograd.grad(y, x, g)
+    diff = (gx - g).abs().mean(0)
+    assert diff[1] > 0 and diff[2] > 0 and diff[3] > 0  # violating channels are pushed
+    # channel 1 is too positive: extra gradient is positive (descent lowers its mean)
+    assert (gx[:, 1] - g[:, 1]).mean() > 0 and (gx[:, 2] - g[:, 2]).mean() < 0
+    bal.eval()
+    assert bal(x) is x  # identity, no autograd node in eval
+
+
+def test_whiten_penalises_correlated_features_only():
+    w = Whiten(num_groups=1, whitening_limit=2.0, prob=1.0, grad_scale=0.1).train()
+    white = torch.randn(400, 8, dtype=torch.float64)
+    corr = white[:, :1].repeat(1, 8) + 0.01 * white
+    assert float(whitening_metric(white, 1)) < 2.0 < float(whitening_metric(corr, 1))
+    for x, changed in ((white, False), (corr, True)):
+        x = x.clone().requires_grad_(True)
+        g = torch.randn_like(x)
+        (gx,) = torch.autograd.grad(w(x), x, g)
+        assert (not torch.equal(gx, g)) == changed
