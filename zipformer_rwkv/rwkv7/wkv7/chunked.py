@@ -69,16 +69,19 @@ class _Terms(NamedTuple):
 def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
     B, T, H, K = r.shape
     n = math.ceil(T / L)
-    # one transposing copy for the five key-side inputs: (5, B, H, n, L, K)
-    rwkab = _to_chunks(torch.stack([r, w, k, a, b]).flatten(0, 1).to(cdt), n, L).unflatten(0, (5, B))
-    r, w, k, a, b = rwkab.unbind(0)
-    v = _to_chunks(v.to(cdt), n, L)
+    r, w, k, a, b, v = (_to_chunks(x.to(cdt), n, L) for x in (r, w, k, a, b, v))
 
     g = w.cumsum(-2)
     e_g = g.exp()
     e_G = e_g[..., -1:, :]  # total decay of the chunk
-    ab_t = torch.stack([a * (g - w).exp(), r * e_g], -3).flatten(-3, -2)  # [a~; r~]  (..., 2L, K)
-    bk_h = torch.stack([b, k], -3).flatten(-3, -2) / e_g.repeat(1, 1, 1, 2, 1)  # [b^; k^]  (..., 2L, K)
+    # [a~; r~] and [b^; k^] written straight into (..., 2L, K) buffers (no stack copies)
+    ab_t = r.new_empty(*r.shape[:-2], 2 * L, K)
+    bk_h = torch.empty_like(ab_t)
+    torch.mul(a, (g - w).exp_(), out=ab_t[..., :L, :])
+    torch.mul(r, e_g, out=ab_t[..., L:, :])
+    i_g = e_g.reciprocal()
+    torch.mul(b, i_g, out=bk_h[..., :L, :])
+    torch.mul(k, i_g, out=bk_h[..., L:, :])
     A = ab_t @ bk_h.transpose(-1, -2)  # (..., 2L, 2L): [[a~b^, a~k^], [r~b^, r~k^]]
     A_ab, A_ak = A[..., :L, :L].tril(-1), A[..., :L, L:].tril(-1)
     A_rb, A_rk = A[..., L:, :L].tril(), A[..., L:, L:].tril()
