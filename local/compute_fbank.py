@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest  # noqa: E402
 
+# Below this much audio per job, one process is faster (fbank runs at ~400x real time per core).
+MIN_SECONDS_PER_JOB = 1800.0
 # Each worker process computes one chunk; more torch threads per process only oversubscribe the CPU.
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -43,12 +45,15 @@ def compute_fbank(cuts: CutSet, storage_path: Path, nj: int) -> CutSet:
     Args:
       cuts: cuts with recordings (16 kHz, or with a resample transform).
       storage_path: lilcom storage folder/file prefix.
-      nj: worker processes (1 = in this process).
+      nj: worker processes (1 = in this process); 1 is used when there is less than
+        MIN_SECONDS_PER_JOB of audio per job.
     Returns:
       the cuts with `features` set; each has num_frames = round(duration * 100) and num_features = 80.
     """
     extractor = Fbank(FbankConfig(num_mel_bins=80))
     Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
+    if sum(c.duration for c in cuts) < MIN_SECONDS_PER_JOB * nj:
+        nj = 1  # starting worker processes (spawn + torch import) would cost more than it saves
     return cuts.compute_and_store_features(extractor=extractor, storage_path=storage_path,
                                            num_jobs=nj if nj > 1 else None,
                                            storage_type=LilcomChunkyWriter)

@@ -119,6 +119,22 @@ def test_sampler_resume_yields_exactly_the_remaining_batches(data, bucketing):
     assert not set(sum(first, [])) & set(sum(resumed, []))
 
 
+def test_exact_resume_with_prefetching_workers(data):
+    args = make_args(data, "--max-duration", "6", "--enable-spec-aug", "false", "--enable-musan", "false",
+                     "--num-workers", "2")
+    dm = AsrDataModule(args)
+    dl = dm.train_dataloaders(dm.train_cuts())
+    it = iter(dl)
+    first = [ids(next(it)) for _ in range(2)]
+    assert dl.sampler.state_dict()["diagnostics"]["stats_per_epoch"][0]["kept_batches"] > 2  # prefetched
+    state = AsrDataModule.sampler_state_dict(dl, batches_consumed=2)
+    rest = [ids(b) for b in it]
+    with pytest.raises(ValueError, match="batches_consumed=999"):
+        AsrDataModule.sampler_state_dict(dl, 999)
+    resumed = [ids(b) for b in dm.train_dataloaders(dm.train_cuts(), sampler_state_dict=state)]
+    assert resumed == rest and len(first) + len(rest) >= 4
+
+
 def write_dummy(path: Path, prefix: str, n: int) -> None:
     cuts = CutSet.from_cuts(dummy_cut(i, duration=1.0).with_id(f"{prefix}-{i}") for i in range(n))
     cuts.to_file(path)

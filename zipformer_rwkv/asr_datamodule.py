@@ -17,8 +17,9 @@ Training pipeline: `CutSet.mux` of the sources (weights from the conf) -> cut fi
 Mid-epoch resume: save `train_dl.sampler.state_dict()` in the checkpoint and pass it back as
 `train_dataloaders(cuts, sampler_state_dict=...)`; the sampler then yields exactly the batches it had
 not yielded yet. With `--num-workers > 0` the DataLoader prefetches, so the sampler is ahead of the
-training loop by up to `num_workers * prefetch_factor` batches at save time; those batches are skipped
-on resume (icefall behaves the same). Use `--num-workers 0` for an exact resume.
+training loop by up to `num_workers * prefetch_factor` batches; icefall saves the raw state and so
+skips those on resume. `sampler_state_dict(train_dl, batches_consumed)` instead records only the
+batches the training loop has received in this epoch, which makes the resume exact.
 """
 import argparse
 import itertools
@@ -364,6 +365,31 @@ class AsrDataModule:
             sampler.load_state_dict(sampler_state_dict)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=a.num_workers,
                           persistent_workers=False, worker_init_fn=_SeedWorkers(a.seed))
+
+    @staticmethod
+    def sampler_state_dict(train_dl: DataLoader, batches_consumed: int) -> Dict[str, Any]:
+        """The sampler state for an exact mid-epoch resume, whatever the DataLoader prefetched.
+
+        Args:
+          train_dl: the loader of `train_dataloaders`.
+          batches_consumed: batches the training loop has received from `train_dl` in the current
+            epoch, counting those before a previous resume.
+        Returns:
+          a state dict for `train_dataloaders(..., sampler_state_dict=...)`: on resume the sampler
+          skips exactly `batches_consumed` batches of the epoch.
+        Raises:
+          ValueError: `batches_consumed` is more than the sampler has produced.
+        """
+        sd = train_dl.sampler.state_dict()
+        diag = sd["diagnostics"]
+        stats = diag["stats_per_epoch"][diag["current_epoch"]]
+        produced = stats["kept_batches"]
+        if not 0 <= batches_consumed <= produced:
+            raise ValueError(f"batches_consumed={batches_consumed} but the sampler produced {produced} "
+                             f"batches in epoch {diag['current_epoch']}")
+        # lhotse's fast-forward replays kept + discarded batches; count only what was consumed
+        stats["kept_batches"], stats["discarded_batches"] = batches_consumed, 0
+        return sd
 
     def _eval_dataloader(self, cuts: CutSet) -> DataLoader:
         dataset = K2SpeechRecognitionDataset(input_strategy=self._input_strategy(),
