@@ -7,8 +7,8 @@
 # Stages (each is skipped when its .done marker exists; delete the marker or the folder to redo it):
 #   0  obtain audio
 #        tts_en (built-in): local/make_tts_corpus.py writes $dl_dir/tts_en/{train,dev,test}.jsonl + FLAC
-#        librispeech:       `lhotse download librispeech --full` unless $dl_dir/LibriSpeech/<part> exist;
-#                           `lhotse download musan` when --download-musan true
+#        librispeech:       lhotse's download_librispeech for the parts missing from $dl_dir/LibriSpeech/;
+#                           download_musan when --download-musan true and $dl_dir/musan is absent
 #        any other NAME:    NeMo (--manifest-format nemo) or SLAM/WeNet (jsonl) manifests
 #                           $nemo_dir/{split}.jsonl (default $dl_dir/NAME); without egs/NAME/conf.yaml a
 #                           conf is written (train* -> train, dev*/valid* -> dev, others -> test)
@@ -110,14 +110,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
         missing=
         for s in $splits; do [ -d "$dl_dir/LibriSpeech/$s" ] || missing="$missing $s"; done
         if [ -n "$missing" ]; then
-          log "Downloading LibriSpeech (missing:$missing) to $dl_dir"
-          lhotse download librispeech --full "$dl_dir"
+          log "Downloading LibriSpeech parts$missing to $dl_dir"
+          $python -c "import sys; from lhotse.recipes import download_librispeech as d; d(sys.argv[1], sys.argv[2:])" \
+            "$dl_dir" $missing
         fi
         touch "$dl_dir/LibriSpeech/.done"
       fi
       if [ "$download_musan" = true ] && [ ! -d "$dl_dir/musan" ]; then
         log "Downloading MUSAN to $dl_dir"
-        lhotse download musan "$dl_dir"
+        $python -c "import sys; from lhotse.recipes import download_musan; download_musan(sys.argv[1])" "$dl_dir"
       fi
       ;;
     nemo|jsonl)
