@@ -89,8 +89,8 @@ def test_bpe_tokenizer(tmp_path):
     assert tok.decode([0] + ids) == "HELLO SPEECH MODEL"
 
 
-def test_factory_errors(tmp_path):
-    assert isinstance(get_tokenizer("world"), RWKVWorldTokenizer)
+def test_factory_errors(tmp_path, world):
+    assert isinstance(get_tokenizer("world", world.vocab_file), RWKVWorldTokenizer)
     with pytest.raises(ValueError, match="unknown tokenizer kind"):
         get_tokenizer("gpt2")
     with pytest.raises(ValueError, match="needs the path"):

@@ -90,7 +90,12 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 
             sd = load_file(str(path), device="cpu")
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:  # legacy (non-zip) serialization cannot be memory-mapped
+                if "mmap" not in str(e):
+                    raise
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise RWKV7CheckpointError(f"{path}: cannot read as a .pth/.safetensors state dict ({e})") from e
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
