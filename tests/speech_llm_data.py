@@ -40,7 +40,7 @@ def _audio(text: str, rng: np.random.Generator) -> np.ndarray:
     parts = []
     for w in text.split():
         i = WORDS.index(w)
-        t = np.arange(int(0.25 * SR)) / SR
+        t = np.arange(int(0.3 * SR)) / SR
         tone = sum(np.sin(2 * np.pi * f * t) for f in (300 + 150 * i, 2400 - 120 * i))
         parts += [0.2 * tone, np.zeros(int(0.05 * SR))]
     x = np.concatenate([np.zeros(int(0.1 * SR))] + parts)

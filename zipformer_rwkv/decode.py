@@ -203,7 +203,6 @@ def main() -> None:
     try:
         decode()
     except (ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
-        logging.error(str(e))
         sys.exit(f"decode.py: error: {e}")
 
 

@@ -245,8 +245,10 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
         set_rng_state(rng_state)
     grad_norm = 0.0
     for batch_idx, batch in enumerate(batches):
-        if batch_idx % 10 == 0 and set_batch_count is not None:
-            set_batch_count(model, params.batch_idx_train * params.max_duration * world_size / params.ref_duration)
+        if set_batch_count is not None and (params.batch_idx_train % 10 == 0 or batch_idx == 0):
+            # every 10 batches (icefall), counted globally so a resumed run sets the same values
+            count = params.batch_idx_train // 10 * 10
+            set_batch_count(model, count * params.max_duration * world_size / params.ref_duration)
         params.batch_idx_train += 1
         try:
             with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):

@@ -1,0 +1,149 @@
+"""End-to-end: train.py for each model type on a tiny corpus (2-rank gloo DDP for the speech LLM,
+kill-and-resume for CTC), then decode.py (CTC greedy, LLM greedy/beam, LM perplexity) and its bad-input
+errors. Tiny models, a few steps each."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldialign
+import pytest
+import torch
+
+from speech_llm_data import make_bpe, make_corpus, make_lm_text
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_ENC = ("--num-encoder-layers 1,1 --downsampling-factor 1,2 --feedforward-dim 64,64 --num-heads 2,2 "
+            "--encoder-dim 32,32 --encoder-unmasked-dim 16,16 --cnn-module-kernel 15,15 --query-head-dim 8 "
+            "--value-head-dim 8 --pos-head-dim 4 --pos-dim 16").split()
+TINY_LM = "--rwkv-n-layer 2 --rwkv-n-embd 64".split()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    bpe = make_bpe(root / "lang")
+    lm_dir = make_lm_text(root / "lm")
+    conf = make_corpus(root / "corpus")
+    return dict(root=root, bpe=bpe, lm_dir=lm_dir,
+                args=["--conf", str(conf), "--manifest-dir", str(conf.parent / "fbank"), "--bpe-model", str(bpe),
+                      "--num-workers", "0", "--enable-musan", "false", "--num-buckets", "2"])
+
+
+def train(args, timeout=300):
+    cmd = [sys.executable, "zipformer_rwkv/train.py", "--tensorboard", "false", "--num-threads", "1",
+           "--min-utt-duration", "0.5", "--log-level", "debug"] + [str(a) for a in args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def decode(monkeypatch, args):
+    from zipformer_rwkv import decode as decode_mod
+
+    monkeypatch.setattr(sys, "argv", ["decode.py"] + [str(a) for a in args])
+    decode_mod.main()
+
+
+def batch_losses(log_dir: Path):
+    """{batch_idx_train: (loss, data)} from train.py's debug lines."""
+    out = {}
+    for f in log_dir.glob("log-train-*"):
+        for m in re.finditer(r"batch (\d+) loss ([\d.]+) data (\S+)", f.read_text()):
+            out[int(m.group(1))] = (m.group(2), m.group(3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm_exp(data):
+    exp = data["root"] / "exp_lm"
+    train(["--model-type", "lm", "--exp-dir", exp, "--lm-dir", data["lm_dir"], "--bpe-model", data["bpe"],
+           "--num-epochs", 2, "--max-tokens", 300, "--average-period", 1] + TINY_LM)
+    return exp
+
+
+@pytest.fixture(scope="module")
+def ctc_exp(data):
+    exp = data["root"] / "exp_ctc"
+    train(["--model-type", "ctc", "--exp-dir", exp, "--num-epochs", 1, "--max-duration", 4, "--save-every-n", 2,
+           "--average-period", 1, "--base-lr", 0.05] + TINY_ENC + data["args"])
+    return exp
+
+
+def test_kill_and_resume_gives_same_batches_and_losses(data, ctc_exp):
+    full = batch_losses(ctc_exp / "log")
+    assert len(full) >= 4, full
+    exp = data["root"] / "exp_ctc_resumed"
+    exp.mkdir()
+    shutil.copy(ctc_exp / "checkpoint-2.pt", exp)  # as if killed right after batch 2
+    train(["--model-type", "ctc", "--exp-dir", exp, "--num-epochs", 1, "--max-duration", 4, "--save-every-n", 2,
+           "--average-period", 1, "--base-lr", 0.05, "--start-batch", 2] + TINY_ENC + data["args"])
+    resumed = batch_losses(exp / "log")
+    assert min(resumed) == 3
+    assert resumed == {k: v for k, v in full.items() if k >= 3}
+    a = torch.load(ctc_exp / "epoch-1.pt", weights_only=True)
+    b = torch.load(exp / "epoch-1.pt", weights_only=True)
+    for name, t in a["model"].items():
+        assert torch.equal(t, b["model"][name]), name
+    for name, t in a["model_avg"].items():  # stored as float32, averaged in float64: equal to ~1e-7
+        torch.testing.assert_close(t, b["model_avg"][name], rtol=1e-5, atol=1e-7)
+
+
+def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monkeypatch):
+    decode(monkeypatch, ["--exp-dir", ctc_exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
+                         "--max-duration", 20] + data["args"])
+    out = ctc_exp / "greedy_search"
+    recogs = list(out.glob("recogs-test-*.txt"))
+    assert len(recogs) == 1
+    suffix = recogs[0].name[len("recogs-test-"):]
+    assert (out / f"errs-test-{suffix}").is_file()
+    refs, hyps = {}, {}
+    for line in recogs[0].read_text().splitlines():
+        cid, kind, words = re.match(r"(.*):\t(ref|hyp)=(.*)", line).groups()
+        (refs if kind == "ref" else hyps)[cid] = eval(words)
+    assert len(refs) == 6 and refs.keys() == hyps.keys()
+    errors = sum(kaldialign.edit_distance(refs[c], hyps[c])["total"] for c in refs)
+    n_ref = sum(len(r) for r in refs.values())
+    summary = (out / f"wer-summary-test-{suffix}").read_text().splitlines()
+    assert summary[0] == "settings\tWER"
+    assert float(summary[1].split("\t")[1]) == pytest.approx(round(100 * errors / n_ref, 2))
+
+
+def test_lm_perplexity_and_bad_input(data, lm_exp, monkeypatch):
+    decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 1, "--lm-dir", data["lm_dir"]] + data["args"])
+    ppl = lm_exp / "greedy_search" / "ppl-lm-valid-epoch-2_avg-1_use-averaged-model.txt"
+    value = float(ppl.read_text().splitlines()[1].split("\t")[1])
+    assert 1.0 < value < 30.0  # vocabulary 30: a trained LM is below uniform
+    with pytest.raises(SystemExit, match=r"--epoch 2 --avg 3 .*use --avg <= 2"):
+        decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 3, "--use-averaged-model", "false"] + data["args"])
+    with pytest.raises(SystemExit, match=r"--model-type: checkpoint has 'lm', command line 'llm'"):
+        decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 1, "--model-type", "llm"] + data["args"])
+
+
+def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
+    exp = data["root"] / "exp_llm"
+    train(["--model-type", "llm", "--exp-dir", exp, "--world-size", 2, "--master-port", 12871, "--num-epochs", 2,
+           "--max-duration", 6, "--encoder-checkpoint", ctc_exp / "epoch-1.pt", "--rwkv-checkpoint", lm_exp / "epoch-2.pt",
+           "--freeze-encoder", "true", "--llm-peft", "lora+state", "--ctc-loss-scale", 0.2, "--average-period", 1,
+           "--llm-lr", 3e-3] + TINY_ENC + TINY_LM + data["args"], timeout=400)
+    sums = {}
+    for f in (exp / "log").glob("log-train-*"):
+        m = re.search(r"Parameter checksum on rank (\d): (\S+)", f.read_text())
+        sums[m.group(1)] = m.group(2)
+    assert len(sums) == 2 and sums["0"] == sums["1"], sums
+
+    common = ["--exp-dir", exp, "--epoch", 2, "--avg", 1, "--max-duration", 20] + data["args"]
+    decode(monkeypatch, common + ["--decoding-method", "greedy_search", "--max-new-tokens", 12])
+    decode(monkeypatch, common + ["--decoding-method", "beam_search", "--beam-size", 1, "--max-new-tokens", 12])
+    g = next((exp / "greedy_search").glob("recogs-test-*")).read_text()
+    b = next((exp / "beam_search").glob("recogs-test-*")).read_text()
+    assert g == b  # beam 1 == greedy through the whole pipeline
+    assert next((exp / "beam_search").glob("wer-summary-test-*beam-size-1*")).is_file()
+
+    # --max-new-tokens 1: every hypothesis that did not end with EOS first is flagged
+    decode(monkeypatch, common + ["--decoding-method", "greedy_search", "--max-new-tokens", 1])
+    lines = next((exp / "greedy_search").glob("recogs-test-*max-new-tokens-1_*")).read_text().splitlines()
+    hyps = {l.split(":\t")[0]: l for l in lines if ":\thyp=" in l}
+    notes = {l.split(":\t")[0] for l in lines if "note=hit --max-new-tokens" in l}
+    assert notes == {c for c, l in hyps.items() if not l.endswith("hyp=[]")}
