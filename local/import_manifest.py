@@ -62,6 +62,10 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _opt_str(v) -> Optional[str]:
+    return None if v is None else str(v)
+
+
 def _resolve(path: str, folder: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else folder / p
@@ -86,7 +90,7 @@ def _nemo_entry(d: dict, where: str, folder: Path, text_field: str,
     consumed = set(NEMO_CONSUMED) | {text_field}
     return Entry(where=where, audio=_resolve(str(d["audio_filepath"]), folder), text=text,
                  cut_id=str(d["id"]) if d.get("id") not in (None, "") else None, offset=offset,
-                 duration=duration, speaker=d.get("speaker"), language=d.get("lang"),
+                 duration=duration, speaker=_opt_str(d.get("speaker")), language=_opt_str(d.get("lang")),
                  custom={k: v for k, v in d.items() if k not in consumed})
 
 
@@ -108,7 +112,7 @@ def _jsonl_entry(d: dict, where: str, folder: Path,
         return ("bad_entry", "duration is not a number")
     consumed = {"key", audio_key, text_key, "duration", "speaker", "lang"}
     return Entry(where=where, audio=_resolve(str(d[audio_key]), folder), text=text, cut_id=str(d["key"]),
-                 duration=duration, speaker=d.get("speaker"), language=d.get("lang"),
+                 duration=duration, speaker=_opt_str(d.get("speaker")), language=_opt_str(d.get("lang")),
                  custom={k: v for k, v in d.items() if k not in consumed})
 
 
