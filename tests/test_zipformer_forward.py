@@ -80,9 +80,10 @@ def test_eval_is_deterministic_and_train_is_not(model):
         a, _ = model(x, lens)
         b, _ = model(x, lens)
     assert torch.equal(a, b)
-    # eval with grad-requiring input: balancers/whiten stay identities
+    # eval with grad-requiring input: balancers/whiten stay identities (the autograd path
+    # differs from the in-place no-grad path only by float rounding)
     c, _ = model(x.clone().requires_grad_(True), lens)
-    assert torch.allclose(a, c.detach(), rtol=0, atol=1e-6)
+    assert rel_err(c.detach(), a) < 1e-6
     model.train()
     try:
         with torch.no_grad():

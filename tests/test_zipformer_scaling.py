@@ -22,8 +22,12 @@ def test_swoosh_formulas():
     x = torch.linspace(-30, 30, 601, dtype=torch.float64)
     ref_l = torch.log1p(torch.exp(x - 4)) - 0.08 * x - 0.035
     ref_r = torch.log1p(torch.exp(x - 1)) - 0.08 * x - 0.313261687
-    assert torch.allclose(swoosh_l(x), ref_l, rtol=0, atol=1e-8)
-    assert torch.allclose(swoosh_r(x), ref_r, rtol=0, atol=1e-8)
+    for xi in (x, x.clone().requires_grad_(True)):  # in-place no-grad path and autograd path
+        assert torch.allclose(swoosh_l(xi), ref_l, rtol=0, atol=1e-8)
+        assert torch.allclose(swoosh_r(xi), ref_r, rtol=0, atol=1e-8)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(swoosh_l(xg).sum(), xg)
+    assert torch.allclose(g, torch.sigmoid(x - 4) - 0.08, atol=1e-12)
     assert abs(float(swoosh_r(torch.zeros(1)))) < 1e-6  # SwooshR(0) = 0 by design
 
 

@@ -136,15 +136,16 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         k = self.whiten_keys(self.balance_keys(k))
         k = k.reshape(t, n, self.num_heads, self.query_head_dim).permute(2, 1, 3, 0)
         scores = torch.matmul(q, k)
+        grad = torch.is_grad_enabled()
         if not self.training or random.random() >= float(self.pos_emb_skip_rate):
-            scores = scores + self._pos_scores(p, pos_emb, t)
+            pos_scores = self._pos_scores(p, pos_emb, t)
+            scores = scores + pos_scores if grad else scores.add_(pos_scores)
         if self.training and random.random() < 0.1:
             scores = penalize_abs_values_gt(scores, limit=25.0, penalty=1.0e-04)
         # -1000 (not -inf) so fully-masked rows stay finite; exp(-1000) is exactly 0.
-        if attn_mask is not None:
-            scores = scores.masked_fill(attn_mask, -1000.0)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[None, :, None, :], -1000.0)
+        for mask in (attn_mask, None if key_padding_mask is None else key_padding_mask[None, :, None, :]):
+            if mask is not None and (grad or bool(mask.any())):
+                scores = scores.masked_fill(mask, -1000.0) if grad else scores.masked_fill_(mask, -1000.0)
         weights = scores.softmax(dim=-1)
         return nn.functional.dropout(weights, p=self.dropout, training=self.training)
 

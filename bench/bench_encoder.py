@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Zipformer2 encoder speed on CPU: forward time per second of audio (RTF) and peak memory.
+
+Usage (from the repo root):
+  python bench/bench_encoder.py                          # small + medium, batch 1 and 8, 10 s
+  python bench/bench_encoder.py --configs medium --batch-sizes 8 --threads 2 --repeats 3
+
+Random weights (speed does not depend on the values), random 80-dim fbank at 100 Hz, fp32,
+eval mode, torch.no_grad(). RTF = median wall time of one forward / (batch * seconds of audio); "CPU-time RTF" uses the
+process CPU time (all threads) instead, which is what to look at on a machine shared with
+other jobs (wall RTF on N free cores is then roughly CPU-time RTF / N).
+Peak RSS is the process high-water mark after each row (resource.getrusage), so it only grows
+from row to row; "model MB" is the parameter size.
+"""
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from zipformer_rwkv.zipformer import ENCODER_CONFIGS, ZipformerEncoder  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="small,medium", help="comma-separated named configs")
+    p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length per utterance")
+    p.add_argument("--repeats", type=int, default=3, help="timed forwards per row (median)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    return p
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    frames = int(args.seconds * 100)
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          f"visible, load avg {os.getloadavg()[0]:.1f}; input {args.seconds:g} s = {frames} frames")
+    print("| config | batch | forward s (median) | RTF | x real time | CPU-time RTF | model MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.configs.split(","):
+        torch.manual_seed(0)
+        model = ZipformerEncoder(ENCODER_CONFIGS[name]).eval()
+        model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        for bs in (int(b) for b in args.batch_sizes.split(",")):
+            x = torch.randn(bs, frames, 80)
+            x_lens = torch.full((bs,), frames, dtype=torch.int64)
+            times, cpu = [], []
+            with torch.no_grad():
+                model(x[:, :500], torch.full((bs,), 500))  # warm-up (allocator, oneDNN)
+                for _ in range(args.repeats):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    model(x, x_lens)
+                    times.append(time.perf_counter() - t0)
+                    cpu.append(time.process_time() - c0)
+            sec = statistics.median(times)
+            rtf = sec / (bs * args.seconds)
+            cpu_rtf = statistics.median(cpu) / (bs * args.seconds)
+            print(f"| {name} | {bs} | {sec:.3f} | {rtf:.4f} | {1 / rtf:.1f} | {cpu_rtf:.4f} | {model_mb:.0f} | "
+                  f"{peak_rss_mb():.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
