@@ -141,9 +141,10 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     assert g == b  # beam 1 == greedy through the whole pipeline
     assert next((exp / "beam_search").glob("wer-summary-test-*beam-size-1*")).is_file()
 
-    # --max-new-tokens 1: every hypothesis that did not end with EOS first is flagged
+    # --max-new-tokens 1: every non-empty hypothesis hit the limit and is flagged (a single token
+    # may also decode to nothing, e.g. a lone word-boundary piece)
     decode(monkeypatch, common + ["--decoding-method", "greedy_search", "--max-new-tokens", 1])
     lines = next((exp / "greedy_search").glob("recogs-test-*max-new-tokens-1_*")).read_text().splitlines()
     hyps = {l.split(":\t")[0]: l for l in lines if ":\thyp=" in l}
     notes = {l.split(":\t")[0] for l in lines if "note=hit --max-new-tokens" in l}
-    assert notes == {c for c, l in hyps.items() if not l.endswith("hyp=[]")}
+    assert notes and {c for c, l in hyps.items() if not l.endswith("hyp=[]")} <= notes
