@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Average checkpoints (as decode.py does) and write one `pretrained.pt` (icefall's export.py).
+
+Usage (from the repository root):
+
+  python zipformer_rwkv/export.py --exp-dir exp/ctc --epoch 10 --avg 5   # -> exp/ctc/pretrained.pt
+  python zipformer_rwkv/export.py --exp-dir exp/lm --epoch 5 --avg 2 --use-averaged-model true
+
+The file holds `{"model": averaged state dict}` plus the training options of the last checkpoint,
+so it serves as `--encoder-checkpoint` (ctc) / `--rwkv-checkpoint` (lm) of a speech-LLM run, and as
+`transcribe.py --checkpoint`.
+"""
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import logging
+
+from zipformer_rwkv.checkpoint import (
+    atomic_torch_save,
+    average_checkpoints,
+    average_checkpoints_with_averaged_model,
+    read_checkpoint,
+    resolve_decode_checkpoints,
+)
+from zipformer_rwkv.utils import str2bool
+
+_DROP = ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler", "rng_state")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--exp-dir", type=Path, required=True)
+    parser.add_argument("--epoch", type=int, default=30)
+    parser.add_argument("--iter", type=int, default=0)
+    parser.add_argument("--avg", type=int, default=1)
+    parser.add_argument("--use-averaged-model", type=str2bool, default=False)
+    parser.add_argument("--out", type=Path, default=None, help="default: {exp_dir}/pretrained.pt")
+    return parser
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = get_parser().parse_args()
+    try:
+        plan = resolve_decode_checkpoints(args.exp_dir, args.epoch, args.iter, args.avg, args.use_averaged_model)
+        last = read_checkpoint(plan.filenames[-1])
+        if plan.method == "load":
+            state = last["model"]
+        elif plan.method == "average":
+            state = average_checkpoints(plan.filenames)
+        else:
+            state = average_checkpoints_with_averaged_model(*plan.filenames)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"export.py: error: {e}")
+    out = args.out or args.exp_dir / "pretrained.pt"
+    payload = {k: v for k, v in last.items() if k not in _DROP}
+    payload["model"] = state
+    payload["exported_from"] = plan.description
+    atomic_torch_save(payload, out)
+    logging.info(f"Wrote {out} ({plan.description})")
+
+
+if __name__ == "__main__":
+    main()
