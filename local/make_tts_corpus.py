@@ -48,8 +48,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test-utts", type=int, default=None, help="overrides --size")
     p.add_argument("--nj", type=int, default=2, help="parallel worker processes")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--deb-dir", type=Path, default=Path("download/deb"),
-                   help="cache for the downloaded/extracted Debian packages holding the text")
+    p.add_argument("--deb-dir", type=Path, default=None,
+                   help="cache for the downloaded/extracted Debian packages holding the text "
+                        "[default: deb/ beside --out-dir, e.g. download/deb]")
     p.add_argument("--sources", default="austen,wordnet", help="comma-separated text sources")
     return p
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
             sizes[split] = n
     start = time.time()
     out_dir = args.out_dir
-    pool = build_pool(args.deb_dir, args.seed, tuple(s for s in args.sources.split(",") if s))
+    deb_dir = args.deb_dir or out_dir.parent / "deb"
+    pool = build_pool(deb_dir, args.seed, tuple(s for s in args.sources.split(",") if s))
     try:
         pool_splits = split_pool(pool, sizes["train"], sizes["dev"], sizes["test"])
     except ValueError as e:
