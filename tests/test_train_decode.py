@@ -148,3 +148,45 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     hyps = {l.split(":\t")[0]: l for l in lines if ":\thyp=" in l}
     notes = {l.split(":\t")[0] for l in lines if "note=hit --max-new-tokens" in l}
     assert notes and {c for c, l in hyps.items() if not l.endswith("hyp=[]")} <= notes
+
+
+def test_short_utterance_is_skipped_and_counted(data):
+    from types import SimpleNamespace
+
+    from zipformer_rwkv import recipe
+    from zipformer_rwkv.decode import NOTE_SKIPPED, decode_dataset
+    from zipformer_rwkv.train import get_parser
+    from zipformer_rwkv.utils import AttributeDict
+
+    args = get_parser().parse_args(["--model-type", "llm"] + TINY_ENC + TINY_LM + [str(a) for a in data["args"]])
+    params = AttributeDict(vars(args))
+    params.update(decoding_method="greedy_search", beam_size=1, max_new_tokens=3)
+    model, tok = recipe.get_model(params)
+    feats = torch.randn(2, 200, 80)
+    batch = {"inputs": feats, "supervisions": {
+        "text": ["red cat", "dog"], "sequence_idx": torch.tensor([0, 1]), "start_frame": torch.tensor([0, 0]),
+        "num_frames": torch.tensor([200, 20]), "cut": [SimpleNamespace(id="long"), SimpleNamespace(id="short")]}}
+    results, stats = decode_dataset(params, model.eval(), [batch], tok, torch.device("cpu"))
+    assert stats["skipped"] == 1 and stats["utterances"] == 2
+    by_id = {r[0]: r for r in results}
+    assert by_id["short"][2] == [] and by_id["short"][3] == NOTE_SKIPPED  # scored as deletions, flagged
+    assert by_id["long"][3] != NOTE_SKIPPED
+
+
+def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from zipformer_rwkv import transcribe
+
+    wav = next((data["root"] / "corpus" / "wav").glob("test-*.wav"))
+    audio, sr = sf.read(wav)
+    stereo_8k = tmp_path / "stereo_8k.flac"
+    sf.write(stereo_8k, np.stack([audio[::2], audio[::2]], axis=1), sr // 2)  # other rate, 2 channels
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(wav), str(stereo_8k)])
+    transcribe.main()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [l.split("\t")[0] for l in lines] == [str(wav), str(stereo_8k)]
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(tmp_path / "missing.wav")])
+    with pytest.raises(SystemExit, match="missing.wav: no such audio file"):
+        transcribe.main()
