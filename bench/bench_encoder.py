@@ -9,6 +9,8 @@ Random weights (speed does not depend on the values), random 80-dim fbank at 100
 eval mode, torch.no_grad(). RTF = median wall time of one forward / (batch * seconds of audio); "CPU-time RTF" uses the
 process CPU time (all threads) instead, which is what to look at on a machine shared with
 other jobs (wall RTF on N free cores is then roughly CPU-time RTF / N).
+On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE: with the default
+(spinning) OpenMP threads wait for each other and 2 threads can be 4x slower than 1.
 Peak RSS is the process high-water mark after each row (resource.getrusage), so it only grows
 from row to row; "model MB" is the parameter size.
 """
@@ -47,7 +49,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     frames = int(args.seconds * 100)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-          f"visible, load avg {os.getloadavg()[0]:.1f}; input {args.seconds:g} s = {frames} frames")
+          f"visible, load avg {os.getloadavg()[0]:.1f}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; input {args.seconds:g} s = {frames} frames")
     print("| config | batch | forward s (median) | RTF | x real time | CPU-time RTF | model MB | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.configs.split(","):
