@@ -197,6 +197,24 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
         model = ZipformerEncoder(cfg)
     elif config:
         raise ValueError("pass either model= or config overrides, not both")
-    check_state_dict(model, sd, source=str(path))
+    try:
+        check_state_dict(model, sd, source=str(path))
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{e}\n  {_describe(sd)}") from None
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _describe(sd: Mapping[str, Tensor]) -> str:
+    """One line saying what architecture the checkpoint holds (for error messages)."""
+    try:
+        cfg = infer_config(sd)
+    except CheckpointMismatchError as e:
+        return f"(could not infer the checkpoint's own config: {e})"
+    named = [n for n, c in ENCODER_CONFIGS.items()
+             if replace(c, causal=cfg.causal) == replace(cfg, chunk_size=c.chunk_size,
+                                                         left_context_frames=c.left_context_frames)]
+    p = cfg.to_params()
+    keys = ("num_encoder_layers", "encoder_dim", "feedforward_dim", "num_heads", "causal")
+    return ("the checkpoint holds: " + ", ".join(f"{k}={p[k]}" for k in keys)
+            + (f" (= --encoder-config {named[0]})" if named else ""))
