@@ -77,8 +77,13 @@ def test_positional_encoding_rows_are_offsets():
     assert torch.allclose(a[0, :, 2].double(), torch.cos(2 * xa), atol=1e-6)
     assert torch.allclose(a[0, :, 3].double(), torch.sin(2 * xa), atol=1e-6)
     assert torch.all(a[0, :, -1] == 1.0)
-    long = enc(torch.zeros(1500, 1, 16))  # table regrows past its initial 1000
+    with torch.inference_mode():  # regrown inside inference mode (e.g. a validation pass) ...
+        long = enc(torch.zeros(1500, 1, 16))  # ... past its initial 1000 frames
     assert long.shape == (1, 2999, 16)
+    lin = torch.nn.Linear(16, 2)  # ... the cached table still works in a training step
+    lin(enc(torch.zeros(1200, 1, 16))).sum().backward()
+    assert enc(torch.zeros(5, 1, 16, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert torch.equal(enc(torch.zeros(5, 1, 16)), a)  # no precision lost by the bf16 call
 
 
 def naive_chunk_causal_conv(conv: ChunkCausalDepthwiseConv1d, x: torch.Tensor, chunk: int):

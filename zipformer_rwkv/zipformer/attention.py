@@ -44,32 +44,35 @@ class CompactRelPositionalEncoding(nn.Module):
         self.length_factor = length_factor
         self.dropout = Dropout2(dropout_rate)
         self.pe: Optional[Tensor] = None
-        self._extend_pe(max_len, torch.device("cpu"), torch.float32)
+        self._extend_pe(max_len, torch.device("cpu"))
 
-    def _extend_pe(self, t: int, device: torch.device, dtype: torch.dtype) -> None:
+    def _extend_pe(self, t: int, device: torch.device) -> None:
         if self.pe is not None and self.pe.shape[0] >= 2 * t - 1:
-            if self.pe.device != device or self.pe.dtype != dtype:
-                self.pe = self.pe.to(device=device, dtype=dtype)
+            if self.pe.device != device:
+                with torch.inference_mode(False):  # a cached table must stay a normal tensor
+                    self.pe = self.pe.to(device)
             return
-        x = torch.arange(-(t - 1), t, device=device, dtype=torch.float32).unsqueeze(1)
-        freqs = 1 + torch.arange(self.embed_dim // 2, device=device)
-        c = self.embed_dim ** 0.5
-        x_compressed = c * x.sign() * ((x.abs() + c).log() - math.log(c))
-        length_scale = self.length_factor * self.embed_dim / (2.0 * math.pi)
-        x_atan = (x_compressed / length_scale).atan()
-        pe = torch.zeros(x.shape[0], self.embed_dim, device=device)
-        pe[:, 0::2] = (x_atan * freqs).cos()
-        pe[:, 1::2] = (x_atan * freqs).sin()
-        pe[:, -1] = 1.0
-        self.pe = pe.to(dtype)
+        with torch.inference_mode(False), torch.no_grad():
+            x = torch.arange(-(t - 1), t, device=device, dtype=torch.float32).unsqueeze(1)
+            freqs = 1 + torch.arange(self.embed_dim // 2, device=device)
+            c = self.embed_dim ** 0.5
+            x_compressed = c * x.sign() * ((x.abs() + c).log() - math.log(c))
+            length_scale = self.length_factor * self.embed_dim / (2.0 * math.pi)
+            x_atan = (x_compressed / length_scale).atan()
+            pe = torch.zeros(x.shape[0], self.embed_dim, device=device)
+            pe[:, 0::2] = (x_atan * freqs).cos()
+            pe[:, 1::2] = (x_atan * freqs).sin()
+            pe[:, -1] = 1.0
+        self.pe = pe  # kept in float32; cast per call
 
     def forward(self, x: Tensor, left_context_len: int = 0) -> Tensor:
         """x: (T, N, C) (only T, device, dtype used). Returns (1, T + left + T - 1, D)."""
         t = x.shape[0]
         total = t + left_context_len
-        self._extend_pe(total, x.device, x.dtype)
+        self._extend_pe(total, x.device)
         mid = self.pe.shape[0] // 2
-        return self.dropout(self.pe[mid - total + 1: mid + t].unsqueeze(0))
+        pos_emb = self.pe[mid - total + 1: mid + t].to(x.dtype).unsqueeze(0)
+        return self.dropout(pos_emb)
 
 
 def _rel_to_abs(pos_scores: Tensor, t_query: int, t_key: int) -> Tensor:
