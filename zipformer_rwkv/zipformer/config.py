@@ -1,7 +1,7 @@
 """Zipformer2 encoder configurations: the named LibriSpeech configs and icefall's command-line
 options (specs/zipformer2.md §1.2, icefall `zipformer/train.py::add_model_arguments`)."""
 import argparse
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Mapping, Tuple
 
 from zipformer_rwkv.utils import str2bool
@@ -21,10 +21,17 @@ def _ints(s: Any) -> Tuple[int, ...]:
 
 @dataclass(frozen=True)
 class ZipformerConfig:
-    """Architecture of `encoder_embed` + `encoder`. Per-stack fields hold one value per stack
-    (a single value given is repeated for every stack). Frame rates: fbank 100 Hz, stacks 50 Hz / ds, output 25 Hz.
+    """Architecture of `encoder_embed` + `encoder` (defaults: LibriSpeech medium).
 
-    `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`."""
+    Per-stack fields hold one value per stack; a single value is repeated for every stack.
+    Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for `causal`.
+    Frame rates: fbank 100 Hz, stack i at 50 Hz / downsampling_factor[i], output 25 Hz.
+    `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`.
+
+    Raises:
+      ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, or a
+        malformed value.
+    """
 
     num_encoder_layers: Tuple[int, ...] = (2, 2, 3, 4, 3, 2)
     downsampling_factor: Tuple[int, ...] = (1, 2, 4, 8, 4, 2)

@@ -8,7 +8,7 @@ encoder under some prefix, e.g. `module.` or `encoder.`), and `.safetensors` fil
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
