@@ -111,3 +111,13 @@ def test_unusable_files(tmp_path):
     torch.save({"model": {"emb.weight": torch.zeros(2)}}, no_enc)
     with pytest.raises(CheckpointMismatchError, match="lm.pt: no Zipformer encoder"):
         load_encoder_checkpoint(no_enc)
+
+
+def test_model_avg_entry(enc, tmp_path):
+    other = tiny_encoder(seed=9)
+    path = tmp_path / "epoch-12.pt"
+    torch.save({"model": icefall_model_dict(enc), "model_avg": icefall_model_dict(other)}, path)
+    assert same_output(load_encoder_checkpoint(path), enc)
+    assert same_output(load_encoder_checkpoint(path, key="model_avg"), other)
+    with pytest.raises(CheckpointMismatchError, match="no entry 'ema'"):
+        load_encoder_checkpoint(path, key="ema")
