@@ -54,3 +54,15 @@ def test_streaming_needs_causal_model():
     model = tiny_encoder(seed=4)
     with pytest.raises(ValueError, match="causal"):
         model.get_init_states(1)
+
+
+def test_streaming_encode_whole_utterances():
+    model = tiny_encoder(seed=7, causal=True, chunk_size=(16,), left_context_frames=(32,))
+    x = torch.randn(2, 301, 80)
+    lens = torch.tensor([301, 301])
+    with torch.no_grad():
+        full, full_lens = model(x, lens)
+        streamed, streamed_lens = model.streaming_encode(x, lens)
+    assert streamed.shape == full.shape and torch.equal(streamed_lens, full_lens)
+    n = (301 - 13) // 32 * 8  # 25 Hz frames of chunks that saw no tail padding
+    assert float((streamed[:, :n] - full[:, :n]).norm() / full[:, :n].norm()) <= 1e-4

@@ -16,6 +16,8 @@ from zipformer_rwkv.zipformer.zipformer import Zipformer2
 
 # fbank frames consumed by encoder_embed beyond 2 * chunk: 7 for the convs + 2 * 3 for ConvNeXt.
 EMBED_RIGHT_CONTEXT = 13
+# log(1e-10): fbank value of digital silence, used by icefall to pad the tail of a stream.
+LOG_EPS = -23.025850929940457
 
 
 def encoder_out_length(num_frames: Any) -> Any:
@@ -128,6 +130,25 @@ class ZipformerEncoder(nn.Module):
         out, out_lens, enc_states = self.encoder.streaming_forward(
             x.permute(1, 0, 2), x_lens, states[:-2], mask)
         return out.permute(1, 0, 2), out_lens, enc_states + [embed_cache, processed_lens + x_lens]
+
+    def streaming_encode(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """Whole utterances through `streaming_forward`, chunk by chunk (what a streaming
+        decoder sees). x: (N, T, feature_dim); x_lens: (N,). The tail is padded with LOG_EPS
+        frames as icefall's streaming decoding does. Returns (N, T', C) and lengths, with T' and
+        lengths as in `forward`; frames near the end differ slightly from `forward` because the
+        last chunk sees padding instead of zeros."""
+        win, shift = self.chunk_input_frames
+        t_out = int(encoder_out_length(x.shape[1]))
+        num_chunks = -(-t_out * 2 // self.decode_chunk_size)
+        need = (num_chunks - 1) * shift + win
+        x = torch.nn.functional.pad(x, (0, 0, 0, max(0, need - x.shape[1])), value=LOG_EPS)
+        states = self.get_init_states(x.shape[0], x.device)
+        outs = []
+        for k in range(num_chunks):
+            lens = torch.full_like(x_lens, win)
+            out, _, states = self.streaming_forward(x[:, k * shift: k * shift + win], lens, states)
+            outs.append(out)
+        return torch.cat(outs, dim=1)[:, :t_out], encoder_out_length(x_lens)
 
 
 def get_encoder_model(params: Any) -> ZipformerEncoder:
