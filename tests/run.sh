@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . local/install_deps.sh
 export PYTHONUNBUFFERED=1
+# Idle OpenMP threads sleep instead of spinning: spinning threads made torch 5-20x slower whenever
+# another process shared the 2 cores (measured on the encoder bench).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec ${PYTHON:-python3} -m pytest tests -ra --durations=15 "$@"
