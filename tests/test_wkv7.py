@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.wkv7_inputs import make_inputs, rel_err, run_fwd_bwd
-from zipformer_rwkv.rwkv7.wkv7 import ENV_IMPL, resolve_impl, wkv7, wkv7_chunked, wkv7_naive
+from zipformer_rwkv.rwkv7.wkv7 import ENV_IMPL, chunked, resolve_impl, wkv7, wkv7_chunked, wkv7_naive
 
 FP32_TOL = 1e-5
 NAMES = ["r", "w", "k", "v", "a", "b", "state"]
@@ -61,6 +61,28 @@ def test_chunked_matches_naive_fwd_bwd(T, with_state):
     assert rel_err(got[1], ref[1]) <= FP32_TOL, "final state"
     for name, g, g_ref in zip(NAMES, got[2], ref[2]):
         assert rel_err(g, g_ref) <= FP32_TOL, f"d{name}"
+
+
+@pytest.mark.parametrize("block_rows", [64, 200, None])
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("T", [1, 15, 17, 100])
+def test_chunked_no_grad_forward(T, with_state, block_rows, monkeypatch):
+    """The inference path (no autograd graph) over one or many blocks of chunks, partial last chunk."""
+    if block_rows is not None:  # 2 * 3 * 16 = 96 rows per chunk: 64 -> one chunk per block, 200 -> two
+        monkeypatch.setattr(chunked, "_BLOCK_ROWS", block_rows)
+    inputs, s0 = make_inputs(2, T, 3, 32, seed=T + 3 * with_state, with_state=with_state)
+    out_ref, s_ref = wkv7_naive(*inputs, s0)
+    xs = [x.float() for x in inputs]
+    s32 = None if s0 is None else s0.float()
+    with torch.no_grad():
+        out, s = wkv7_chunked(*xs, s32)
+        out64, s64 = wkv7_chunked(*inputs, s0)
+    assert out.dtype == torch.float32 and s.dtype == torch.float32 and out.shape == out_ref.shape
+    assert rel_err(out, out_ref) <= FP32_TOL and rel_err(s, s_ref) <= FP32_TOL
+    assert rel_err(out64, out_ref) <= 1e-12 and rel_err(s64, s_ref) <= 1e-12
+    # the autograd path runs the same forward
+    out_g, s_g = wkv7_chunked(*(x.requires_grad_() for x in xs), s32)
+    assert torch.equal(out_g.detach(), out) and torch.equal(s_g.detach(), s)
 
 
 @pytest.mark.parametrize("chunk_size", [8, 32, 64])

@@ -13,15 +13,25 @@ matrices  A_ab = stril(a~ b^T), A_ak = stril(a~ k^T), A_rb = tril(r~ b^T), A_rk 
     O   = r~ h0 + A_rk V + A_rb SA                    = Q h0 + O_intra
     h_L = diag(e^G) h0 + (k e^{G-g})^T V + (b e^{G-g})^T SA = M h0 + C
 
-so everything except the K x K carry  h_{c+1} = M_c h_c + C_c  runs batched over all chunks at once.
 The factors e^{-g} grow like exp(0.6065 L) for RWKV-7's decay bound (w >= -0.6065); L = 16..64 is safe
 in float32.
+
+Forward (`_forward`, used with and without autograd). With T = (I - A_ab)^{-1} = I + T' and R = A_rb T:
+
+    [W; Q]     = [a~; r~] + [T'; R] a~                    (2L x K per chunk)
+    [U; O_in]  = ([A_ak; A_rk] + [T'; R] A_ak) V          (2L x V)
+    per chunk, sequentially:  [SA; O] = [U; O_in] + [W; Q] h,   h <- e^G * h + k_d^T V + b_d^T SA
+
+with k_d = k e^{G-g}, b_d = b e^{G-g}: 8 K V flops per step in the state part, L-independent. Chunks are
+processed in blocks of about `_BLOCK_ROWS` rows (over B * H * chunks) so every temporary stays small
+and is reused across blocks: on CPU the cost of touching fresh memory and of cache misses otherwise
+dominates the matmuls.
 
 Backward (custom autograd.Function; same formulas as the Triton kernel): one reverse scan over chunks for
 dh_c = M_c^T dh_{c+1} + Q_c^T dO_c, then every input gradient in closed form, batched over chunks.
 """
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -43,7 +53,7 @@ def _to_chunks(x: Tensor, n_chunks: int, L: int) -> Tensor:
 
 
 class _Terms(NamedTuple):
-    """Per-chunk quantities, all (B, H, n, L or K, .) in the compute dtype."""
+    """Per-chunk quantities the backward needs, all (B, H, n, L or K, .) in the compute dtype."""
 
     w: Tensor
     v: Tensor
@@ -61,9 +71,7 @@ class _Terms(NamedTuple):
     W: Tensor
     U: Tensor
     Q: Tensor
-    O_intra: Tensor
     M: Tensor
-    C: Tensor
 
 
 def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
@@ -90,28 +98,13 @@ def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
     I_minus_A_ab = torch.eye(L, dtype=cdt, device=r.device) - A_ab
     WU = torch.linalg.solve_triangular(I_minus_A_ab, torch.cat([a_t, A_ak @ v], dim=-1), upper=False, unitriangular=True)
     W, U = WU[..., :K], WU[..., K:]
-    QO = A_rb @ WU  # (..., L, K + V)
-    # b_d = b e^{G-g} = e^G b^ (k_d likewise): scale rows of the K-side products by e^G
-    e_Gt = e_G.transpose(-1, -2)
-    MC = b_h.transpose(-1, -2) @ WU  # (..., K, K + V)
+    # M = diag(e^G) + b_d^T W with b_d = b e^{G-g} = e^G b^
+    M = torch.diag_embed(e_G.squeeze(-2)) + e_G.transpose(-1, -2) * (b_h.transpose(-1, -2) @ W)
     return _Terms(
         w=w, v=v, e_g=e_g, e_G=e_G, a_t=a_t, r_t=r_t, b_h=b_h, k_h=k_h,
         A_ab=A_ab, A_ak=A_ak, A_rb=A_rb, A_rk=A_rk, I_minus_A_ab=I_minus_A_ab, W=W, U=U,
-        Q=r_t + QO[..., :K], O_intra=QO[..., K:] + A_rk @ v,
-        M=torch.diag_embed(e_G.squeeze(-2)) + e_Gt * MC[..., :K],
-        C=e_Gt * (MC[..., K:] + k_h.transpose(-1, -2) @ v),
+        Q=r_t + A_rb @ W, M=M,
     )
-
-
-def _scan(M: Tensor, C: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:
-    """h_{c+1} = M_c h_c + C_c; returns (start states (B, H, n, K, V), final state (B, H, K, V))."""
-    B, H, n, K, V = C.shape
-    starts = []
-    h = h.flatten(0, 1)
-    for c in range(n):
-        starts.append(h)
-        h = torch.baddbmm(C[:, :, c].flatten(0, 1), M[:, :, c].flatten(0, 1), h)
-    return torch.stack(starts, dim=1).view(B, H, n, K, V), h.view(B, H, K, V)
 
 
 def _from_chunks(x: Tensor, T: int) -> Tensor:
@@ -120,22 +113,118 @@ def _from_chunks(x: Tensor, T: int) -> Tensor:
     return x.reshape(B, H, n * L, D)[:, :, :T].transpose(1, 2)
 
 
+# Rows (B * H * chunks * L) per block in `_forward`: with 4096 rows every temporary is <= 2 MB (K = 64).
+_BLOCK_ROWS = 4096
+_CONSTS: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+
+
+def _consts(L: int, dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """(mask (2L, 2L), eye (L, L)). The mask, applied to [a~; r~] @ [k^; b^]^T = [[A_ak, A_ab], [A_rk, A_rb]],
+    keeps the causal parts and negates A_ab, so its top-right block is the strict lower part of I - A_ab."""
+    key = (L, dtype, device)
+    if key not in _CONSTS:
+        one = torch.ones(L, L, dtype=dtype, device=device)
+        mask = torch.cat([torch.cat([one.tril(-1), -one.tril(-1)], 1), one.tril().repeat(1, 2)], 0)
+        _CONSTS[key] = (mask, torch.eye(L, dtype=dtype, device=device))
+    return _CONSTS[key]
+
+
+def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: bool):
+    """Chunked WKV7 forward (see the module docstring), blocked over chunks.
+
+    Args: as `wkv7_chunked`; L = chunk length; save_states: also return the state entering each chunk.
+    Returns:
+      out (B, T, H, V) in r's dtype, final state (B, H, V, K) in the compute dtype, and (if save_states)
+      the chunk start states h (B, H, n, K, V) in [key, value] layout, else None.
+    """
+    B, T, H, K = r.shape
+    V = v.shape[-1]
+    in_dtype, cdt = r.dtype, compute_dtype(r.dtype)
+    if in_dtype != cdt:
+        r, w, k, v, a, b = (x.to(cdt) for x in (r, w, k, v, a, b))
+    n = math.ceil(T / L)
+    BH = B * H
+    G = max(1, min(n, _BLOCK_ROWS // (BH * L)))  # chunks per block
+    new = lambda *shape: r.new_empty(*shape, dtype=cdt)  # noqa: E731
+    Nm = G * BH
+    # workspace of one block, reused by every block
+    E_, X_, Y_, A_ = new(Nm, L + 1, K), new(Nm, 2 * L, K), new(Nm, 2 * L, K), new(Nm, 2 * L, 2 * L)
+    TR_, V_, P_, WQ_, CV_ = new(Nm, 2 * L, L), new(Nm, L, V), new(Nm, 2 * L, V), new(Nm, 2 * L, K), new(Nm, K, V)
+    mask, eye = _consts(L, cdt, r.device)
+    out = r.new_empty(B, n * L, H, V, dtype=in_dtype)
+    out5 = out.view(B, n, L, H, V).permute(1, 0, 3, 2, 4)  # (n, B, H, L, V)
+    if state is None:
+        h = r.new_zeros(BH, K, V, dtype=cdt)
+    else:
+        h = state.to(cdt).transpose(-1, -2).reshape(BH, K, V)
+    starts = new(n, BH, K, V) if save_states else None
+    for c0 in range(0, n, G):
+        c1 = min(n, c0 + G)
+        Gb, N = c1 - c0, (c1 - c0) * BH
+        t0, t1 = c0 * L, min(T, c1 * L)
+
+        def blk(x: Tensor) -> Tensor:  # (B, T, H, D) -> view (Gb, B, H, L, D) of this block's steps
+            x = x[:, t0:t1]
+            if t1 - t0 < Gb * L:  # last chunk is partial: pad with w = 0 (no decay) and zero vectors
+                x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, Gb * L - (t1 - t0)))
+            return x.unflatten(1, (Gb, L)).permute(1, 0, 3, 2, 4)
+
+        def v5(x: Tensor) -> Tensor:  # (N, ...) -> (Gb, B, H, ...)
+            return x.view(Gb, B, H, *x.shape[1:])
+
+        E, X, Y, A, TR, Vc, P, WQ, CV = (t[:N] for t in (E_, X_, Y_, A_, TR_, V_, P_, WQ_, CV_))
+        # E = exp([0; g]): rows 0..L-1 = e^{g'} (exclusive), rows 1..L = e^{g} (inclusive), row L = e^G
+        E[:, 0].zero_()
+        torch.cumsum(blk(w), dim=-2, out=v5(E[:, 1:]))
+        E.exp_()
+        e_gp, e_g = v5(E[:, :L]), v5(E[:, 1:])
+        X5, Y5 = v5(X), v5(Y)
+        torch.mul(blk(a), e_gp, out=X5[..., :L, :])  # a~
+        torch.mul(blk(r), e_g, out=X5[..., L:, :])  # r~
+        torch.div(blk(k), e_g, out=Y5[..., :L, :])  # k^
+        torch.div(blk(b), e_g, out=Y5[..., L:, :])  # b^
+        v5(Vc).copy_(blk(v))
+        e_G = E[:, L:]  # (N, 1, K)
+        torch.bmm(X, Y.transpose(-1, -2), out=A)
+        A.mul_(mask)  # [[A_ak, -A_ab], [A_rk, A_rb]], causal parts only
+        Y.mul_(e_G)  # [k_d; b_d]
+        # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T]
+        Tm = TR[:, :L]
+        M = A[:, :L, L:] + eye
+        Tm.copy_(torch.linalg.solve_triangular(M, eye.expand_as(M), upper=False, unitriangular=True))
+        TR[:, L:] = A[:, L:, L:] @ Tm
+        Tm.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+        Z = TR @ A[:, :L, :L]
+        Z += A[:, :, :L]
+        torch.bmm(Z, Vc, out=P)  # [U; O_intra]
+        torch.baddbmm(X, TR, X[:, :L], out=WQ)  # [W; Q]
+        torch.bmm(Y[:, :L].transpose(-1, -2), Vc, out=CV)  # k_d^T V
+        P4, WQ4, CV4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K), CV.view(Gb, BH, K, V)
+        Db4 = Y.view(Gb, BH, 2 * L, K)[:, :, L:].transpose(-1, -2)
+        eG4 = e_G.view(Gb, BH, K, 1)
+        for c in range(Gb):
+            if starts is not None:
+                starts[c0 + c].copy_(h)
+            Pc = P4[c]
+            Pc.baddbmm_(WQ4[c], h)  # [SA; O]
+            h = torch.addcmul(CV4[c], h, eG4[c])
+            h.baddbmm_(Db4[c], Pc[:, :L])
+        out5[c0:c1].copy_(v5(P)[..., L:, :])
+    final = h.view(B, H, K, V).transpose(-1, -2).contiguous()
+    if starts is not None:
+        starts = starts.view(n, B, H, K, V).permute(1, 2, 0, 3, 4)
+    return out[:, :T], final, starts
+
+
 class ChunkedWKV7(torch.autograd.Function):
     """Chunked forward; backward by the closed-form chunk gradients (see module docstring)."""
 
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, state, L: int):
-        in_dtype = r.dtype
-        cdt = compute_dtype(in_dtype)
-        B, T, H, K = r.shape
-        V = v.shape[-1]
-        h0 = r.new_zeros(B, H, K, V, dtype=cdt) if state is None else state.to(cdt).transpose(-1, -2)
-        t = _terms(r, w, k, v, a, b, L, cdt)
-        h_start, hT = _scan(t.M, t.C, h0)
-        out = _from_chunks(t.Q @ h_start + t.O_intra, T)
+        out, final, h_start = _forward(r, w, k, v, a, b, state, L, save_states=True)
         ctx.save_for_backward(r, w, k, v, a, b, h_start)
         ctx.L, ctx.has_state, ctx.state_dtype = L, state is not None, None if state is None else state.dtype
-        return out.to(in_dtype), hT.transpose(-1, -2).contiguous()
+        return out, final
 
     @staticmethod
     def backward(ctx, d_out, d_state):
@@ -224,4 +313,8 @@ def wkv7_chunked(
             f"wkv7_chunked: min(w) = {w_min:.3g} with chunk_size = {L} would overflow exp(-cumsum(w)); "
             "w must be a log-decay >= -0.6065 as RWKV-7 produces, or use a smaller chunk_size"
         )
-    return ChunkedWKV7.apply(r, w, k, v, a, b, state, L)
+    inputs = (r, w, k, v, a, b, state)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
+        return ChunkedWKV7.apply(r, w, k, v, a, b, state, L)
+    out, final, _ = _forward(r, w, k, v, a, b, state, L, save_states=False)
+    return out, final
