@@ -2,15 +2,21 @@
 """WKV7 speed: forward and forward+backward time of naive / chunked / Triton / fla `chunk_rwkv7`.
 
 Inputs as RWKV-7 produces them (w = -0.6065 * sigmoid(randn) log-decay, a = -kk, b = kk * sigmoid(randn)),
-with an initial state, gradients for every input and the state. Reports the best of --repeats runs and
-the speed-up over the naive loop. Prints a markdown table.
+with an initial state, gradients for every input and the state. "fwd" runs without autograd (the
+inference path: nothing saved for backward); "fwd+bwd" with it. Reports the best of --repeats runs
+(--naive-repeats for the naive loop) and the speed-up over the naive loop. Prints a markdown table.
 
-Default shapes: (B, T, H, K) = (1, 1024, 4, 64) fp32 on CPU; (8, 4096, 64, 64) bf16 on CUDA
-(naive is skipped on CUDA at that size: 4096 Python steps; pass --naive-on-cuda to time it anyway).
+Default shapes: (B, T, H, K) = (1, 1024, 4, 64) and (8, 512, 12, 64) (speech-LLM prefill: batch 8,
+0.1B's 12 heads) fp32 on CPU; (8, 4096, 64, 64) bf16 on CUDA (naive is skipped on CUDA at that size:
+4096 Python steps; pass --naive-on-cuda to time it anyway).
+
+On a shared machine use --threads 1 and --timer cpu (CPU seconds of this process, so time slices
+taken by other processes are not counted) and compare ratios measured in the same run.
 
 Usage:
   python bench/bench_wkv7.py                          # CPU, plus CUDA when available
-  python bench/bench_wkv7.py --device cpu --threads 2 --chunk-sizes 16 32 64
+  python bench/bench_wkv7.py --device cpu --threads 1 --timer cpu --chunk-sizes 16 32
+  python bench/bench_wkv7.py --device cpu --shape 1 1024 4 64 --fwd-only
   python bench/bench_wkv7.py --device cuda --shape 8 4096 64 64 --dtype bf16
 """
 import argparse
@@ -26,16 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zipformer_rwkv.rwkv7.wkv7 import triton_available, wkv7  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_SHAPES = [(1, 1024, 4, 64), (8, 512, 12, 64)]
+CUDA_SHAPES = [(8, 4096, 64, 64)]
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--shape", type=int, nargs=4, default=None, metavar=("B", "T", "H", "K"),
-                   help="override the default shape of the chosen device")
+    p.add_argument("--shape", type=int, nargs=4, action="append", default=None, metavar=("B", "T", "H", "K"),
+                   help="replace the default shapes of the chosen device (repeatable)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: fp32 on CPU, bf16 on CUDA")
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 32, 64], help="chunked PyTorch sizes")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per point (best is reported)")
+    p.add_argument("--naive-repeats", type=int, default=3, help="timed runs of the naive loop")
+    p.add_argument("--timer", choices=["wall", "cpu"], default="wall",
+                   help="wall: perf_counter; cpu: process CPU time (robust on a loaded machine)")
+    p.add_argument("--fwd-only", action="store_true", help="skip the fwd+bwd column")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--naive-on-cuda", action="store_true")
     return p
@@ -69,7 +81,8 @@ def fla_fn() -> Optional[Callable]:
     return run
 
 
-def time_ms(fn: Callable, xs: List[torch.Tensor], state: torch.Tensor, backward: bool, repeats: int) -> float:
+def time_ms(fn: Callable, xs: List[torch.Tensor], state: torch.Tensor, backward: bool, repeats: int,
+            timer: Callable[[], float] = time.perf_counter) -> float:
     cuda = xs[0].is_cuda
     best = float("inf")
     for _ in range(repeats + 1):  # first run warms up (Triton compile, allocator)
@@ -77,24 +90,26 @@ def time_ms(fn: Callable, xs: List[torch.Tensor], state: torch.Tensor, backward:
         s0 = state.detach().requires_grad_(backward)
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out, s = fn(*ins, s0)
+        t0 = timer()
+        with torch.set_grad_enabled(backward):
+            out, s = fn(*ins, s0)
         if backward:
             (out.float().sum() + s.sum()).backward()
         if cuda:
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, timer() - t0)
     return best * 1e3
 
 
-def bench_device(device: str, args) -> List[str]:
+def bench_shape(device: str, shape, args) -> List[str]:
     cpu = device == "cpu"
-    B, T, H, K = args.shape or ((1, 1024, 4, 64) if cpu else (8, 4096, 64, 64))
+    B, T, H, K = shape
     dtype = DTYPES[args.dtype or ("fp32" if cpu else "bf16")]
+    timer = time.process_time if args.timer == "cpu" else time.perf_counter
     xs, state = make_inputs(B, T, H, K, dtype, device)
     impls = []
     if cpu or args.naive_on_cuda:
-        impls.append(("naive", lambda *x: wkv7(*x, impl="naive"), 1 if cpu else 1))
+        impls.append(("naive", lambda *x: wkv7(*x, impl="naive"), args.naive_repeats))
     for L in args.chunk_sizes:
         impls.append((f"chunked L={L}", lambda *x, L=L: wkv7(*x, impl="chunked", chunk_size=L), args.repeats))
     if not cpu and triton_available():
@@ -104,8 +119,8 @@ def bench_device(device: str, args) -> List[str]:
         impls.append(("fla chunk_rwkv7", fla, args.repeats))
     rows, naive = [], None
     for name, fn, reps in impls:
-        fwd = time_ms(fn, xs, state, False, reps)
-        fwd_bwd = time_ms(fn, xs, state, True, reps)
+        fwd = time_ms(fn, xs, state, False, reps, timer)
+        fwd_bwd = float("nan") if args.fwd_only else time_ms(fn, xs, state, True, reps, timer)
         if name == "naive":
             naive = (fwd, fwd_bwd)
         speed = f"{naive[0] / fwd:.1f}x / {naive[1] / fwd_bwd:.1f}x" if naive else "-"
@@ -123,12 +138,15 @@ def main() -> None:
         if args.device == "cuda":
             sys.exit("bench_wkv7.py: --device cuda but torch.cuda.is_available() is False")
         devices.remove("cuda")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, timer {args.timer}, "
           f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'no'}")
-    print("| device | impl | (B, T, H, K) dtype | fwd ms | fwd+bwd ms | speed-up vs naive (fwd / fwd+bwd) |")
+    unit = "CPU ms" if args.timer == "cpu" else "ms"
+    print(f"| device | impl | (B, T, H, K) dtype | fwd {unit} | fwd+bwd {unit} | speed-up vs naive (fwd / fwd+bwd) |")
     print("|---|---|---|---|---|---|")
     for device in devices:
-        bench_device(device, args)
+        shapes = args.shape or (CPU_SHAPES if device == "cpu" else CUDA_SHAPES)
+        for shape in shapes:
+            bench_shape(device, shape, args)
 
 
 if __name__ == "__main__":

@@ -191,8 +191,8 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         Y.mul_(e_G)  # [k_d; b_d]
         # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T]
         Tm = TR[:, :L]
-        M = A[:, :L, L:] + eye
-        Tm.copy_(torch.linalg.solve_triangular(M, eye.expand_as(M), upper=False, unitriangular=True))
+        Ms = A[:, :L, L:]  # strict lower part of I - A_ab (diagonal and upper part are ignored)
+        Tm.copy_(torch.linalg.solve_triangular(Ms, eye.expand_as(Ms), upper=False, unitriangular=True))
         TR[:, L:] = A[:, L:, L:] @ Tm
         Tm.diagonal(dim1=-2, dim2=-1).sub_(1.0)
         Z = TR @ A[:, :L, :L]
@@ -296,7 +296,9 @@ def wkv7_chunked(
 
     Computes in float32 (float64 for float64 inputs); returns (out in the input dtype, final state in
     the compute dtype). Padding steps use w = 0 and zero vectors, which leave the state unchanged, so
-    any T works. Differentiable once (custom backward; no double backward).
+    any T works. Differentiable once (custom backward; no double backward). When no input requires
+    grad (or under torch.no_grad) nothing is saved for backward: the inference/prefill path.
+    chunk_size 16 is the fastest on CPU for K = 64, forward and backward (bench/bench_wkv7.py).
 
     Raises:
       ValueError: if chunk_size * min(w) < -60 (exp(-cumsum(w)) would overflow; RWKV-7's
