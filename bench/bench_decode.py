@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Decoding speed (RTFx = audio seconds / decoding seconds) of a trained speech LLM and its CTC
+baseline on a test set: batch 1 and batched, greedy search and beam search. Prints a table.
+
+Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and stage 2):
+  python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 \
+    --ctc-exp-dir exp/ctc --ctc-epoch 6 --ctc-avg 3 \
+    --manifest-dir data/fbank --bpe-model data/lang_bpe_500/bpe.model --test-set test
+  # fewer utterances / threads, GPU if present
+  python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
+
+Each system is loaded as decode.py loads it (structure from the checkpoint, --use-averaged-model
+true). Batches are built before timing (fbank read from disk is not timed), one warm-up batch
+is decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
+decode.py logs. "batch 1" decodes utterance by utterance; "batched" uses lhotse's
+DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) is printed as a
+check that the model is the trained one. Peak RSS is the process maximum so far.
+"""
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from zipformer_rwkv import decode as dec  # noqa: E402
+from zipformer_rwkv import recipe  # noqa: E402
+from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints  # noqa: E402
+from zipformer_rwkv.utils import AttributeDict  # noqa: E402
+
+
+def load_system(exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool, common: List[str], device):
+    """(params, model, tokenizers) exactly as decode.py builds them."""
+    argv = ["--exp-dir", str(exp_dir), "--epoch", str(epoch), "--avg", str(avg),
+            "--use-averaged-model", str(use_averaged_model).lower()] + common
+    args = dec.get_parser().parse_args(argv)
+    params = AttributeDict(vars(args))
+    plan = resolve_decode_checkpoints(exp_dir, epoch, 0, avg, use_averaged_model)
+    saved = read_checkpoint(plan.filenames[-1])
+    dec.apply_checkpoint_structure(params, saved, set(), str(plan.filenames[-1]))
+    model, tokenizers = recipe.get_model(params, load_pretrained=False)
+    load_decode_model(model, plan)
+    model.to(device).eval()
+    return params, model, tokenizers, args
+
+
+def make_batches(cuts, batch_size_one: bool, max_duration: float) -> list:
+    """Materialised K2SpeechRecognitionDataset batches (no augmentation, no shuffling)."""
+    from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler
+
+    dataset = K2SpeechRecognitionDataset(return_cuts=True)
+    if batch_size_one:
+        sampler = SimpleCutSampler(cuts, max_cuts=1, shuffle=False)
+    else:
+        sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=False,
+                                          num_buckets=min(10, max(2, len(cuts) // 4)))
+    return [dataset[b] for b in sampler]
+
+
+def wer(results) -> float:
+    import kaldialign
+
+    errs = sum(kaldialign.edit_distance(r, h)["total"] for _, r, h, _ in results)
+    words = sum(len(r) for _, r, _, _ in results)
+    return 100.0 * errs / max(words, 1)
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+
+
+def bench(params, model, tokenizers, batches, method: str, beam_size: int, device) -> dict:
+    params = AttributeDict(dict(params))
+    params.decoding_method, params.beam_size = method, beam_size
+    dec.decode_dataset(params, model, batches[:1], tokenizers, device)  # warm-up
+    t0 = time.time()
+    results, stats = dec.decode_dataset(params, model, batches, tokenizers, device)
+    wall = time.time() - t0
+    return dict(utts=stats["utterances"], audio=stats["audio_seconds"], secs=stats["decode_seconds"],
+                wall=wall, rtfx=stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9),
+                wer=wer(results), truncated=stats["truncated"], skipped=stats["skipped"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--llm-exp-dir", type=Path, default=None)
+    p.add_argument("--llm-epoch", type=int, default=0)
+    p.add_argument("--llm-avg", type=int, default=1)
+    p.add_argument("--ctc-exp-dir", type=Path, default=None)
+    p.add_argument("--ctc-epoch", type=int, default=0)
+    p.add_argument("--ctc-avg", type=int, default=1)
+    p.add_argument("--use-averaged-model", default="true", choices=("true", "false"))
+    p.add_argument("--conf", default=str(Path(__file__).resolve().parent.parent / "egs/tts_en/conf.yaml"))
+    p.add_argument("--manifest-dir", default="data/fbank")
+    p.add_argument("--bpe-model", default="data/lang_bpe_500/bpe.model")
+    p.add_argument("--test-set", default="test", help="a test set name of --conf")
+    p.add_argument("--max-duration", type=float, default=600.0, help="batched: seconds of audio per batch")
+    p.add_argument("--beam-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-utts", type=int, default=0, help="use only the first N cuts (0: all)")
+    p.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--methods", default="greedy_search,beam_search", help="speech LLM search methods")
+    args = p.parse_args()
+    if args.llm_exp_dir is None and args.ctc_exp_dir is None:
+        sys.exit("bench_decode.py: error: give --llm-exp-dir and/or --ctc-exp-dir")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    common = ["--conf", args.conf, "--manifest-dir", args.manifest_dir, "--bpe-model", args.bpe_model,
+              "--max-new-tokens", str(args.max_new_tokens), "--num-workers", "0"]
+    systems = []
+    for name, d, e, a in (("ctc", args.ctc_exp_dir, args.ctc_epoch, args.ctc_avg),
+                          ("llm", args.llm_exp_dir, args.llm_epoch, args.llm_avg)):
+        if d is not None:
+            if e < 1:
+                sys.exit(f"bench_decode.py: error: --{name}-epoch is required with --{name}-exp-dir")
+            try:
+                systems.append((name, d) + load_system(d, e, a, args.use_averaged_model == "true", common, device))
+            except (ValueError, FileNotFoundError) as err:
+                sys.exit(f"bench_decode.py: error: {err}")
+
+    from zipformer_rwkv.asr_datamodule import AsrDataModule
+
+    data = AsrDataModule(systems[0][5])
+    sets = data.test_cuts()
+    if args.test_set not in sets:
+        sys.exit(f"bench_decode.py: error: no test set {args.test_set!r} in {args.conf} (has {sorted(sets)})")
+    cuts = sets[args.test_set].to_eager()
+    if args.max_utts:
+        cuts = cuts.subset(first=min(args.max_utts, len(cuts)))
+    batches = {1: make_batches(cuts, True, args.max_duration), 0: make_batches(cuts, False, args.max_duration)}
+
+    rows = []
+    for name, d, params, model, tokenizers, _ in systems:
+        methods = ["greedy_search"] if params.model_type == "ctc" else args.methods.split(",")
+        nparams = sum(p.numel() for p in model.parameters())
+        for method in methods:
+            for bs, bl in batches.items():
+                r = bench(params, model, tokenizers, bl, method, args.beam_size, device)
+                label = method if method != "beam_search" else f"beam_search (beam {args.beam_size})"
+                rows.append((f"{name} ({nparams / 1e6:.2f} M)", "ctc greedy" if name == "ctc" else label,
+                             "1" if bs == 1 else f"{len(bl)} batches ({args.max_duration:g} s)", r))
+                print(f"... {rows[-1][0]} {rows[-1][1]} {rows[-1][2]}: RTFx {r['rtfx']:.1f}", flush=True)
+
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    print(f"\nDecoding {args.test_set}: {len(cuts)} utterances, {sum(c.duration for c in cuts):.1f} s of audio; "
+          f"device {device} (threads {threads}); peak RSS {peak_rss_gib():.2f} GiB")
+    head = ["system", "search", "batch", "audio s", "decode s", "RTFx", "WER %", "hit max-new-tokens"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for system, method, bs, r in rows:
+        print(f"| {system} | {method} | {bs} | {r['audio']:.1f} | {r['secs']:.2f} | {r['rtfx']:.1f} | "
+              f"{r['wer']:.2f} | {r['truncated']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# The main job (icefall style): data -> Zipformer2 CTC pre-training -> RWKV-7 LM pre-training ->
+# speech LLM -> averaged decoding, then a results table and plots in --exp-dir.
+#
+# Usage: ./run.sh [--size default|tiny] [--stage N] [--stop-stage 5] [--exp-dir exp] ...
+#
+#   ./run.sh                           # everything; re-running skips finished stages and resumes
+#                                      # an interrupted training from its last epoch-N.pt
+#   ./run.sh --stage 4                 # re-run stages 4..5 (speech LLM and its decoding) only
+#   ./run.sh --size tiny --exp-dir exp_tiny   # tiny corpus, tiny models, a few steps (CI)
+#
+# Stages (each prints the exact command it runs; paths are relative to the current folder):
+#   1  data: ./prepare.sh (built-in TTS corpus, fbank, noise, BPE, LM text) into --data-dir
+#   2  Zipformer2 + CTC on the training audio (train.py --model-type ctc) in $exp_dir/ctc,
+#      then CTC greedy decoding of dev/test (decode.py): the baseline row
+#   3  RWKV-7 LM on $data_dir/lm text with the BPE vocabulary (train.py --model-type lm) in
+#      $exp_dir/lm, then its perplexity on dev/test transcripts and the LM valid text
+#   4  speech LLM in $exp_dir/llm, from the stage-2 encoder and the stage-3 RWKV-7
+#   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model), the
+#      results table ($exp_dir/RESULTS.md) and the PNGs (training curves, WER per test voice)
+#
+# Without --stage, a stage whose `.done` marker exists is skipped. An explicit --stage N re-runs
+# stages N..stop-stage: their old exp folders are kept as $exp_dir/{ctc,lm,llm}.prev (data is never
+# redone here: prepare.sh keeps its own markers). Wall time per stage goes to $exp_dir/timing.tsv.
+#
+# Options (defaults in brackets; empty = from the --size preset):
+#   --stage N, --stop-stage N   [1, 5]
+#   --size tiny|default         [default] corpus and model preset. default: UNTUNED so far
+#   --world-size N              [1] DDP processes for train.py (GPUs, or gloo processes on CPU)
+#   --use-gpu auto|true|false   [auto] false hides GPUs (CUDA_VISIBLE_DEVICES=); true fails without one
+#   --nj N                      [2] parallel jobs of prepare.sh
+#   --exp-dir DIR               [exp]
+#   --dl-dir DIR, --data-dir DIR  [download, data] as in prepare.sh
+#   --corpus NAME               [tts_en] corpus of prepare.sh / egs/NAME/conf.yaml
+#   --vocab-size N              [500] BPE vocabulary (CTC targets and the RWKV-7 vocabulary)
+#   --perturb-speed true|false  []  prepare.sh offline 0.9/1.1 speed perturbation (tiny: false)
+#   --install-deps true|false   [true] run local/install_deps.sh first
+#   --ctc-epochs N, --lm-epochs N, --llm-epochs N   []  training epochs per stage
+#   --ctc-avg N, --llm-avg N    []  --avg of decode.py (with --use-averaged-model true)
+#   --freeze-encoder true|false [false] speech LLM: keep the stage-2 encoder frozen
+#   --llm-peft none|lora|state|lora+state  [none] speech LLM: how RWKV-7 is tuned (none = fully)
+#   --beam-size N               [4] stage 5 beam search
+#   --ctc-opts, --lm-opts, --llm-opts, --decode-opts "..."   [] extra options appended to the
+#                               train.py (decode.py) commands of each stage; later options win
+set -eou pipefail
+
+stage=
+stop_stage=5
+size=default
+world_size=1
+use_gpu=auto
+nj=2
+exp_dir=exp
+dl_dir=download
+data_dir=data
+corpus=tts_en
+vocab_size=500
+perturb_speed=
+install_deps=true
+ctc_epochs=
+lm_epochs=
+llm_epochs=
+ctc_avg=
+llm_avg=
+freeze_encoder=false
+llm_peft=none
+beam_size=4
+ctc_opts=
+lm_opts=
+llm_opts=
+decode_opts=
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$root/local/parse_options.sh" || exit 1
+python=${PYTHON:-python3}
+
+log() {
+  # date (file:line:function) message, as in icefall
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+die() { log "ERROR: $*" >&2; exit 1; }
+
+force=false
+if [ -n "$stage" ]; then force=true; else stage=1; fi
+[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || die "--stage/--stop-stage must be integers"
+
+# ------------------------------------------------------------------------------------ presets
+# Encoder (Zipformer2), RWKV-7 and training options per size. tiny: a CI smoke run of a few steps.
+# default: plausible but UNTUNED (the target is <= 60 min on 2 CPU cores with test WER <= 5%).
+case "$size" in
+  tiny)
+    enc_opts="--num-encoder-layers 1,1 --downsampling-factor 1,2 --feedforward-dim 64,64 --num-heads 2,2
+      --encoder-dim 32,32 --encoder-unmasked-dim 16,16 --cnn-module-kernel 15,15 --query-head-dim 8
+      --value-head-dim 8 --pos-head-dim 4 --pos-dim 16"
+    rwkv_opts="--rwkv-n-layer 2 --rwkv-n-embd 64"
+    common_opts="--num-workers 0 --log-interval 2 --average-period 1 --warmup-batches 5 --lr-batches 50
+      --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5"
+    ctc_train_opts="--max-duration 120 --base-lr 0.05"
+    lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
+    llm_train_opts="--max-duration 120 --base-lr 0.03 --llm-lr 2e-3"
+    decode_max_duration=120
+    : "${perturb_speed:=false}"
+    : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
+    ;;
+  default)
+    enc_opts="--num-encoder-layers 2,2,2,2 --downsampling-factor 1,2,4,2 --feedforward-dim 384,512,512,384
+      --num-heads 4,4,4,4 --encoder-dim 128,192,192,128 --encoder-unmasked-dim 128,128,128,128
+      --cnn-module-kernel 31,31,15,31 --query-head-dim 32 --value-head-dim 12 --pos-head-dim 4 --pos-dim 48"
+    rwkv_opts="--rwkv-n-layer 4 --rwkv-n-embd 256"
+    common_opts="--log-interval 50 --average-period 50 --warmup-batches 200 --lr-batches 2000 --lr-epochs 3"
+    ctc_train_opts="--max-duration 300 --base-lr 0.045"
+    lm_train_opts="--max-tokens 8000 --llm-lr 2e-3"
+    llm_train_opts="--max-duration 300 --base-lr 0.02 --llm-lr 1e-3"
+    decode_max_duration=600
+    : "${perturb_speed:=true}"
+    : "${ctc_epochs:=6}" "${lm_epochs:=3}" "${llm_epochs:=4}" "${ctc_avg:=3}" "${llm_avg:=2}"
+    ;;
+  *) die "--size must be tiny or default, got '$size'" ;;
+esac
+
+case "$use_gpu" in
+  auto) ;;
+  false) export CUDA_VISIBLE_DEVICES= ;;
+  true)
+    $python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" \
+      || die "--use-gpu true, but torch sees no CUDA device"
+    ;;
+  *) die "--use-gpu must be auto, true or false, got '$use_gpu'" ;;
+esac
+
+conf=$root/egs/$corpus/conf.yaml
+lang_dir=$data_dir/lang_bpe_$vocab_size
+bpe_model=$lang_dir/bpe.model
+data_opts="--conf $conf --manifest-dir $data_dir/fbank --bpe-model $bpe_model"
+timing=$exp_dir/timing.tsv
+mkdir -p "$exp_dir"
+
+if [ "$install_deps" = true ]; then
+  PYTHON=$python bash "$root/local/install_deps.sh"
+fi
+
+run() {
+  # Print a command, then run it.
+  log "$*"
+  "$@"
+}
+
+record_time() {
+  # record_time STAGE NAME SECONDS: keep the newest wall time of each stage in $timing
+  local tmp=$timing.tmp
+  { [ -f "$timing" ] && grep -v "^$1	" "$timing" || true; } > "$tmp"
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$tmp"
+  sort -n "$tmp" > "$timing" && rm -f "$tmp"
+}
+
+begin_stage() {
+  # begin_stage N DIR: true if stage N runs; with an explicit --stage, its DIR is moved to DIR.prev
+  local n=$1 dir=$2
+  [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ] || return 1
+  if [ "$force" = true ] && [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+    log "Stage $n re-run (--stage $stage): moving the old $dir to $dir.prev"
+    rm -rf "$dir.prev"
+    mv "$dir" "$dir.prev"
+  fi
+  mkdir -p "$dir"
+  stage_t0=$(date +%s)
+}
+
+end_stage() {
+  # end_stage N NAME: record the stage's wall time
+  record_time "$1" "$2" $(( $(date +%s) - stage_t0 ))
+}
+
+last_epoch() {
+  # The largest N of DIR/epoch-N.pt (0 if none).
+  local n=0 f e
+  for f in "$1"/epoch-*.pt; do
+    [ -e "$f" ] || continue
+    e=${f##*/epoch-}; e=${e%.pt}
+    [[ "$e" =~ ^[0-9]+$ ]] && [ "$e" -gt "$n" ] && n=$e
+  done
+  echo "$n"
+}
+
+train() {
+  # train DIR NUM_EPOCHS [train.py options]: train into DIR unless DIR/.train.done exists; an
+  # interrupted run resumes from its last epoch-N.pt.
+  local dir=$1 epochs=$2; shift 2
+  if [ -f "$dir/.train.done" ]; then
+    log "$dir/.train.done exists: skipping training"; return 0
+  fi
+  local start=$(( $(last_epoch "$dir") + 1 ))
+  if [ "$start" -gt 1 ]; then log "resuming $dir from epoch-$((start - 1)).pt"; fi
+  if [ "$start" -le "$epochs" ]; then
+    run $python "$root/zipformer_rwkv/train.py" --exp-dir "$dir" --num-epochs "$epochs" \
+      --start-epoch "$start" --world-size "$world_size" "$@"
+  fi
+  touch "$dir/.train.done"
+}
+
+decode() {
+  # decode DIR MARKER [decode.py options]: decode unless DIR/.MARKER.done exists
+  local dir=$1 marker=$2; shift 2
+  if [ -f "$dir/.$marker.done" ]; then
+    log "$dir/.$marker.done exists: skipping decoding"; return 0
+  fi
+  run $python "$root/zipformer_rwkv/decode.py" --exp-dir "$dir" "$@"
+  touch "$dir/.$marker.done"
+}
+
+log "run.sh: size=$size stages $stage..$stop_stage exp_dir=$exp_dir data_dir=$data_dir world_size=$world_size"
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stage 1: data ($corpus, --size $size) in $data_dir"
+  stage_t0=$(date +%s)
+  run "$root/prepare.sh" --corpus "$corpus" --size "$size" --nj "$nj" --dl-dir "$dl_dir" \
+    --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed"
+  end_stage 1 data
+fi
+
+if begin_stage 2 "$exp_dir/ctc"; then
+  log "Stage 2: Zipformer2 + CTC in $exp_dir/ctc, then CTC greedy decoding (baseline)"
+  train "$exp_dir/ctc" "$ctc_epochs" --model-type ctc $data_opts $enc_opts $common_opts $ctc_train_opts \
+    $ctc_opts
+  decode "$exp_dir/ctc" decode-greedy_search --epoch "$ctc_epochs" --avg "$ctc_avg" \
+    --use-averaged-model true --decoding-method greedy_search --max-duration "$decode_max_duration" \
+    $data_opts $decode_opts
+  end_stage 2 ctc
+fi
+
+if begin_stage 3 "$exp_dir/lm"; then
+  log "Stage 3: RWKV-7 language model in $exp_dir/lm on $data_dir/lm, then perplexity"
+  train "$exp_dir/lm" "$lm_epochs" --model-type lm --lm-dir "$data_dir/lm" --bpe-model "$bpe_model" \
+    --tokenizer bpe $rwkv_opts $common_opts $lm_train_opts $lm_opts
+  # perplexity of the last epoch's weights (an LM epoch is long: averaging epochs would reach far back)
+  decode "$exp_dir/lm" decode-ppl --epoch "$lm_epochs" --avg 1 --use-averaged-model false \
+    --lm-dir "$data_dir/lm" $data_opts $decode_opts
+  end_stage 3 lm
+fi
+
+if begin_stage 4 "$exp_dir/llm"; then
+  log "Stage 4: speech LLM in $exp_dir/llm (encoder: $exp_dir/ctc, RWKV-7: $exp_dir/lm)"
+  encoder_ckpt=$exp_dir/ctc/epoch-$ctc_epochs.pt
+  rwkv_ckpt=$exp_dir/lm/epoch-$lm_epochs.pt
+  for f in "$encoder_ckpt" "$rwkv_ckpt"; do
+    [ -f "$f" ] || die "$f not found: run stages 2 and 3 first (with the same --ctc-epochs/--lm-epochs)"
+  done
+  train "$exp_dir/llm" "$llm_epochs" --model-type llm --encoder-checkpoint "$encoder_ckpt" \
+    --rwkv-checkpoint "$rwkv_ckpt" --tokenizer bpe --freeze-encoder "$freeze_encoder" \
+    --llm-peft "$llm_peft" $data_opts $enc_opts $common_opts $llm_train_opts $llm_opts
+  end_stage 4 llm
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "Stage 5: speech LLM decoding (greedy, beam $beam_size), results table and plots"
+  stage_t0=$(date +%s)
+  if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
+  dec_common="--epoch $llm_epochs --avg $llm_avg --use-averaged-model true --max-duration $decode_max_duration"
+  decode "$exp_dir/llm" decode-greedy_search $dec_common --decoding-method greedy_search $data_opts $decode_opts
+  decode "$exp_dir/llm" decode-beam_search $dec_common --decoding-method beam_search --beam-size "$beam_size" \
+    $data_opts $decode_opts
+  run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
+  run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \
+    --cuts "$data_dir/fbank/${corpus}_cuts_test.jsonl.gz" --output "$exp_dir/wer_per_voice_test.png"
+  end_stage 5 decode
+  run $python "$root/local/summarize_results.py" --exp-dir "$exp_dir" --output "$exp_dir/RESULTS.md"
+fi
+
+log "Done (stages $stage..$stop_stage)"

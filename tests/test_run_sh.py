@@ -1,0 +1,194 @@
+"""run.sh end to end in its tiny configuration (tiny TTS corpus, tiny models, a few steps), in a
+temporary folder: every result file exists and parses, a re-run skips every finished stage, and
+`--stage 4` re-runs only stages 4-5. Plus fast checks of local/summarize_results.py and
+local/plot_wer_per_voice.py on hand-made files."""
+import ast
+import gzip
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "local"))
+
+import plot_wer_per_voice  # noqa: E402
+import summarize_results  # noqa: E402
+
+RECOG_RE = re.compile(r"^(?P<cut>[^\t]+):\t(?P<kind>ref|hyp|note)=(?P<value>.*)$")
+
+
+def run_sh(cwd: Path, *extra: str, timeout: int = 1500) -> str:
+    cmd = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false",
+           "--dl-dir", "download", "--data-dir", "data", "--exp-dir", "exp", *extra]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"run.sh {' '.join(extra)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def mtimes(d: Path) -> dict:
+    return {f.name: f.stat().st_mtime_ns for f in d.glob("epoch-*.pt")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run_sh")
+    out = run_sh(work)
+    return work, out
+
+
+def check_recogs(path: Path) -> int:
+    """Every line is `cut:\\tref=[...]`, `hyp=[...]` or `note=...`; each cut has ref and hyp."""
+    kinds = {}
+    for line in path.read_text(encoding="utf8").splitlines():
+        m = RECOG_RE.match(line)
+        assert m, f"{path}: malformed line {line!r}"
+        if m["kind"] != "note":
+            words = ast.literal_eval(m["value"])
+            assert isinstance(words, list) and all(isinstance(w, str) for w in words), line
+        kinds.setdefault(m["cut"], set()).add(m["kind"])
+    assert kinds, f"{path} is empty"
+    assert all({"ref", "hyp"} <= k for k in kinds.values()), path
+    return len(kinds)
+
+
+def check_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, img.shape
+
+
+def test_every_result_file_exists_and_parses(tiny_run):
+    work, out = tiny_run
+    exp = work / "exp"
+    for model, methods in (("ctc", ["greedy_search"]), ("llm", ["greedy_search", "beam_search"])):
+        for method in methods:
+            for test_set in ("dev", "test"):
+                (summary,) = (exp / model / method).glob(f"wer-summary-{test_set}-*.txt")
+                wer = summarize_results.read_table_value(summary)
+                assert 0.0 <= wer, summary
+                (recogs,) = (exp / model / method).glob(f"recogs-{test_set}-*.txt")
+                assert check_recogs(recogs) > 0
+                (errs,) = (exp / model / method).glob(f"errs-{test_set}-*.txt")
+                assert errs.read_text(encoding="utf8").startswith("%WER = ")
+    ppl_files = list((exp / "lm").glob("*/ppl-*.txt"))
+    assert ppl_files
+    for f in ppl_files:
+        assert summarize_results.read_table_value(f) > 1.0
+    check_png(exp / "training_curves.png")
+    check_png(exp / "wer_per_voice_test.png")
+    results = (exp / "RESULTS.md").read_text(encoding="utf8")
+    for row in ("| ctc | greedy_search |", "| llm | greedy_search |", "| llm | beam_search |", "ppl"):
+        assert row in results, results
+    assert "WER (%) per voice on test" in results
+    # the table is printed to the terminal as well, and the stage wall times are recorded
+    assert "| llm | beam_search |" in out
+    stages = [line.split("\t")[0] for line in (exp / "timing.tsv").read_text().splitlines()]
+    assert stages == ["1", "2", "3", "4", "5"]
+    for model in ("ctc", "lm", "llm"):
+        assert (exp / model / ".train.done").is_file()
+
+
+def test_rerun_skips_finished_stages(tiny_run):
+    work, _ = tiny_run
+    before = {m: mtimes(work / "exp" / m) for m in ("ctc", "lm", "llm")}
+    out = run_sh(work)
+    assert "zipformer_rwkv/train.py" not in out and "zipformer_rwkv/decode.py" not in out, out[-3000:]
+    assert out.count("exists: skipping training") == 3
+    assert {m: mtimes(work / "exp" / m) for m in ("ctc", "lm", "llm")} == before
+
+
+def test_stage_4_reruns_only_from_there(tiny_run):
+    work, _ = tiny_run
+    exp = work / "exp"
+    before = {m: mtimes(exp / m) for m in ("ctc", "lm", "llm")}
+    out = run_sh(work, "--stage", "4")
+    assert "Stage 4" in out and "Stage 5" in out
+    for s in (1, 2, 3):
+        assert f"Stage {s}:" not in out
+    assert {m: mtimes(exp / m) for m in ("ctc", "lm")} == {m: before[m] for m in ("ctc", "lm")}
+    assert mtimes(exp / "llm.prev") == before["llm"]  # the old run is kept aside
+    after = mtimes(exp / "llm")
+    assert after.keys() == before["llm"].keys()
+    assert all(after[k] > before["llm"][k] for k in after)
+    assert list((exp / "llm" / "beam_search").glob("wer-summary-test-*.txt"))
+
+
+# ---------------------------------------------------------------------------- fast script checks
+
+
+def _write_cuts(path: Path, speakers: dict) -> None:
+    with gzip.open(path, "wt", encoding="utf8") as f:
+        for cut_id, spk in speakers.items():
+            cut = {"id": cut_id, "start": 0.0, "duration": 1.0, "channel": 0, "type": "MonoCut",
+                   "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": 1.0,
+                                     "channel": 0, "text": "A", "speaker": spk}]}
+            print(json.dumps(cut), file=f)
+
+
+def _write_recogs(path: Path, items) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf8") as f:
+        for cut_id, ref, hyp in items:
+            print(f"{cut_id}:\tref={ref}", file=f)
+            print(f"{cut_id}:\thyp={hyp}", file=f)
+
+
+def test_wer_per_voice_counts_edit_distance_per_speaker(tmp_path):
+    cuts = tmp_path / "cuts.jsonl.gz"
+    _write_cuts(cuts, {"u1": "alice", "u2": "alice", "u3": "bob"})
+    recogs = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1.txt"
+    _write_recogs(recogs, [("u1", ["A", "B", "C", "D"], ["A", "X", "C", "D"]),   # 1 sub / 4
+                           ("u2", ["E", "F"], ["E", "F", "G"]),                   # 1 ins / 2
+                           ("u3", ["H", "I", "J"], ["H"])])                       # 2 del / 3
+    speakers = plot_wer_per_voice.read_speakers([cuts])
+    counts = plot_wer_per_voice.wer_per_voice(plot_wer_per_voice.read_recogs(recogs), speakers)
+    assert counts == {"alice": [2, 6], "bob": [2, 3]}
+    png = tmp_path / "exp" / "voices.png"
+    subprocess.run([sys.executable, str(ROOT / "local/plot_wer_per_voice.py"), "--exp-dir", str(tmp_path / "exp"),
+                    "--cuts", str(cuts), "--output", str(png)], check=True, capture_output=True)
+    check_png(png)
+    table = png.with_suffix(".md").read_text()
+    assert "| alice | 6 | 33.33 |" in table and "| bob | 3 | 66.67 |" in table and "| **all** | 9 | 44.44 |" in table
+
+
+def test_wer_per_voice_rejects_bad_recogs_and_unknown_cuts(tmp_path):
+    bad = tmp_path / "recogs-test-x.txt"
+    bad.write_text("u1:\tref=['A']\nu1\thyp=['A']\n")
+    with pytest.raises(ValueError, match=r"recogs-test-x.txt:2"):
+        plot_wer_per_voice.read_recogs(bad)
+    bad.write_text("u1:\tref=['A']\n")
+    with pytest.raises(ValueError, match="both a ref and a hyp"):
+        plot_wer_per_voice.read_recogs(bad)
+    with pytest.raises(ValueError, match="not in the --cuts"):
+        plot_wer_per_voice.wer_per_voice({"u9": (["A"], ["A"])}, {"u1": "alice"}, "f.txt")
+
+
+def test_summarize_results_table(tmp_path):
+    exp = tmp_path / "exp"
+    suffix = "epoch-4_avg-2_use-averaged-model"
+    for model, method, dev, test in (("ctc", "greedy_search", 9.5, 10.25), ("llm", "beam_search", 3.0, 4.5)):
+        d = exp / model / method
+        d.mkdir(parents=True)
+        (d / f"wer-summary-dev-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{dev}\n")
+        (d / f"wer-summary-test-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{test}\n")
+        (d / f"log-decode-{suffix}-2026-01-01-00-00-00").write_text(
+            f"2026 INFO [decode.py:1] test: 30 utterances, 99.0 s of audio decoded in 1.0 s: RTFx 99.0; x\n")
+    (exp / "ctc" / "log").mkdir()
+    (exp / "ctc" / "log" / "log-train-2026").write_text("Number of model parameters: 2500000 (2000000 trainable)\n")
+    (exp / "lm" / "greedy_search").mkdir(parents=True)
+    (exp / "lm" / "greedy_search" / "ppl-lm-valid-epoch-3_avg-1.txt").write_text("settings\tppl\tntokens\nlm\t31.5\t900\n")
+    (exp / "timing.tsv").write_text("1\tdata\t65\n2\tctc\t3600\n")
+    text = summarize_results.make_markdown(exp)
+    assert f"| ctc | greedy_search | {suffix} | 9.50 | 10.25 | - | 99.0 | 2.50 M (2.00 M) |" in text
+    assert f"| llm | beam_search | {suffix} | 3.00 | 4.50 | - | 99.0 | - |" in text
+    assert "| lm | epoch-3_avg-1 | 31.50 | - |" in text
+    assert "| all | | 1:01:05 |" in text
+    (exp / "llm" / "beam_search" / f"wer-summary-test-{suffix}.txt").write_text("settings\tWER\nbeam\tn/a\n")
+    with pytest.raises(ValueError, match="is not a number"):
+        summarize_results.make_markdown(exp)
