@@ -322,3 +322,28 @@ def test_grad_checkpoint_same_gradients():
     # every parameter takes part (DDP without find_unused_parameters); unused layer-0 v0/v1/v2 are buffers
     unused = [n for (n, _), g in zip(model.named_parameters(), grads[0]) if not g.abs().sum() > 0]
     assert unused == [] and "blocks.0.att.v1" in dict(model.named_buffers())
+
+
+def test_state_tuning_gradient_matches_finite_difference():
+    model = tiny_model(seed=6).double()
+    params = model.enable_state_tuning()
+    with torch.no_grad():
+        for p in params:
+            p.normal_(std=0.1)
+    idx = torch.randint(0, V, (2, 18))
+    lengths = torch.tensor([18, 9])
+
+    def loss():
+        return model(idx, lengths=lengths).logsumexp(-1)[0, -1] + model(idx, lengths=lengths)[1, 8].sum()
+
+    loss().backward()
+    for layer, (h, i, j) in ((0, (1, 3, 5)), (2, (0, 60, 2))):
+        p, eps = params[layer], 1e-6
+        with torch.no_grad():
+            p[h, i, j] += eps
+            up = loss()
+            p[h, i, j] -= 2 * eps
+            down = loss()
+            p[h, i, j] += eps
+        fd = (up - down) / (2 * eps)
+        assert abs(fd.item() - p.grad[h, i, j].item()) <= 1e-6 * max(1.0, abs(fd.item()))

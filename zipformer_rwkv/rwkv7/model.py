@@ -216,7 +216,7 @@ class RWKV7TimeMix(nn.Module):
             v_first = v
         else:
             v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
-        w = -DECAY_SCALE * torch.sigmoid(w.float())  # log-decay, computed in fp32
+        w = -DECAY_SCALE * torch.sigmoid(w.to(_state_dtype(w.dtype)))  # log-decay, in fp32 (fp64)
 
         dt = r.dtype
         r_, w_, k_, v_ = (t.reshape(N, T, H, K).to(dt) for t in (r, w, k, v))
