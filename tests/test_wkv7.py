@@ -85,12 +85,17 @@ def test_chunked_no_grad_forward(T, with_state, block_rows, monkeypatch):
     assert torch.equal(out_g.detach(), out) and torch.equal(s_g.detach(), s)
 
 
-@pytest.mark.parametrize("chunk_size", [8, 32, 64])
+@pytest.mark.parametrize("chunk_size", [8, 32, 64, None])
 def test_chunked_other_chunk_sizes(chunk_size):
-    inputs, s0 = make_inputs(1, 77, 2, 16, seed=chunk_size)
+    inputs, s0 = make_inputs(1, 77, 2, 16, seed=chunk_size or 5)
     out_ref, s_ref = wkv7_naive(*inputs, s0)
     out, s = wkv7_chunked(*(x.float() for x in inputs), s0.float(), chunk_size=chunk_size)
     assert rel_err(out, out_ref) <= FP32_TOL and rel_err(s, s_ref) <= FP32_TOL
+    if chunk_size is None:  # the autograd path picks its own chunk size
+        got = run_fwd_bwd(lambda *x: wkv7_chunked(*x, chunk_size=None), inputs, s0, torch.float32)
+        ref = run_fwd_bwd(wkv7_naive, inputs, s0, torch.float64)
+        for g, g_ref in zip(got[2], ref[2]):
+            assert rel_err(g, g_ref) <= FP32_TOL
 
 
 @pytest.mark.parametrize("fn", [wkv7_naive, wkv7_chunked])

@@ -295,7 +295,7 @@ def wkv7_chunked(
     a: Tensor,
     b: Tensor,
     state: Optional[Tensor] = None,
-    chunk_size: int = 16,
+    chunk_size: Optional[int] = 16,
 ) -> Tuple[Tensor, Tensor]:
     """Chunked WKV7; same contract as `wkv7_naive` (shapes (B, T, H, K), state (B, H, V, K)).
 
@@ -303,14 +303,17 @@ def wkv7_chunked(
     the compute dtype). Padding steps use w = 0 and zero vectors, which leave the state unchanged, so
     any T works. Differentiable once (custom backward; no double backward). When no input requires
     grad (or under torch.no_grad) nothing is saved for backward: the inference/prefill path.
-    chunk_size 16 is the fastest on CPU for K = 64, forward and backward (bench/bench_wkv7.py).
+    chunk_size=None picks the fastest measured on CPU for K = 64 (bench/bench_wkv7.py): 16 for the
+    no-grad forward, 32 with autograd (fwd+bwd 10-15 % faster than 16).
 
     Raises:
       ValueError: if chunk_size * min(w) < -60 (exp(-cumsum(w)) would overflow; RWKV-7's
         w = -0.6065 * sigmoid(.) never gets there for chunk_size <= 64).
     """
     B, T, H, K = r.shape
-    L = int(chunk_size)
+    inputs = (r, w, k, v, a, b, state)
+    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
+    L = int(chunk_size) if chunk_size is not None else (32 if needs_grad else 16)
     if T == 0:
         cdt = compute_dtype(r.dtype)
         s = r.new_zeros(B, H, v.shape[-1], K, dtype=cdt) if state is None else state.to(cdt)
@@ -321,8 +324,7 @@ def wkv7_chunked(
             f"wkv7_chunked: min(w) = {w_min:.3g} with chunk_size = {L} would overflow exp(-cumsum(w)); "
             "w must be a log-decay >= -0.6065 as RWKV-7 produces, or use a smaller chunk_size"
         )
-    inputs = (r, w, k, v, a, b, state)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs):
+    if needs_grad:
         return ChunkedWKV7.apply(r, w, k, v, a, b, state, L)
     out, final, _ = _forward(r, w, k, v, a, b, state, L, save_states=False)
     return out, final
