@@ -166,11 +166,13 @@ begin_stage() {
   fi
   mkdir -p "$dir"
   stage_t0=$(date +%s)
+  stage_work=false
 }
 
 end_stage() {
-  # end_stage N NAME: record the stage's wall time
-  record_time "$1" "$2" $(( $(date +%s) - stage_t0 ))
+  # end_stage N NAME: record the stage's wall time if it trained or decoded anything (a stage
+  # skipped by its markers keeps the time of the run that did the work)
+  if [ "$stage_work" = true ]; then record_time "$1" "$2" $(( $(date +%s) - stage_t0 )); fi
 }
 
 last_epoch() {
@@ -194,6 +196,7 @@ train() {
   local start=$(( $(last_epoch "$dir") + 1 ))
   if [ "$start" -gt 1 ]; then log "resuming $dir from epoch-$((start - 1)).pt"; fi
   if [ "$start" -le "$epochs" ]; then
+    stage_work=true
     run $python "$root/zipformer_rwkv/train.py" --exp-dir "$dir" --num-epochs "$epochs" \
       --start-epoch "$start" --world-size "$world_size" "$@"
   fi
@@ -206,6 +209,7 @@ decode() {
   if [ -f "$dir/.$marker.done" ]; then
     log "$dir/.$marker.done exists: skipping decoding"; return 0
   fi
+  stage_work=true
   run $python "$root/zipformer_rwkv/decode.py" --exp-dir "$dir" "$@"
   touch "$dir/.$marker.done"
 }
@@ -215,6 +219,8 @@ log "run.sh: size=$size stages $stage..$stop_stage exp_dir=$exp_dir data_dir=$da
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: data ($corpus, --size $size) in $data_dir"
   stage_t0=$(date +%s)
+  stage_work=true  # unless prepare.sh's last marker shows the data was there already
+  [ -f "$data_dir/lm/.$corpus.done" ] && [ -f "$lang_dir/.done" ] && stage_work=false
   run "$root/prepare.sh" --corpus "$corpus" --size "$size" --nj "$nj" --dl-dir "$dl_dir" \
     --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed"
   end_stage 1 data
@@ -256,6 +262,7 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: speech LLM decoding (greedy, beam $beam_size), results table and plots"
   stage_t0=$(date +%s)
+  stage_work=false
   if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
   dec_common="--epoch $llm_epochs --avg $llm_avg --use-averaged-model true --max-duration $decode_max_duration"
   decode "$exp_dir/llm" decode-greedy_search $dec_common --decoding-method greedy_search $data_opts $decode_opts

@@ -10,8 +10,8 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 
 Each system is loaded as decode.py loads it (structure from the checkpoint, --use-averaged-model
-true). Batches are built before timing (fbank read from disk is not timed), one warm-up batch
-is decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
+true). Batches are built before timing (fbank read from disk is not timed), --warmup batches
+are decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
 decode.py logs. "batch 1" decodes utterance by utterance; "batched" uses lhotse's
 DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) is printed as a
 check that the model is the trained one. Peak RSS is the process maximum so far.
@@ -73,10 +73,10 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
 
 
-def bench(params, model, tokenizers, batches, method: str, beam_size: int, device) -> dict:
+def bench(params, model, tokenizers, batches, method: str, beam_size: int, device, warmup: int) -> dict:
     params = AttributeDict(dict(params))
     params.decoding_method, params.beam_size = method, beam_size
-    dec.decode_dataset(params, model, batches[:1], tokenizers, device)  # warm-up
+    dec.decode_dataset(params, model, batches[:warmup], tokenizers, device)  # warm-up
     t0 = time.time()
     results, stats = dec.decode_dataset(params, model, batches, tokenizers, device)
     wall = time.time() - t0
@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--max-utts", type=int, default=0, help="use only the first N cuts (0: all)")
     p.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--warmup", type=int, default=2, help="batches decoded (untimed) before each timing")
     p.add_argument("--methods", default="greedy_search,beam_search", help="speech LLM search methods")
     args = p.parse_args()
     if args.llm_exp_dir is None and args.ctc_exp_dir is None:
@@ -140,7 +141,7 @@ def main() -> None:
         nparams = sum(p.numel() for p in model.parameters())
         for method in methods:
             for bs, bl in batches.items():
-                r = bench(params, model, tokenizers, bl, method, args.beam_size, device)
+                r = bench(params, model, tokenizers, bl, method, args.beam_size, device, args.warmup)
                 label = method if method != "beam_search" else f"beam_search (beam {args.beam_size})"
                 rows.append((f"{name} ({nparams / 1e6:.2f} M)", "ctc greedy" if name == "ctc" else label,
                              "1" if bs == 1 else f"{len(bl)} batches ({args.max_duration:g} s)", r))

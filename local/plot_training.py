@@ -65,8 +65,10 @@ def read_curves(model_dir: Path) -> Curves:
 
 def find_model_dirs(exp_dir: Path) -> List[Path]:
     """Sub-folders of exp_dir that hold a training (tensorboard/ or log/log-train-*), *.prev skipped."""
-    return sorted(d for d in exp_dir.iterdir() if d.is_dir() and not d.name.endswith(".prev")
-                  and ((d / "tensorboard").is_dir() or any((d / "log").glob("log-train-*"))))
+    order = {"ctc": 0, "lm": 1, "llm": 2}  # run.sh stage order first
+    dirs = [d for d in exp_dir.iterdir() if d.is_dir() and not d.name.endswith(".prev")
+            and ((d / "tensorboard").is_dir() or any((d / "log").glob("log-train-*")))]
+    return sorted(dirs, key=lambda d: (order.get(d.name, 3), d.name))
 
 
 def plot(output: Path, panels: Dict[str, Curves]) -> None:
