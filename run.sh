@@ -43,6 +43,7 @@
 #   --ctc-opts, --lm-opts, --llm-opts, --decode-opts "..."   [] extra options appended to the
 #                               train.py (decode.py) commands of each stage; later options win
 set -eou pipefail
+{ # bash reads this whole block before running it: editing run.sh during a run cannot derail the run
 
 stage=
 stop_stage=5
@@ -80,7 +81,7 @@ log() {
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-die() { log "ERROR: $*" >&2; exit 1; }
+die() { echo "$(date "+%Y-%m-%d %H:%M:%S") run.sh: error: $*" >&2; exit 1; }
 
 force=false
 if [ -n "$stage" ]; then force=true; else stage=1; fi
@@ -133,7 +134,7 @@ esac
 conf=$root/egs/$corpus/conf.yaml
 lang_dir=$data_dir/lang_bpe_$vocab_size
 bpe_model=$lang_dir/bpe.model
-data_opts="--conf $conf --manifest-dir $data_dir/fbank --bpe-model $bpe_model"
+data_opts=(--conf "$conf" --manifest-dir "$data_dir/fbank" --bpe-model "$bpe_model")
 timing=$exp_dir/timing.tsv
 mkdir -p "$exp_dir"
 
@@ -228,11 +229,11 @@ fi
 
 if begin_stage 2 "$exp_dir/ctc"; then
   log "Stage 2: Zipformer2 + CTC in $exp_dir/ctc, then CTC greedy decoding (baseline)"
-  train "$exp_dir/ctc" "$ctc_epochs" --model-type ctc $data_opts $enc_opts $common_opts $ctc_train_opts \
+  train "$exp_dir/ctc" "$ctc_epochs" --model-type ctc "${data_opts[@]}" $enc_opts $common_opts $ctc_train_opts \
     $ctc_opts
   decode "$exp_dir/ctc" decode-greedy_search --epoch "$ctc_epochs" --avg "$ctc_avg" \
     --use-averaged-model true --decoding-method greedy_search --max-duration "$decode_max_duration" \
-    $data_opts $decode_opts
+    "${data_opts[@]}" $decode_opts
   end_stage 2 ctc
 fi
 
@@ -242,7 +243,7 @@ if begin_stage 3 "$exp_dir/lm"; then
     --tokenizer bpe $rwkv_opts $common_opts $lm_train_opts $lm_opts
   # perplexity of the last epoch's weights (an LM epoch is long: averaging epochs would reach far back)
   decode "$exp_dir/lm" decode-ppl --epoch "$lm_epochs" --avg 1 --use-averaged-model false \
-    --lm-dir "$data_dir/lm" $data_opts $decode_opts
+    --lm-dir "$data_dir/lm" "${data_opts[@]}" $decode_opts
   end_stage 3 lm
 fi
 
@@ -255,7 +256,7 @@ if begin_stage 4 "$exp_dir/llm"; then
   done
   train "$exp_dir/llm" "$llm_epochs" --model-type llm --encoder-checkpoint "$encoder_ckpt" \
     --rwkv-checkpoint "$rwkv_ckpt" --tokenizer bpe --freeze-encoder "$freeze_encoder" \
-    --llm-peft "$llm_peft" $data_opts $enc_opts $common_opts $llm_train_opts $llm_opts
+    --llm-peft "$llm_peft" "${data_opts[@]}" $enc_opts $common_opts $llm_train_opts $llm_opts
   end_stage 4 llm
 fi
 
@@ -265,9 +266,9 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   stage_work=false
   if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
   dec_common="--epoch $llm_epochs --avg $llm_avg --use-averaged-model true --max-duration $decode_max_duration"
-  decode "$exp_dir/llm" decode-greedy_search $dec_common --decoding-method greedy_search $data_opts $decode_opts
+  decode "$exp_dir/llm" decode-greedy_search $dec_common --decoding-method greedy_search "${data_opts[@]}" $decode_opts
   decode "$exp_dir/llm" decode-beam_search $dec_common --decoding-method beam_search --beam-size "$beam_size" \
-    $data_opts $decode_opts
+    "${data_opts[@]}" $decode_opts
   run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
   run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \
     --cuts "$data_dir/fbank/${corpus}_cuts_test.jsonl.gz" --output "$exp_dir/wer_per_voice_test.png"
@@ -276,3 +277,5 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
 fi
 
 log "Done (stages $stage..$stop_stage)"
+exit 0
+}
