@@ -21,7 +21,9 @@
 #
 # Without --stage, a stage whose `.done` marker exists is skipped. An explicit --stage N re-runs
 # stages N..stop-stage: their old exp folders are kept as $exp_dir/{ctc,lm,llm}.prev (data is never
-# redone here: prepare.sh keeps its own markers). Wall time per stage goes to $exp_dir/timing.tsv.
+# redone here: prepare.sh keeps its own markers). To train a finished stage for more epochs, delete
+# its .train.done and raise --ctc-epochs/--lm-epochs/--llm-epochs: it resumes from its last epoch.
+# Wall time per stage goes to $exp_dir/timing.tsv.
 #
 # Options (defaults in brackets; empty = from the --size preset):
 #   --stage N, --stop-stage N   [1, 5]
@@ -232,7 +234,8 @@ if begin_stage 2 "$exp_dir/ctc"; then
   log "Stage 2: Zipformer2 + CTC in $exp_dir/ctc, then CTC greedy decoding (baseline)"
   train "$exp_dir/ctc" "$ctc_epochs" --model-type ctc "${data_opts[@]}" $enc_opts $common_opts $ctc_train_opts \
     $ctc_opts
-  decode "$exp_dir/ctc" decode-greedy_search --epoch "$ctc_epochs" --avg "$ctc_avg" \
+  decode "$exp_dir/ctc" "decode-greedy_search-epoch-$ctc_epochs-avg-$ctc_avg" \
+    --epoch "$ctc_epochs" --avg "$ctc_avg" \
     --use-averaged-model true --decoding-method greedy_search --max-duration "$decode_max_duration" \
     "${data_opts[@]}" $decode_opts
   end_stage 2 ctc
@@ -243,7 +246,7 @@ if begin_stage 3 "$exp_dir/lm"; then
   train "$exp_dir/lm" "$lm_epochs" --model-type lm --lm-dir "$data_dir/lm" --bpe-model "$bpe_model" \
     --tokenizer bpe $rwkv_opts $common_opts $lm_train_opts $lm_opts
   # perplexity of the last epoch's weights (an LM epoch is long: averaging epochs would reach far back)
-  decode "$exp_dir/lm" decode-ppl --epoch "$lm_epochs" --avg 1 --use-averaged-model false \
+  decode "$exp_dir/lm" "decode-ppl-epoch-$lm_epochs" --epoch "$lm_epochs" --avg 1 --use-averaged-model false \
     --lm-dir "$data_dir/lm" "${data_opts[@]}" $decode_opts
   end_stage 3 lm
 fi
@@ -266,9 +269,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   stage_t0=$(date +%s)
   stage_work=false
   if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
+  dec_tag=epoch-$llm_epochs-avg-$llm_avg  # in the markers: other epochs/avg are decoded anew
   dec_common="--epoch $llm_epochs --avg $llm_avg --use-averaged-model true --max-duration $decode_max_duration"
-  decode "$exp_dir/llm" decode-greedy_search $dec_common --decoding-method greedy_search "${data_opts[@]}" $decode_opts
-  decode "$exp_dir/llm" decode-beam_search $dec_common --decoding-method beam_search --beam-size "$beam_size" \
+  decode "$exp_dir/llm" "decode-greedy_search-$dec_tag" $dec_common --decoding-method greedy_search \
+    "${data_opts[@]}" $decode_opts
+  decode "$exp_dir/llm" "decode-beam_search-$beam_size-$dec_tag" $dec_common --decoding-method beam_search --beam-size "$beam_size" \
     "${data_opts[@]}" $decode_opts
   run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
   run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \
