@@ -54,7 +54,9 @@ class ConvNeXt(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C, T, F) -> (N, C, T, F)."""
-        y = self._branch(self.depthwise_conv(x))
+        # channels_last: torch's CPU depthwise-conv backward is 2x faster (measured, 7x7 on
+        # (31, 128, 188, 19)) and at least as fast on GPU; the values are the same.
+        y = self._branch(self.depthwise_conv(x.contiguous(memory_format=torch.channels_last)))
         if self.training:
             rate = float(self.layerdrop_rate)
             if rate != 0.0:
