@@ -39,6 +39,22 @@ def train(args, timeout=300):
     return proc
 
 
+def test_epoch_without_batches_stops_with_clear_error(data):
+    """--drop-last with a --max-duration above the whole training set (26.5 s): no batch at all.
+    train.py must stop naming the cause instead of writing an untrained epoch-1.pt."""
+    exp = data["root"] / "exp_empty"
+    cmd = [sys.executable, "zipformer_rwkv/train.py", "--tensorboard", "false", "--num-threads", "1",
+           "--model-type", "ctc", "--exp-dir", str(exp), "--num-epochs", "1", "--max-duration", "60",
+           "--drop-last", "true", "--min-utt-duration", "0.5"] + TINY_ENC + [str(a) for a in data["args"]]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("train.py: error: no training batches in epoch 1:"), proc.stderr[-3000:]
+    assert "tiny_cuts_train.jsonl.gz) hold 24 cuts; 24 (" in err
+    assert "--max-duration 60.0 and --drop-last True" in err
+    assert not (exp / "epoch-1.pt").exists()
+
+
 def decode(monkeypatch, args):
     from zipformer_rwkv import decode as decode_mod
 

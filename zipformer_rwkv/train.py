@@ -135,15 +135,55 @@ def get_dataloaders(params: AttributeDict, args, tokenizers, world_size: int, ra
         valid_dl = make_text_dataloader(params.lm_dir / "valid.txt", enc, shuffle=False, **common)
         return train_dl, valid_dl
     data = AsrDataModule(args)
+    keep = train_cut_filter(params, tokenizers)
+    train_dl = data.train_dataloaders(data.train_cuts().filter(keep), sampler_state_dict=sampler_state)
+    valid_dl = data.valid_dataloaders(data.valid_cuts())
+    return train_dl, valid_dl
+
+
+def train_cut_filter(params: AttributeDict, tokenizers):
+    """The predicate applied to the training cuts: --min/--max-utt-duration, and enough encoder
+    frames (ctc: tokens + 1; llm: one adapter position)."""
     if params.model_type == "llm":  # at least one audio position after the adapter
         ds, num_tokens = params.adapter_downsample, (lambda text: 0)
     else:  # CTC needs at least as many encoder frames as tokens
         ds, num_tokens = 1, (lambda text: len(tokenizers["bpe"].encode(text)))
-    keep = make_cut_filter(params.min_utt_duration, params.max_utt_duration, num_tokens=num_tokens,
+    return make_cut_filter(params.min_utt_duration, params.max_utt_duration, num_tokens=num_tokens,
                            output_frames=lambda n: encoder_output_frames(n) // ds, extra_frames=1)
-    train_dl = data.train_dataloaders(data.train_cuts().filter(keep), sampler_state_dict=sampler_state)
-    valid_dl = data.valid_dataloaders(data.valid_cuts())
-    return train_dl, valid_dl
+
+
+class EmptyEpochError(RuntimeError):
+    """An epoch yielded no training batch (the message says why); raised before epoch-N.pt is saved."""
+
+
+def empty_epoch_message(params: AttributeDict, args, tokenizers, train_dl, world_size: int) -> str:
+    """Why epoch `params.cur_epoch` had no batch: the data counts and the batching options."""
+    head = f"no training batches in epoch {params.cur_epoch}: "
+    if params.model_type == "lm":
+        n = len(train_dl.sentences)
+        return (head + f"{params.lm_dir / 'train.txt'} has {n} non-empty sentences and --max-tokens "
+                f"{params.max_tokens} (world size {world_size}) made no batch of them; check the LM text "
+                f"(prepare.sh stage 4)")
+    data = AsrDataModule(args)
+    manifests = ", ".join(str(Path(params.manifest_dir) / s.cuts) for s in data.conf.train)
+    keep = train_cut_filter(params, tokenizers)
+    level = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the filter already logged each excluded cut during the epoch
+    try:
+        n_all, n_kept, kept_s = 0, 0, 0.0
+        for c in data.train_cuts():
+            n_all += 1
+            if keep(c):
+                n_kept, kept_s = n_kept + 1, kept_s + c.duration
+    finally:
+        logging.disable(level)
+    fix = ("widen --min/--max-utt-duration or check the transcripts" if n_kept == 0 else
+           f"use --drop-last false or a --max-duration below {kept_s:.1f} s")
+    return (head + f"the training manifests ({manifests}) hold {n_all} cuts; {n_kept} ({kept_s:.1f} s) "
+            f"survived the filters (--min-utt-duration {params.min_utt_duration}, --max-utt-duration "
+            f"{params.max_utt_duration}, enough encoder frames for the text); with --max-duration "
+            f"{params.max_duration} and --drop-last {params.drop_last} (world size {world_size}) the "
+            f"sampler made no batch of them: {fix}")
 
 
 def batch_audio_seconds(params: AttributeDict, batch: dict) -> float:
@@ -230,8 +270,10 @@ def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
 
 def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
                     device, tb_writer, world_size: int, rank: int, epoch_audio: float,
-                    rng_state: Optional[dict] = None) -> None:
+                    rng_state: Optional[dict] = None) -> int:
     """One epoch (icefall's train_one_epoch) with non-finite-loss skipping and checkpointing.
+
+    Returns the number of batches this process received (0: nothing was trained).
 
     `rng_state` (mid-epoch resume) is restored after the DataLoader iterator is created, which
     is where an uninterrupted run stood when it saved the state.
@@ -243,8 +285,9 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     batches = iter(train_dl)
     if rng_state is not None:
         set_rng_state(rng_state)
-    grad_norm = 0.0
+    grad_norm, num_batches = 0.0, 0
     for batch_idx, batch in enumerate(batches):
+        num_batches += 1
         if set_batch_count is not None and (params.batch_idx_train % 10 == 0 or batch_idx == 0):
             # every 10 batches (icefall), counted globally so a resumed run sets the same values
             count = params.batch_idx_train // 10 * 10
@@ -315,10 +358,13 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
         if params.batch_idx_train % params.valid_interval == 0:
             _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
 
+    if num_batches == 0:
+        return 0
     loss = tot["loss"] / max(tot["frames"], 1)
     params.train_loss = loss
     if loss < params.best_train_loss:
         params.best_train_epoch, params.best_train_loss = params.cur_epoch, loss
+    return num_batches
 
 
 def _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer) -> None:
@@ -348,6 +394,14 @@ def _grad_scale_watchdog(params, model, scaler, rank) -> None:
         path = params.exp_dir / f"bad-model-{rank}.pt"
         atomic_torch_save({"model": unwrap_model(model).state_dict()}, path)
         raise RuntimeError(f"grad scale is too small ({scale}), exiting; model saved to {path}")
+
+
+def _sum_over_ranks(n: int, world_size: int, device: torch.device) -> int:
+    if world_size == 1:
+        return n
+    t = torch.tensor([n], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(t)
+    return int(t.item())
 
 
 def _batch_count_setter(params):
@@ -440,8 +494,14 @@ def run(rank: int, world_size: int, args) -> None:
         if tb_writer is not None:
             tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
         params.cur_epoch = epoch
-        train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
-                        device, tb_writer, world_size, rank, epoch_audio, resume_rng)
+        num_batches = train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl,
+                                      tokenizers, device, tb_writer, world_size, rank, epoch_audio, resume_rng)
+        resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
+        if not resumed and _sum_over_ranks(num_batches, world_size, device) == 0:
+            # (a mid-epoch resume may legitimately find the epoch finished)
+            msg = empty_epoch_message(params, args, tokenizers, train_dl, world_size)
+            logging.error(msg)
+            raise EmptyEpochError(msg)
         _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
         save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
     checksum = sum(float(p.detach().double().sum()) for p in unwrap_model(model).parameters())
@@ -461,12 +521,19 @@ def main() -> None:
     for path, what in ((args.encoder_checkpoint, "--encoder-checkpoint"), (args.rwkv_checkpoint, "--rwkv-checkpoint")):
         if path and not Path(path).is_file():
             sys.exit(f"train.py: error: {what} {path} does not exist")
-    if is_torchrun():
-        run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)
-    elif world_size > 1:
-        mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
-    else:
-        run(rank=0, world_size=1, args=args)
+    try:
+        if is_torchrun():
+            run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)
+        elif world_size > 1:
+            mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
+        else:
+            run(rank=0, world_size=1, args=args)
+    except EmptyEpochError as e:
+        sys.exit(f"train.py: error: {e}")
+    except mp.ProcessRaisedException as e:  # a spawned rank raised: show its message, not the trace
+        if "EmptyEpochError" not in str(e):
+            raise
+        sys.exit("train.py: error: " + str(e).strip().splitlines()[-1].split("EmptyEpochError: ", 1)[-1])
 
 
 if __name__ == "__main__":
