@@ -24,18 +24,21 @@
 #                        $data_dir/lang_bpe_{vocab_size}/{transcript_words.txt,bpe.model,tokens.txt}
 #                        (sentencepiece unigram, <blk>=0, <sos/eos>=1, unk=2);
 #                        $data_dir/lm/{train,valid}.txt: train transcripts + $dl_dir/{corpus}/lm_text.txt
-#                        minus every dev/test sentence, deduplicated; valid = a held-out 2% slice
+#                        minus every dev/test sentence, deduplicated, capped at --lm-max-sentences;
+#                        valid = a held-out 2% slice
 #
 # Options (defaults in brackets):
 #   --stage N, --stop-stage N   [0, 4]
 #   --corpus NAME               [tts_en]; its conf is egs/NAME/conf.yaml unless --conf is given
 #   --conf FILE                 corpus conf (train/dev/test sets, mux weights, noise)
 #   --nj N                      [2] parallel jobs
-#   --size tiny|default         [default] size of the built-in corpus and noise
+#   --size tiny|default         [default] size of the built-in corpus and noise (and the LM text cap)
 #   --seed N                    [42]
 #   --dl-dir DIR                [download]
 #   --data-dir DIR              [data]
 #   --vocab-size N              [500]
+#   --lm-max-sentences N        [] keep a seeded random N of the LM sentences (data/lm train + valid);
+#                               0 = all; empty = the --size preset (tiny: 2000, default: 0)
 #   --perturb-speed true|false  [true] offline speed perturbation of the training splits
 #   --download-musan true|false [true] (librispeech only)
 #   --nemo-dir DIR              [$dl_dir/$corpus] folder of the {split}.jsonl manifests to import
@@ -53,6 +56,7 @@ seed=42
 dl_dir=download
 data_dir=data
 vocab_size=500
+lm_max_sentences=
 perturb_speed=true
 download_musan=true
 nemo_dir=
@@ -70,6 +74,12 @@ log() {
 }
 
 conf=${conf:-$root/egs/$corpus/conf.yaml}
+if [ -z "$lm_max_sentences" ]; then
+  case "$size" in
+    tiny) lm_max_sentences=2000 ;;
+    *) lm_max_sentences=0 ;;
+  esac
+fi
 nemo_dir=${nemo_dir:-$dl_dir/$corpus}
 manifests=$data_dir/manifests
 fbank=$data_dir/fbank
@@ -203,7 +213,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     eval_cuts=
     for s in $eval_splits; do eval_cuts="$eval_cuts $manifests/${corpus}_cuts_$s.jsonl.gz"; done
     $python "$root/local/prepare_lm_text.py" --output-dir "$data_dir/lm" --text $texts \
-      --exclude-cuts $eval_cuts --seed "$seed"
+      --exclude-cuts $eval_cuts --seed "$seed" --lm-max-sentences "$lm_max_sentences"
     touch "$data_dir/lm/.$corpus.done"
   fi
 fi

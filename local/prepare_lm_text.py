@@ -11,6 +11,8 @@ Writes {output-dir}/train.txt and {output-dir}/valid.txt, one sentence per line,
     normalisation: upper case, only letters/digits/apostrophes, single spaces), whatever the input
     files claim. The removed count is logged.
   - Duplicates (same normalised form) are kept once, first occurrence first.
+  - With --lm-max-sentences N > 0, a seeded uniform random sample of N of those sentences is kept
+    (input order preserved; same --seed, same sample), e.g. to make a tiny LM epoch short.
   - valid.txt is a held-out random slice (--valid-fraction, seeded) of that text, not the dev
     transcripts: dev/test sentences appear in neither file.
 Sentences are written as they are in the input (whitespace collapsed).
@@ -75,6 +77,23 @@ def build_lm_text(texts: List[Path], exclude: Set[str]) -> List[str]:
     return out
 
 
+def cap_sentences(lines: List[str], max_sentences: int, seed: int) -> List[str]:
+    """At most `max_sentences` of `lines` (all when <= 0 or already fewer): a uniform random sample
+    drawn with `random.Random(seed)`, in input order.
+
+    Raises:
+      ValueError: max_sentences is 1 (train and valid need a sentence each).
+    """
+    if max_sentences <= 0 or len(lines) <= max_sentences:
+        logging.info(f"--lm-max-sentences {max_sentences}: keeping all {len(lines)} sentences")
+        return lines
+    if max_sentences < 2:
+        raise ValueError(f"--lm-max-sentences {max_sentences}: need at least 2 (train and valid)")
+    keep = sorted(random.Random(seed).sample(range(len(lines)), max_sentences))
+    logging.info(f"--lm-max-sentences {max_sentences}: kept a random {max_sentences} of {len(lines)} sentences")
+    return [lines[i] for i in keep]
+
+
 def main() -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s",
                         level=logging.INFO)
@@ -83,6 +102,8 @@ def main() -> int:
     p.add_argument("--text", type=Path, nargs="+", required=True, help="text files, one sentence per line")
     p.add_argument("--exclude-cuts", type=Path, nargs="*", default=[], help="dev/test cut manifests")
     p.add_argument("--valid-fraction", type=float, default=0.02)
+    p.add_argument("--lm-max-sentences", type=int, default=0,
+                   help="keep a seeded random sample of this many sentences (train + valid); 0 = all")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     try:
@@ -90,6 +111,7 @@ def main() -> int:
             if not c.is_file():
                 raise FileNotFoundError(f"cut manifest not found: {c}")
         lines = build_lm_text(args.text, excluded_keys(args.exclude_cuts))
+        lines = cap_sentences(lines, args.lm_max_sentences, args.seed)
     except (FileNotFoundError, ValueError) as e:
         logging.error(str(e))
         return 1

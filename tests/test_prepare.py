@@ -7,6 +7,7 @@ here its output layout is stood in for by local/make_toy_corpus.py, which writes
 import gzip
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import sentencepiece as spm
@@ -71,12 +72,37 @@ def test_prepare_builtin_layout_all_stages_and_rerun_is_noop(tmp_path):
     eval_texts = {json.loads(line)["text"] for s in ("dev", "test") for line in open(dl / "tts_en" / f"{s}.jsonl")}
     assert len(lm) > 16 and not eval_texts & {" ".join(x.upper().strip(".").split()) for x in lm}
     assert "removed 1 dev/test sentences" in r.stderr
+    assert "--lm-max-sentences 2000: keeping all" in r.stderr  # the tiny preset's cap reaches the script
 
     before = snapshot(data)
     r2 = prepare(tmp_path, "--corpus", "tts_en", "--vocab-size", "40")
     assert r2.returncode == 0, r2.stderr
     assert snapshot(data) == before  # every stage skipped thanks to its .done marker
     assert "Extracting" not in r2.stderr and "bpe.model" not in r2.stderr
+
+
+def test_lm_max_sentences_is_a_seeded_sample(tmp_path):
+    text = tmp_path / "text.txt"
+    sentences = [f"SENTENCE NUMBER {i}" for i in range(300)]
+    text.write_text("\n".join(sentences) + "\n")
+
+    def lm_text(out: str, *args: str) -> list:
+        r = subprocess.run([sys.executable, str(ROOT / "local/prepare_lm_text.py"), "--output-dir",
+                            str(tmp_path / out), "--text", str(text), *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return [(tmp_path / out / f).read_text().splitlines() for f in ("train.txt", "valid.txt")]
+
+    train, valid = lm_text("a", "--lm-max-sentences", "50")
+    assert len(train) + len(valid) == 50 and len(valid) == 1
+    assert set(train + valid) <= set(sentences)
+    assert train == sorted(train, key=sentences.index)  # input order kept
+    assert lm_text("b", "--lm-max-sentences", "50") == [train, valid]  # same seed, same sample
+    other = lm_text("c", "--lm-max-sentences", "50", "--seed", "7")
+    assert set(other[0] + other[1]) != set(train + valid)
+    assert sum(map(len, lm_text("d", "--lm-max-sentences", "0"))) == 300
+    r = subprocess.run([sys.executable, str(ROOT / "local/prepare_lm_text.py"), "--output-dir", str(tmp_path / "e"),
+                        "--text", str(text), "--lm-max-sentences", "1"], capture_output=True, text=True)
+    assert r.returncode == 1 and "--lm-max-sentences 1: need at least 2" in r.stderr
 
 
 def test_prepare_nemo_import_writes_conf_and_reports(tmp_path):
