@@ -98,11 +98,11 @@ case "$size" in
       --encoder-dim 32,32 --encoder-unmasked-dim 16,16 --cnn-module-kernel 15,15 --query-head-dim 8
       --value-head-dim 8 --pos-head-dim 4 --pos-dim 16"
     rwkv_opts="--rwkv-n-layer 2 --rwkv-n-embd 64"
-    # a few steps: utterances <= 3 s only, LM sentences cut to 12 tokens (data/lm is the full text)
+    # a few steps: utterances <= 3 s only; prepare.sh --size tiny caps data/lm at 2000 sentences
     common_opts="--num-workers 0 --log-interval 2 --average-period 1 --warmup-batches 5 --lr-batches 50
       --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5 --max-utt-duration 3"
     ctc_train_opts="--max-duration 30 --base-lr 0.05"
-    lm_train_opts="--max-tokens 20000 --max-sentence-tokens 12 --llm-lr 3e-3"
+    lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
     llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3"
     decode_max_duration=60
     : "${perturb_speed:=false}"
