@@ -24,7 +24,13 @@ WER_RE = re.compile(r"^wer-summary-(?P<set>.+?)-(?P<suffix>(epoch|iter)-\d+_avg-
 PPL_RE = re.compile(r"^ppl-(?P<set>.+?)-(?P<suffix>(epoch|iter)-\d+_avg-\d+.*)\.txt$")
 RTFX_RE = re.compile(r"\] (?P<set>\S+): \d+ utterances, .* RTFx (?P<rtfx>[\d.]+)")
 PARAMS_RE = re.compile(r"Number of model parameters: (\d+)(?: \((\d+) trainable\))?")
-SET_ORDER = {"dev": 0, "valid": 1, "test": 2}
+
+
+def set_order(name: str) -> Tuple[int, str]:
+    """Sort key of a set name: dev sets (dev*, valid*) first, then test sets (test*), then others
+    (e.g. lm-valid), each group by name: dev-clean, dev-other, test-clean, test-other."""
+    rank = 0 if name.startswith(("dev", "valid")) else 1 if name.startswith("test") else 2
+    return rank, name
 
 
 def read_table_value(path: Path, column: int = 1) -> float:
@@ -84,7 +90,7 @@ def collect(exp_dir: Path):
                 sets.add(m.group("set"))
     for (model, method, suffix), row in rows.items():
         row["rtfx"] = decode_rtfx(exp_dir / model / method, suffix)
-    return rows, sorted(sets, key=lambda s: (SET_ORDER.get(s, 3), s))
+    return rows, sorted(sets, key=set_order)
 
 
 def read_timing(exp_dir: Path) -> List[Tuple[str, str, int]]:

@@ -70,7 +70,8 @@ def test_every_result_file_exists_and_parses(tiny_run):
         for method in methods:
             summaries = sorted((exp / model / method).glob("wer-summary-*.txt"))
             assert any(f.name.startswith("wer-summary-test-") for f in summaries), summaries
-            for summary in summaries:  # every decoded set (test; dev where decode.py decodes it)
+            assert any(f.name.startswith("wer-summary-dev-") for f in summaries), summaries
+            for summary in summaries:  # every decoded set (dev and test)
                 assert summarize_results.read_table_value(summary) >= 0.0, summary
                 rest = summary.name[len("wer-summary-"):]
                 assert check_recogs(summary.with_name("recogs-" + rest)) > 0
@@ -85,6 +86,7 @@ def test_every_result_file_exists_and_parses(tiny_run):
     for row in ("| ctc | greedy_search |", "| llm | greedy_search |", "| llm | beam_search |", "ppl"):
         assert row in results, results
     assert "WER (%) per voice on test" in results
+    assert "| dev WER | test WER |" in results and "| dev ppl | test ppl | lm-valid ppl |" in results
     # the table is printed to the terminal as well, and the stage wall times are recorded
     assert "| llm | beam_search |" in out
     stages = [line.split("\t")[0] for line in (exp / "timing.tsv").read_text().splitlines()]
@@ -188,6 +190,15 @@ def test_summarize_results_table(tmp_path):
     assert f"| llm | beam_search | {suffix} | 3.00 | 4.50 | - | 99.0 | - |" in text
     assert "| lm | epoch-3_avg-1 | 31.50 | - |" in text
     assert "| all | | 1:01:05 |" in text
+    # icefall's set names: dev sets before test sets in the columns
+    d = exp / "ls" / "greedy_search"
+    d.mkdir(parents=True)
+    for name in ("test-other", "dev-other", "test-clean", "dev-clean"):
+        (d / f"wer-summary-{name}-epoch-1_avg-1.txt").write_text("settings\tWER\ngreedy_search\t1.0\n")
+    assert summarize_results.collect(exp)[1] == ["dev", "dev-clean", "dev-other", "test", "test-clean", "test-other",
+                                                 "lm-valid"]
+    assert "| model | decoding | checkpoint | dev WER | dev-clean WER | dev-other WER | test WER |" \
+        in summarize_results.make_markdown(exp)
     (exp / "llm" / "beam_search" / f"wer-summary-test-{suffix}.txt").write_text("settings\tWER\nbeam\tn/a\n")
     with pytest.raises(ValueError, match="is not a number"):
         summarize_results.make_markdown(exp)

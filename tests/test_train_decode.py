@@ -124,6 +124,22 @@ def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monk
     summary = (out / f"wer-summary-test-{suffix}").read_text().splitlines()
     assert summary[0] == "settings\tWER"
     assert float(summary[1].split("\t")[1]) == pytest.approx(round(100 * errors / n_ref, 2))
+    # the dev set is decoded too (icefall: dev-clean/dev-other and test-clean/test-other)
+    dev_recogs = (out / f"recogs-dev-{suffix}").read_text()
+    assert dev_recogs.count("\tref=") == 6 and dev_recogs.startswith("dev-")
+    assert (out / f"wer-summary-dev-{suffix}").is_file() and (out / f"errs-dev-{suffix}").is_file()
+
+
+def test_a_set_named_both_dev_and_test_is_an_error(data, tmp_path):
+    from zipformer_rwkv.decode import eval_sets, get_parser
+    from zipformer_rwkv.asr_datamodule import AsrDataModule
+
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("corpus: tiny\ntrain:\n  - {name: train, cuts: tiny_cuts_train.jsonl.gz}\n"
+                    "dev: {eval: tiny_cuts_dev.jsonl.gz}\ntest: {eval: tiny_cuts_test.jsonl.gz}\n")
+    args = get_parser().parse_args([str(a) for a in data["args"]] + ["--conf", str(conf)])
+    with pytest.raises(ValueError, match="conf.yaml: eval named both as dev and as test set"):
+        eval_sets(AsrDataModule(args))
 
 
 def test_lm_perplexity_and_bad_input(data, lm_exp, monkeypatch):
@@ -131,6 +147,8 @@ def test_lm_perplexity_and_bad_input(data, lm_exp, monkeypatch):
     ppl = lm_exp / "greedy_search" / "ppl-lm-valid-epoch-2_avg-1_use-averaged-model.txt"
     value = float(ppl.read_text().splitlines()[1].split("\t")[1])
     assert 1.0 < value < 30.0  # vocabulary 30: a trained LM is below uniform
+    for name in ("dev", "test"):  # and on the dev/test transcripts
+        assert (lm_exp / "greedy_search" / f"ppl-{name}-epoch-2_avg-1_use-averaged-model.txt").is_file()
     with pytest.raises(SystemExit, match=r"--epoch 2 --avg 3 .*use --avg <= 2"):
         decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 3, "--use-averaged-model", "false"] + data["args"])
     with pytest.raises(SystemExit, match=r"--model-type: checkpoint has 'lm', command line 'llm'"):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Decode the test sets with a trained model (icefall's decode.py options and result files).
+"""Decode the dev and test sets with a trained model (icefall's decode.py options and result files).
 
 Usage (from the repository root):
 
@@ -16,9 +16,11 @@ Usage (from the repository root):
 The model structure (--model-type, encoder/RWKV-7 shapes, adapter, PEFT, prompt) is read from the
 checkpoint; an option given on the command line that contradicts it is an error naming both values.
 
-Writes to exp_dir/{decoding_method}/: recogs-{set}-{suffix}.txt, errs-{set}-{suffix}.txt,
-wer-summary-{set}-{suffix}.txt (lm: ppl-{set}-{suffix}.txt) and log-decode-{suffix}-*; logs the
-RTFx (audio seconds / decoding seconds).
+Every dev set, then every test set, of the corpus conf (--conf) is decoded, as icefall decodes
+dev-clean/dev-other and test-clean/test-other. Writes to exp_dir/{decoding_method}/:
+recogs-{set}-{suffix}.txt, errs-{set}-{suffix}.txt, wer-summary-{set}-{suffix}.txt (lm:
+ppl-{set}-{suffix}.txt on the dev/test transcripts and lm-valid) and log-decode-{suffix}-*; logs
+the RTFx (audio seconds / decoding seconds).
 """
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from lhotse import CutSet
 
 from zipformer_rwkv import recipe
 from zipformer_rwkv.asr_datamodule import AsrDataModule
@@ -116,6 +119,20 @@ def decoding_suffix(params: AttributeDict) -> str:
     if params.use_averaged_model:
         s += "_use-averaged-model"
     return s
+
+
+def eval_sets(data: AsrDataModule) -> Dict[str, CutSet]:
+    """The conf's dev sets, then its test sets: name -> lazy CutSet.
+
+    Raises:
+      ValueError: a name is both a dev and a test set (their result files would collide).
+      FileNotFoundError: a manifest is missing.
+    """
+    dev, test = data.dev_cuts(), data.test_cuts()
+    both = sorted(set(dev) & set(test))
+    if both:
+        raise ValueError(f"{data.args.conf}: {', '.join(both)} named both as dev and as test set")
+    return {**dev, **test}
 
 
 # ------------------------------------------------------------------------------------ decoding
@@ -234,9 +251,9 @@ def decode() -> None:
     data = AsrDataModule(args)
     if params.model_type == "lm":
         try:
-            sets = {name: [c.supervisions[0].text for c in cuts] for name, cuts in data.test_cuts().items()}
+            sets = {name: [c.supervisions[0].text for c in cuts] for name, cuts in eval_sets(data).items()}
         except FileNotFoundError as e:
-            logging.warning(f"no test transcripts for the perplexity ({e})")
+            logging.warning(f"no dev/test transcripts for the perplexity ({e})")
             sets = {}
         if (params.lm_dir / "valid.txt").is_file():
             sets["lm-valid"] = (params.lm_dir / "valid.txt").read_text(encoding="utf8").splitlines()
@@ -246,7 +263,7 @@ def decode() -> None:
             logging.info(f"{name}: perplexity {ppl:.4f} over {n} tokens")
         return
 
-    for test_set, cuts in data.test_cuts().items():
+    for test_set, cuts in eval_sets(data).items():
         results, stats = decode_dataset(params, model, data.test_dataloaders(cuts), tokenizers, device)
         save_results(params, test_set, results)
         rtfx = stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9)
