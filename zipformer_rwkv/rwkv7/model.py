@@ -2,7 +2,7 @@
 
 Equations: spec rwkv7.md §1 (time-mix §1.2, WKV7 §1.3, channel-mix §1.4, recurrent state §1.5);
 from-scratch initialisation §3; parameter names and stored shapes §2, so that
-`model.load_state_dict(torch.load("RWKV-x070-....pth"))` works as it is (see `load.py`).
+`model.load_state_dict(torch.load("RWKV-x070-....pth", weights_only=True))` works as it is (see `load.py`).
 
 Three ways to run it, all on the same code path:
   * `forward(idx | inputs_embeds, lengths=, state=)` — parallel over time (training, prefill), calls the
