@@ -163,3 +163,29 @@ def test_whiten_penalises_correlated_features_only():
         g = torch.randn_like(x)
         (gx,) = torch.autograd.grad(w(x), x, g)
         assert (not torch.equal(gx, g)) == changed
+
+
+@pytest.mark.parametrize("fn,offset,const", [(swoosh_l, 4.0, 0.035), (swoosh_r, 1.0, 0.313261687)])
+def test_swoosh_autograd_matches_plain_formula(fn, offset, const):
+    """The custom autograd Function (in-place forward, backward from the saved input) against
+    autograd through the plain formula: gradcheck in float64, then fwd/bwd in float32 on odd
+    shapes including the softplus threshold region (x - offset > 20)."""
+    x = (torch.randn(7, 13, dtype=torch.float64) * 4).requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8)
+    torch.manual_seed(1)
+    x = torch.randn(5, 37, 11) * 10
+    x[0, 0, :3] = torch.tensor([offset + 19.9, offset + 20.0, offset + 25.0])
+    g = torch.randn_like(x)
+    outs, grads = [], []
+    for f in (fn, lambda t: torch.nn.functional.softplus(t - offset) - 0.08 * t - const):
+        xi = x.clone().requires_grad_(True)
+        y = f(xi)
+        y.backward(g)
+        outs.append(y.detach())
+        grads.append(xi.grad)
+    for a, b in ((outs[0], outs[1]), (grads[0], grads[1])):
+        assert float((a - b).norm() / b.norm()) < 1e-6
+    x64 = x.double().requires_grad_(True)
+    ref = torch.log1p(torch.exp(x64 - offset)) - 0.08 * x64 - const
+    ref.backward(g.double())
+    assert float((grads[0].double() - x64.grad).norm() / x64.grad.norm()) < 1e-6

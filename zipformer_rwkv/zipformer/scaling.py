@@ -88,14 +88,39 @@ def ScaledConv2d(*args, initial_scale: float = 1.0, **kwargs) -> nn.Conv2d:
     return ans
 
 
-def _swoosh(x: Tensor, offset: float, const: float) -> Tensor:
-    """log(1 + exp(x - offset)) - 0.08 x - const. Without autograd it runs in place on one
-    fresh tensor (3x faster on CPU than the out-of-place chain, same values)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return F.softplus(x - offset) - 0.08 * x - const
+def _swoosh_forward(x: Tensor, offset: float, const: float) -> Tensor:
+    """log(1 + exp(x - offset)) - 0.08 x - const, computed in place on one fresh tensor (3x
+    faster on CPU than the out-of-place chain, same values; softplus threshold 20 as F.softplus)."""
     y = x - offset
     torch.ops.aten.softplus.out(y, 1, 20, out=y)
     return y.add_(x, alpha=-0.08).sub_(const)
+
+
+class _SwooshFn(torch.autograd.Function):
+    """Swoosh with a hand-written backward: saves only the input x and computes
+    d/dx = sigmoid(x - offset) - 0.08 (derivative of specs §1.4's formula) in the backward pass,
+    so autograd keeps no elementwise temporaries and the forward runs in place."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, offset: float, const: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.offset = offset
+        return _swoosh_forward(x, offset, const)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        # softplus_backward(g, z) = g * sigmoid(z) (g where z > 20), exactly what autograd
+        # gives for F.softplus; the -0.08 x term adds -0.08 g.
+        ans = torch.ops.aten.softplus_backward(grad, x - ctx.offset, 1, 20)
+        return ans.add_(grad, alpha=-0.08), None, None
+
+
+def _swoosh(x: Tensor, offset: float, const: float) -> Tensor:
+    """log(1 + exp(x - offset)) - 0.08 x - const, any shape; differentiable via `_SwooshFn`."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SwooshFn.apply(x, offset, const)
+    return _swoosh_forward(x, offset, const)
 
 
 def swoosh_l(x: Tensor) -> Tensor:
