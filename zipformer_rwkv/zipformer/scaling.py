@@ -228,21 +228,29 @@ class _BalancerFn(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
         min_mean, max_mean, min_rms, max_rms, grad_scale, channel_dim = ctx.cfg
+        xf = x.detach().float()
+        dims = [d for d in range(xf.ndim) if d != channel_dim]
+        count = xf.numel() // xf.shape[channel_dim]
+        # The penalty depends on x only through the per-channel mean and mean square, so autograd
+        # runs on those small (1, C, 1, ..) tensors and the chain rule through the two means is
+        # written out: d/dx = d_mean / count + d_sq_mean * 2 x / count (a few passes over x
+        # instead of autograd's many full-size temporaries).
         with torch.enable_grad():
-            xf = x.detach().float().requires_grad_(True)
-            dims = [d for d in range(xf.ndim) if d != channel_dim]
-            sq_mean = (xf ** 2).mean(dim=dims, keepdim=True)
-            mean = xf.mean(dim=dims, keepdim=True)
+            mean = xf.mean(dim=dims, keepdim=True).requires_grad_(True)
+            sq_mean = (torch.linalg.vector_norm(xf, 2, dim=dims, keepdim=True) ** 2
+                       / count).requires_grad_(True)
             stddev = (sq_mean - mean * mean).clamp(min=1.0e-20).sqrt()
             rms = sq_mean.clamp(min=1.0e-20).sqrt()
             m = mean / stddev
             m_loss = (m - m.clamp(min=min_mean, max=max_mean)).abs()
             r_loss = (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
-            (loss_grad,) = torch.autograd.grad((m_loss + r_loss).sum(), xf)
-        loss_grad_rms = (loss_grad ** 2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1.0e-20)
-        loss_grad = loss_grad * (grad_scale / loss_grad_rms)
+            d_mean, d_sq_mean = torch.autograd.grad((m_loss + r_loss).sum(), (mean, sq_mean))
+        loss_grad = torch.addcmul(d_mean / count, xf, d_sq_mean * (2.0 / count))
+        loss_grad_rms = (torch.linalg.vector_norm(loss_grad, 2, dim=dims, keepdim=True)
+                         / math.sqrt(count)).clamp(min=1.0e-20)
+        loss_grad.mul_(grad_scale / loss_grad_rms)
         g = grad.float()
-        return (g + g.abs() * loss_grad).to(grad.dtype), None
+        return loss_grad.mul_(g.abs()).add_(g).to(grad.dtype), None
 
 
 def _abs_to_rms(x: float) -> float:
