@@ -237,8 +237,8 @@ class _BalancerFn(torch.autograd.Function):
         # instead of autograd's many full-size temporaries).
         with torch.enable_grad():
             mean = xf.mean(dim=dims, keepdim=True).requires_grad_(True)
-            sq_mean = (torch.linalg.vector_norm(xf, 2, dim=dims, keepdim=True) ** 2
-                       / count).requires_grad_(True)
+            # (x * x).mean, not linalg.vector_norm: the latter is ~2x slower on channels_last.
+            sq_mean = (xf * xf).mean(dim=dims, keepdim=True).requires_grad_(True)
             stddev = (sq_mean - mean * mean).clamp(min=1.0e-20).sqrt()
             rms = sq_mean.clamp(min=1.0e-20).sqrt()
             m = mean / stddev
@@ -246,8 +246,8 @@ class _BalancerFn(torch.autograd.Function):
             r_loss = (rms.clamp(min=min_rms, max=max_rms) / rms).log().abs()
             d_mean, d_sq_mean = torch.autograd.grad((m_loss + r_loss).sum(), (mean, sq_mean))
         loss_grad = torch.addcmul(d_mean / count, xf, d_sq_mean * (2.0 / count))
-        loss_grad_rms = (torch.linalg.vector_norm(loss_grad, 2, dim=dims, keepdim=True)
-                         / math.sqrt(count)).clamp(min=1.0e-20)
+        loss_grad_rms = (loss_grad * loss_grad).mean(dim=dims, keepdim=True).sqrt()
+        loss_grad_rms = loss_grad_rms.clamp(min=1.0e-20)
         loss_grad.mul_(grad_scale / loss_grad_rms)
         g = grad.float()
         return loss_grad.mul_(g.abs()).add_(g).to(grad.dtype), None
