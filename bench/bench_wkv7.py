@@ -17,6 +17,7 @@ Usage:
   python bench/bench_wkv7.py                          # CPU, plus CUDA when available
   python bench/bench_wkv7.py --device cpu --threads 1 --timer cpu --chunk-sizes 16 32
   python bench/bench_wkv7.py --device cpu --shape 1 1024 4 64 --fwd-only
+  python bench/bench_wkv7.py --device cpu --lm-shapes --threads 1 --timer cpu --chunk-sizes 16 32 --tri-inv doubling
   python bench/bench_wkv7.py --device cuda --shape 8 4096 64 64 --dtype bf16
 """
 import argparse
@@ -29,11 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zipformer_rwkv.rwkv7.wkv7 import triton_available, wkv7  # noqa: E402
+from zipformer_rwkv.rwkv7.wkv7 import chunked, triton_available, wkv7  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_SHAPES = [(1, 1024, 4, 64), (8, 512, 12, 64)]
 CUDA_SHAPES = [(8, 4096, 64, 64)]
+# LM training on CPU: ~300 sentences x 60 tokens with one 64-wide head, or 64 x 64 tokens with 4 heads
+LM_SHAPES = [(300, 60, 1, 64), (64, 64, 4, 64)]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -41,6 +44,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     p.add_argument("--shape", type=int, nargs=4, action="append", default=None, metavar=("B", "T", "H", "K"),
                    help="replace the default shapes of the chosen device (repeatable)")
+    p.add_argument("--lm-shapes", action="store_true",
+                   help=f"CPU shapes of small-LM training {LM_SHAPES} instead of the defaults")
+    p.add_argument("--tri-inv", choices=["solve", "doubling"], default=None,
+                   help="unit-lower-triangular inverse of the chunked path (default: the module's choice)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: fp32 on CPU, bf16 on CUDA")
     p.add_argument("--chunk-sizes", type=int, nargs="+", default=[16, 32, 64], help="chunked PyTorch sizes")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per point (best is reported)")
@@ -133,18 +140,21 @@ def main() -> None:
     args = get_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tri_inv:
+        chunked._TRI_INV_METHOD = args.tri_inv
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
             sys.exit("bench_wkv7.py: --device cuda but torch.cuda.is_available() is False")
         devices.remove("cuda")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, timer {args.timer}, "
+          f"tri-inv {chunked._TRI_INV_METHOD}, "
           f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'no'}")
     unit = "CPU ms" if args.timer == "cpu" else "ms"
     print(f"| device | impl | (B, T, H, K) dtype | fwd {unit} | fwd+bwd {unit} | speed-up vs naive (fwd / fwd+bwd) |")
     print("|---|---|---|---|---|---|")
     for device in devices:
-        shapes = args.shape or (CPU_SHAPES if device == "cpu" else CUDA_SHAPES)
+        shapes = args.shape or (CUDA_SHAPES if device == "cuda" else LM_SHAPES if args.lm_shapes else CPU_SHAPES)
         for shape in shapes:
             bench_shape(device, shape, args)
 

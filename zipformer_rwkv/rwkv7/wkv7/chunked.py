@@ -42,6 +42,41 @@ from zipformer_rwkv.rwkv7.wkv7.naive import compute_dtype
 
 # |sum of w over one chunk| above which exp(-g) could overflow float32 (e^88 ~ 1.6e38), with margin.
 _MAX_CHUNK_LOG_DECAY = 60.0
+# default method of `unit_lower_inverse` (see bench/bench_wkv7.py --tri-inv)
+_TRI_INV_METHOD = "solve"
+
+
+def unit_lower_inverse(X: Tensor, negate: bool = False, method: Optional[str] = None) -> Tensor:
+    """Inverse of the unit lower-triangular matrices I + N (or I - N with negate=True), batched.
+
+    Args:
+      X: (..., L, L); only its strict lower part N is read (diagonal and upper part are ignored).
+      negate: invert I - N instead of I + N.
+      method: "solve" (one batched `torch.linalg.solve_triangular` with identity right-hand side) or
+        "doubling" (N is nilpotent, so (I - N)^{-1} = (I + N)(I + N^2)(I + N^4)... with ceil(log2 L)
+        factors: 2 (ceil(log2 L) - 1) batched matmuls); None picks `_TRI_INV_METHOD`.
+    Returns:
+      (..., L, L) in X's dtype; exactly unit lower-triangular (zero above the diagonal).
+    """
+    method = method or _TRI_INV_METHOD
+    L = X.shape[-1]
+    if method == "solve":
+        M = X if negate is False else -X
+        eye = torch.eye(L, dtype=X.dtype, device=X.device)
+        return torch.linalg.solve_triangular(M, eye.expand_as(M), upper=False, unitriangular=True)
+    if method != "doubling":
+        raise ValueError(f"unit_lower_inverse: unknown method {method!r} (expected 'solve' or 'doubling')")
+    P = X.tril(-1)  # P = N: (I - P)^{-1} = sum_j P^j
+    if not negate:
+        P = P.neg_()  # (I + N)^{-1} = (I - (-N))^{-1}
+    T = P.clone()
+    T.diagonal(dim1=-2, dim2=-1).add_(1.0)  # I + P
+    s = 2
+    while s < L:  # T = sum_{j < 2s} P^j after each step
+        P = P @ P
+        T = T + T @ P
+        s *= 2
+    return T
 
 
 def _to_chunks(x: Tensor, n_chunks: int, L: int) -> Tensor:
@@ -55,25 +90,23 @@ def _to_chunks(x: Tensor, n_chunks: int, L: int) -> Tensor:
 
 
 class _Terms(NamedTuple):
-    """Per-chunk quantities the backward needs, all (B, H, n, L or K, .) in the compute dtype."""
+    """Per-chunk quantities the backward needs, all (B, H, n, ., .) in the compute dtype."""
 
-    w: Tensor
-    v: Tensor
-    e_g: Tensor  # e^{g}
-    e_G: Tensor  # e^{G}, (B, H, n, 1, K)
-    a_t: Tensor
-    r_t: Tensor
-    b_h: Tensor
-    k_h: Tensor
-    A_ab: Tensor
-    A_ak: Tensor
-    A_rb: Tensor
-    A_rk: Tensor
-    T_inv: Tensor  # (I - A_ab)^{-1}
-    W: Tensor
-    U: Tensor
-    Q: Tensor
-    M: Tensor
+    w: Tensor  # (L, K) log-decay
+    v: Tensor  # (L, V)
+    e_g: Tensor  # (L, K) e^{g}
+    e_gp: Tensor  # (L, K) e^{g'}
+    e_G: Tensor  # (1, K) e^{G}
+    ab_t: Tensor  # (2L, K) [a~; r~]
+    bk_h: Tensor  # (2L, K) [b^; k^]
+    A: Tensor  # (2L, 2L) [[A_ab, A_ak], [A_rb, A_rk]] (causal parts only)
+    T_inv: Tensor  # (L, L) (I - A_ab)^{-1}
+    W: Tensor  # (L, K)
+    U: Tensor  # (L, V)
+    Q: Tensor  # (L, K)
+
+
+_BWD_MASKS: Dict[tuple, Tensor] = {}
 
 
 def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
@@ -83,33 +116,26 @@ def _terms(r, w, k, v, a, b, L: int, cdt: torch.dtype) -> _Terms:
 
     g = w.cumsum(-2)
     e_g = g.exp()
+    e_gp = (g - w).exp_()
     e_G = e_g[..., -1:, :]  # total decay of the chunk
     # [a~; r~] and [b^; k^] written straight into (..., 2L, K) buffers (no stack copies)
     ab_t = r.new_empty(*r.shape[:-2], 2 * L, K)
     bk_h = torch.empty_like(ab_t)
-    torch.mul(a, (g - w).exp_(), out=ab_t[..., :L, :])
+    torch.mul(a, e_gp, out=ab_t[..., :L, :])
     torch.mul(r, e_g, out=ab_t[..., L:, :])
     i_g = e_g.reciprocal()
     torch.mul(b, i_g, out=bk_h[..., :L, :])
     torch.mul(k, i_g, out=bk_h[..., L:, :])
-    A = ab_t @ bk_h.transpose(-1, -2)  # (..., 2L, 2L): [[a~b^, a~k^], [r~b^, r~k^]]
-    A_ab, A_ak = A[..., :L, :L].tril(-1), A[..., :L, L:].tril(-1)
-    A_rb, A_rk = A[..., L:, :L].tril(), A[..., L:, L:].tril()
-    a_t, r_t = ab_t[..., :L, :], ab_t[..., L:, :]
-    b_h, k_h = bk_h[..., :L, :], bk_h[..., L:, :]
-    # explicit inverse (one solve with L right-hand sides) then matmuls: faster on CPU than solving for
-    # the K + V columns here and again (transposed) in the backward
-    eye = torch.eye(L, dtype=cdt, device=r.device)
-    T_inv = torch.linalg.solve_triangular(-A_ab, eye.expand_as(A_ab), upper=False, unitriangular=True)
-    WU = T_inv @ torch.cat([a_t, A_ak @ v], dim=-1)
+    key = (L, cdt, r.device)
+    if key not in _BWD_MASKS:  # strict lower blocks for the a~ rows, lower blocks for the r~ rows
+        one = torch.ones(L, L, dtype=cdt, device=r.device)
+        _BWD_MASKS[key] = torch.cat([one.tril(-1).repeat(1, 2), one.tril().repeat(1, 2)], 0)
+    A = (ab_t @ bk_h.transpose(-1, -2)).mul_(_BWD_MASKS[key])
+    T_inv = unit_lower_inverse(A[..., :L, :L], negate=True)
+    WU = T_inv @ torch.cat([ab_t[..., :L, :], A[..., :L, L:] @ v], dim=-1)
     W, U = WU[..., :K], WU[..., K:]
-    # M = diag(e^G) + b_d^T W with b_d = b e^{G-g} = e^G b^
-    M = torch.diag_embed(e_G.squeeze(-2)) + e_G.transpose(-1, -2) * (b_h.transpose(-1, -2) @ W)
-    return _Terms(
-        w=w, v=v, e_g=e_g, e_G=e_G, a_t=a_t, r_t=r_t, b_h=b_h, k_h=k_h,
-        A_ab=A_ab, A_ak=A_ak, A_rb=A_rb, A_rk=A_rk, T_inv=T_inv, W=W, U=U,
-        Q=r_t + A_rb @ W, M=M,
-    )
+    Q = torch.baddbmm(ab_t[..., L:, :].flatten(0, 2), A[..., L:, :L].flatten(0, 2), W.flatten(0, 2)).view_as(W)
+    return _Terms(w=w, v=v, e_g=e_g, e_gp=e_gp, e_G=e_G, ab_t=ab_t, bk_h=bk_h, A=A, T_inv=T_inv, W=W, U=U, Q=Q)
 
 
 def _from_chunks(x: Tensor, T: int) -> Tensor:
@@ -163,7 +189,7 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         h = r.new_zeros(BH, K, V, dtype=cdt)
     else:
         h = state.to(cdt).transpose(-1, -2).reshape(BH, K, V)
-    starts = new(n, BH, K, V) if save_states else None
+    starts = new(BH, n, K, V) if save_states else None
     for c0 in range(0, n, G):
         c1 = min(n, c0 + G)
         Gb, N = c1 - c0, (c1 - c0) * BH
@@ -197,7 +223,7 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T]
         Tm = TR[:, :L]
         Ms = A[:, :L, L:]  # strict lower part of I - A_ab (diagonal and upper part are ignored)
-        Tm.copy_(torch.linalg.solve_triangular(Ms, eye.expand_as(Ms), upper=False, unitriangular=True))
+        Tm.copy_(unit_lower_inverse(Ms))
         TR[:, L:] = A[:, L:, L:] @ Tm
         Tm.diagonal(dim1=-2, dim2=-1).sub_(1.0)
         Z = TR @ A[:, :L, :L]
@@ -210,7 +236,7 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         eG4 = e_G.view(Gb, BH, K, 1)
         for c in range(Gb):
             if starts is not None:
-                starts[c0 + c].copy_(h)
+                starts[:, c0 + c].copy_(h)
             Pc = P4[c]
             Pc.baddbmm_(WQ4[c], h)  # [SA; O]
             h = torch.addcmul(CV4[c], h, eG4[c])
@@ -218,7 +244,7 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         out5[c0:c1].copy_(v5(P)[..., L:, :])
     final = h.view(B, H, K, V).transpose(-1, -2).contiguous()
     if starts is not None:
-        starts = starts.view(n, B, H, K, V).permute(1, 2, 0, 3, 4)
+        starts = starts.view(B, H, n, K, V)
     return out[:, :T], final, starts
 
 
@@ -243,45 +269,47 @@ class ChunkedWKV7(torch.autograd.Function):
         t = _terms(r, w, k, v, a, b, L, cdt)
         dO = _to_chunks(d_out.to(cdt), n, L) if d_out is not None else torch.zeros_like(t.v)
         dh_T = d_state.to(cdt).transpose(-1, -2) if d_state is not None else h0.new_zeros(B, H, K, V)
-        # reverse scan: dh_end[c] = dL/d(state after chunk c)
-        ends = []
-        dh = dh_T.flatten(0, 1)
-        for c in range(n - 1, -1, -1):
-            ends.append(dh)
-            dh = torch.baddbmm(
-                t.Q[:, :, c].transpose(-1, -2).flatten(0, 1) @ dO[:, :, c].flatten(0, 1),
-                t.M[:, :, c].transpose(-1, -2).flatten(0, 1), dh,
-            )
-        d_h0 = dh.view(B, H, K, V)
-        dh = torch.stack(ends[::-1], dim=1).view(B, H, n, K, V)
-
         tr = lambda x: x.transpose(-1, -2)  # noqa: E731
-        e_G = t.e_G
-        b_d, k_d = t.b_h * e_G, t.k_h * e_G
+        e_G, A = t.e_G, t.A
+        bk_d = t.bk_h * e_G  # [b_d; k_d], (B, H, n, 2L, K)
+        # reverse scan, dh[c] = dL/d(state after chunk c):
+        #   dh[c-1] = M_c^T dh[c] + Q_c^T dO_c,  M^T dh = e^G * dh + W^T (b_d dh)   (M = diag(e^G)(I + b^^T W))
+        # [b_d; k_d] dh[c] (needed below for dSA and dv) is kept from the scan
+        QdO = tr(t.Q) @ dO  # (B, H, n, K, V)
+        dh = h0.new_empty(B, H, n, K, V)
+        BKdh = h0.new_empty(B, H, n, 2 * L, V)
+        d = dh_T
+        for c in range(n - 1, -1, -1):
+            dh[:, :, c] = d
+            BKdh[:, :, c] = bk_d[:, :, c] @ d
+            d = torch.baddbmm(
+                (d * tr(e_G[:, :, c])).flatten(0, 1), tr(t.W[:, :, c]).flatten(0, 1),
+                BKdh[:, :, c, :L].flatten(0, 1),
+            ).view(B, H, K, V) + QdO[:, :, c]
+        d_h0 = d
+
+        # every block of two (row) is [a~-rows; r~-rows] or [b-columns; k-columns], as in t.A
         SA = t.W @ h0 + t.U
-        dSA = tr(t.A_rb) @ dO + b_d @ dh
+        dSA = tr(A[..., L:, :L]) @ dO + BKdh[..., :L, :]
         dX = tr(t.T_inv) @ dSA
-        dA_ab = (dX @ tr(SA)).tril(-1)
-        dA_ak = (dX @ tr(t.v)).tril(-1)
-        dA_rk = (dO @ tr(t.v)).tril()
-        dA_rb = (dO @ tr(SA)).tril()
-        dv = tr(t.A_rk) @ dO + k_d @ dh + tr(t.A_ak) @ dX
-        dr_t = dO @ tr(h0) + dA_rk @ t.k_h + dA_rb @ t.b_h
-        da_t = dX @ tr(h0) + dA_ak @ t.k_h + dA_ab @ t.b_h
-        dk_h = tr(dA_rk) @ t.r_t + tr(dA_ak) @ t.a_t
-        db_h = tr(dA_rb) @ t.r_t + tr(dA_ab) @ t.a_t
-        dk_d = t.v @ tr(dh)
-        db_d = SA @ tr(dh)
+        dXO = torch.cat([dX, dO], dim=-2)  # (2L, V)
+        dv = tr(A[..., L:]) @ dXO + BKdh[..., L:, :]  # A_ak^T dX + A_rk^T dO + k_d dh
+        SAv = torch.cat([SA, t.v], dim=-2)  # (2L, V)
+        dA = (dXO @ tr(SAv)).mul_(_BWD_MASKS[(L, cdt, r.device)])  # [[dA_ab, dA_ak], [dA_rb, dA_rk]]
+        dar = dXO @ tr(h0) + dA @ t.bk_h  # [da~; dr~]
+        dbk_h = tr(dA) @ t.ab_t  # [db^; dk^]
+        dbk_d = SAv @ tr(dh)  # [db_d; dk_d]
+        pd = dbk_d * bk_d
+        p = dbk_h * t.bk_h + pd
+        q = dar * t.ab_t  # [da~ a~; dr~ r~]
         # log-decay: g = cumsum(w), g' = g - w, G = g_L
-        dg = dr_t * t.r_t - dk_h * t.k_h - db_h * t.b_h - dk_d * k_d - db_d * b_d
-        dgp = da_t * t.a_t
-        dG = (dk_d * k_d + db_d * b_d).sum(-2, keepdim=True) + tr((dh * h0).sum(-1, keepdim=True)) * e_G
+        dgp = q[..., :L, :]
+        dg = q[..., L:, :] - p[..., :L, :] - p[..., L:, :]
+        dG = pd.sum(-2, keepdim=True) + tr((dh * h0).sum(-1, keepdim=True)) * e_G
         rev = lambda x: x.flip(-2).cumsum(-2).flip(-2)  # noqa: E731
-        dw = rev(dg) + rev(dgp) - dgp + dG
-        e_g = t.e_g
-        grads = (
-            dr_t * e_g, dw, (dk_h + dk_d * e_G) / e_g, dv, da_t * (t.w.cumsum(-2) - t.w).exp(), (db_h + db_d * e_G) / e_g,
-        )
+        dw = rev(dg + dgp) - dgp + dG
+        dbk = (dbk_h + dbk_d * e_G).unflatten(-2, (2, L)) / t.e_g.unsqueeze(-3)  # [db; dk]
+        grads = (dar[..., L:, :] * t.e_g, dw, dbk[..., 1, :, :], dv, dar[..., :L, :] * t.e_gp, dbk[..., 0, :, :])
         grads = [_from_chunks(x, T).to(r.dtype) for x in grads]
         d_state0 = tr(d_h0).to(ctx.state_dtype) if ctx.has_state else None
         return (*grads, d_state0, None)
