@@ -144,3 +144,34 @@ def test_empty_sequence_keeps_state():
     inputs, s0 = make_inputs(1, 0, 1, 16, seed=8)
     out, s = wkv7(*(x.float() for x in inputs), s0.float())
     assert out.shape == (1, 0, 1, 16) and torch.equal(s, s0.float())
+
+
+@pytest.mark.parametrize("method", ["solve", "doubling"])
+@pytest.mark.parametrize("L", [1, 5, 16, 32])
+@pytest.mark.parametrize("negate", [False, True])
+def test_unit_lower_inverse(method, L, negate):
+    """(I +- N)^{-1} from the strict lower part only, vs a float64 inverse; fp32 rel. error <= 1e-5."""
+    g = torch.Generator().manual_seed(L)
+    X = torch.randn(3, 2, L, L, generator=g, dtype=torch.float64) * 0.3  # diagonal and upper part must be ignored
+    N = X.tril(-1)
+    eye = torch.eye(L, dtype=torch.float64)
+    ref = torch.linalg.inv(eye - N if negate else eye + N)
+    got = chunked.unit_lower_inverse(X.float(), negate=negate, method=method)
+    assert got.dtype == torch.float32 and got.shape == X.shape
+    assert rel_err(got, ref) <= FP32_TOL
+    assert torch.equal(got.triu(1), torch.zeros_like(got)) and torch.equal(got.diagonal(dim1=-2, dim2=-1), torch.ones(3, 2, L))
+    with pytest.raises(ValueError, match="unknown method"):
+        chunked.unit_lower_inverse(X, method="lu")
+
+
+@pytest.mark.parametrize("method", ["solve", "doubling"])
+def test_chunked_fwd_bwd_each_tri_inv(method, monkeypatch):
+    """Both inverse methods give the float64 reference's output, final state and gradients (odd T, 2 chunks+)."""
+    monkeypatch.setattr(chunked, "_TRI_INV_METHOD", method)
+    inputs, s0 = make_inputs(3, 45, 2, 16, seed=11)
+    got = run_fwd_bwd(lambda *x: wkv7_chunked(*x, chunk_size=16), inputs, s0, torch.float32)
+    ref = run_fwd_bwd(wkv7_naive, inputs, s0, torch.float64)
+    for x, x_ref in zip(got[:2], ref[:2]):
+        assert rel_err(x, x_ref) <= FP32_TOL
+    for name, g, g_ref in zip(NAMES, got[2], ref[2]):
+        assert rel_err(g, g_ref) <= FP32_TOL, name
