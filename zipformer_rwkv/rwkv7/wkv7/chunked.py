@@ -30,7 +30,13 @@ B * H * chunks) so every temporary stays small and is reused across blocks: on C
 fresh memory and of cache misses otherwise dominates the matmuls.
 
 Backward (custom autograd.Function; same formulas as the Triton kernel): one reverse scan over chunks for
-dh_c = M_c^T dh_{c+1} + Q_c^T dO_c, then every input gradient in closed form, batched over chunks.
+dh_c = M_c^T dh_{c+1} + Q_c^T dO_c, with M^T dh = e^G * dh + W^T (b_d dh) (M itself, K x K per chunk, is
+never formed), then every input gradient in closed form, batched over chunks. The a/r rows and b/k
+columns are kept stacked ([a~; r~], [b^; k^], the 2L x 2L matrix of all four A blocks) so each gradient
+block pair is one matmul, and the saved (K x V per chunk) states are read once per product: at the
+LM-training shapes (300, 60, 1, 64) and (64, 64, 4, 64) that made forward+backward ~25 % faster than
+separate matmuls (bench/bench_wkv7.py --lm-shapes). The triangular inverse is ~3 % of that time at one
+thread; `unit_lower_inverse` also offers the matmul-only doubling form, measured no faster on CPU.
 """
 import math
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -283,9 +289,9 @@ class ChunkedWKV7(torch.autograd.Function):
             dh[:, :, c] = d
             BKdh[:, :, c] = bk_d[:, :, c] @ d
             d = torch.baddbmm(
-                (d * tr(e_G[:, :, c])).flatten(0, 1), tr(t.W[:, :, c]).flatten(0, 1),
+                torch.addcmul(QdO[:, :, c], d, tr(e_G[:, :, c])).flatten(0, 1), tr(t.W[:, :, c]).flatten(0, 1),
                 BKdh[:, :, c, :L].flatten(0, 1),
-            ).view(B, H, K, V) + QdO[:, :, c]
+            ).view(B, H, K, V)
         d_h0 = d
 
         # every block of two (row) is [a~-rows; r~-rows] or [b-columns; k-columns], as in t.A
