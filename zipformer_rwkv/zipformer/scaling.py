@@ -97,22 +97,23 @@ def _swoosh_forward(x: Tensor, offset: float, const: float) -> Tensor:
 
 
 class _SwooshFn(torch.autograd.Function):
-    """Swoosh with a hand-written backward: saves only the input x and computes
-    d/dx = sigmoid(x - offset) - 0.08 (derivative of specs §1.4's formula) in the backward pass,
-    so autograd keeps no elementwise temporaries and the forward runs in place."""
+    """Swoosh with a hand-written backward: saves only z = x - offset (one tensor of x's size,
+    like autograd's softplus) and computes d/dx = sigmoid(z) - 0.08 (derivative of specs §1.4's
+    formula) in the backward pass, so autograd keeps no elementwise temporaries."""
 
     @staticmethod
     def forward(ctx, x: Tensor, offset: float, const: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.offset = offset
-        return _swoosh_forward(x, offset, const)
+        z = x - offset
+        ctx.save_for_backward(z)
+        y = F.softplus(z)
+        return y.add_(x, alpha=-0.08).sub_(const)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
+        (z,) = ctx.saved_tensors
         # softplus_backward(g, z) = g * sigmoid(z) (g where z > 20), exactly what autograd
         # gives for F.softplus; the -0.08 x term adds -0.08 g.
-        ans = torch.ops.aten.softplus_backward(grad, x - ctx.offset, 1, 20)
+        ans = torch.ops.aten.softplus_backward(grad, z, 1, 20)
         return ans.add_(grad, alpha=-0.08), None, None
 
 
