@@ -4,9 +4,11 @@
 Usage (from the repo root):
   python bench/bench_encoder.py                          # small + medium, batch 1 and 8, 10 s
   python bench/bench_encoder.py --configs medium --batch-sizes 8 --threads 2 --repeats 3
+  python bench/bench_encoder.py --train --configs small --batch-sizes 8   # training step speed
 
 Random weights (speed does not depend on the values), random 80-dim fbank at 100 Hz, fp32,
-eval mode, torch.no_grad(). RTF = median wall time of one forward / (batch * seconds of audio); "CPU-time RTF" uses the
+eval mode, torch.no_grad(); with --train: train mode (dropout, Balancer/Whiten, layer skipping
+active), one forward + backward of `encoder_out.sum()`. RTF = median wall time of one forward / (batch * seconds of audio); "CPU-time RTF" uses the
 process CPU time (all threads) instead, which is what to look at on a machine shared with
 other jobs (wall RTF on N free cores is then roughly CPU-time RTF / N).
 On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE: with the default
@@ -36,11 +38,20 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="audio length per utterance")
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per row (median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--train", action="store_true", help="time a training step (forward + backward)")
     return p
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_step(model: ZipformerEncoder, x: torch.Tensor, x_lens: torch.Tensor, train: bool) -> None:
+    """One forward (x: (N, T, 80) fbank, x_lens: (N,)); with `train`, also the backward."""
+    encoder_out, _ = model(x, x_lens)
+    if train:
+        model.zero_grad(set_to_none=True)
+        encoder_out.sum().backward()
 
 
 def main() -> None:
@@ -51,21 +62,22 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
           f"visible, load avg {os.getloadavg()[0]:.1f}, OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; input {args.seconds:g} s = {frames} frames")
-    print("| config | batch | forward s (median) | RTF | x real time | CPU-time RTF | model MB | peak RSS MB |")
+    step = "forward+backward" if args.train else "forward"
+    print(f"| config | batch | {step} s (median) | RTF | x real time | CPU-time RTF | model MB | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.configs.split(","):
         torch.manual_seed(0)
-        model = ZipformerEncoder(ENCODER_CONFIGS[name]).eval()
+        model = ZipformerEncoder(ENCODER_CONFIGS[name]).train(args.train)
         model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             x = torch.randn(bs, frames, 80)
             x_lens = torch.full((bs,), frames, dtype=torch.int64)
             times, cpu = [], []
-            with torch.no_grad():
-                model(x[:, :500], torch.full((bs,), 500))  # warm-up (allocator, oneDNN)
+            with torch.set_grad_enabled(args.train):
+                run_step(model, x[:, :500], torch.full((bs,), 500), args.train)  # warm-up
                 for _ in range(args.repeats):
                     t0, c0 = time.perf_counter(), time.process_time()
-                    model(x, x_lens)
+                    run_step(model, x, x_lens, args.train)
                     times.append(time.perf_counter() - t0)
                     cpu.append(time.process_time() - c0)
             sec = statistics.median(times)
