@@ -221,6 +221,13 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
     transcribe.main()
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.split("\t")[0] for l in lines] == [str(wav), str(stereo_8k)]
+    short = tmp_path / "short.wav"  # 0.06 s = 4 fbank frames: too short for the encoder
+    sf.write(short, audio[: sr * 6 // 100], sr)
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(short)])
+    transcribe.main()
+    from zipformer_rwkv.recipe import NOTE_SKIPPED
+
+    assert capsys.readouterr().out.strip() == f"{short}\t<{NOTE_SKIPPED}>"
     monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(tmp_path / "missing.wav")])
     with pytest.raises(SystemExit, match="missing.wav: no such audio file"):
         transcribe.main()

@@ -32,7 +32,7 @@ import argparse
 import logging
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from lhotse import CutSet
@@ -48,10 +48,8 @@ from zipformer_rwkv.utils import (
     write_error_stats,
     write_wer_summary,
 )
-from zipformer_rwkv.zipformer import encoder_out_length
 
-NOTE_TRUNCATED = "hit --max-new-tokens (no EOS)"
-NOTE_SKIPPED = "skipped: encoder output too short for one adapter position"
+NOTE_SKIPPED, NOTE_TRUNCATED = recipe.NOTE_SKIPPED, recipe.NOTE_TRUNCATED
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -153,27 +151,10 @@ def decode_dataset(params, model, dl, tokenizers, device) -> Tuple[list, Dict[st
         refs = recipe.batch_texts(batch)
         cut_ids = [c.id for c in batch["supervisions"]["cut"]] if "cut" in batch["supervisions"] else \
             [f"utt-{len(results) + i}" for i in range(len(refs))]
-        hyps: List[str] = [""] * len(refs)
-        notes: List[str] = [""] * len(refs)
         t0 = time.time()
-        if params.model_type == "ctc":
-            for i, ids in enumerate(model.decode(feats, lens)):
-                hyps[i] = tokenizers["bpe"].decode(ids)
-        else:
-            ok = (encoder_out_length(lens) // params.adapter_downsample >= 1).nonzero().flatten()
-            for i in set(range(len(refs))) - set(ok.tolist()):
-                notes[i] = NOTE_SKIPPED
-                stats["skipped"] += 1
-            if len(ok):
-                sub_lens = lens[ok]
-                sub = feats[ok, : int(sub_lens.max())]
-                out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size,
-                                     params.max_new_tokens)
-                for i, h in zip(ok.tolist(), out):
-                    hyps[i] = tokenizers["llm"].decode(h.tokens)
-                    if h.truncated:
-                        notes[i] = NOTE_TRUNCATED
-                        stats["truncated"] += 1
+        hyps, notes = recipe.recognize(params, model, tokenizers, feats, lens)
+        stats["skipped"] += notes.count(NOTE_SKIPPED)
+        stats["truncated"] += notes.count(NOTE_TRUNCATED)
         if device.type == "cuda":
             torch.cuda.synchronize()
         stats["decode_seconds"] += time.time() - t0

@@ -10,7 +10,6 @@ pretrained-weight loading, batch -> loss, and the optimizers.
 """
 import argparse
 import logging
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -21,6 +20,7 @@ from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_p
 from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
 from zipformer_rwkv.prompt import PromptTemplate
 from zipformer_rwkv.utils import AttributeDict, str2bool
+from zipformer_rwkv.zipformer import encoder_out_length
 
 MODEL_TYPES = ("ctc", "lm", "llm")
 
@@ -263,6 +263,49 @@ def batch_feature_lens(batch: dict) -> torch.Tensor:
     for seq, start, num in zip(sup["sequence_idx"].tolist(), sup["start_frame"].tolist(), sup["num_frames"].tolist()):
         lens[seq] = max(int(lens[seq]), start + num)
     return lens
+
+
+NOTE_TRUNCATED = "hit --max-new-tokens (no EOS)"
+NOTE_SKIPPED = "skipped: encoder output too short for the model"
+
+
+@torch.no_grad()
+def recognize(
+    params: AttributeDict,
+    model: nn.Module,
+    tokenizers: Dict[str, object],
+    feats: torch.Tensor,
+    feat_lens: torch.Tensor,
+) -> Tuple[List[str], List[str]]:
+    """Transcribe a batch with a ctc or llm model (decode.py and transcribe.py both use this).
+
+    Args:
+      feats: (N, T, 80) fbank at 100 Hz; feat_lens: (N,) valid frames.
+    Returns:
+      hypothesis texts and notes, one each per utterance. An utterance whose encoder output is too
+      short (ctc: < 1 frame, llm: < one adapter position) gets "" and NOTE_SKIPPED; an llm hypothesis
+      that reached --max-new-tokens without EOS gets NOTE_TRUNCATED; other notes are "".
+    """
+    n = feats.size(0)
+    hyps, notes = [""] * n, [""] * n
+    min_frames = params.adapter_downsample if params.model_type == "llm" else 1
+    ok = (encoder_out_length(feat_lens) >= min_frames).nonzero().flatten()
+    for i in set(range(n)) - set(ok.tolist()):
+        notes[i] = NOTE_SKIPPED
+    if len(ok) == 0:
+        return hyps, notes
+    sub_lens = feat_lens[ok]
+    sub = feats[ok, : int(sub_lens.max())]
+    if params.model_type == "ctc":
+        for i, ids in zip(ok.tolist(), model.decode(sub, sub_lens)):
+            hyps[i] = tokenizers["bpe"].decode(ids)
+        return hyps, notes
+    out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size, params.max_new_tokens)
+    for i, h in zip(ok.tolist(), out):
+        hyps[i] = tokenizers["llm"].decode(h.tokens)
+        if h.truncated:
+            notes[i] = NOTE_TRUNCATED
+    return hyps, notes
 
 
 def compute_loss(

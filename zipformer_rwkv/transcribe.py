@@ -20,7 +20,6 @@ if __name__ == "__main__":  # run as a script: make the repository root importab
 
 import argparse
 import logging
-from typing import List
 
 import torch
 
@@ -55,16 +54,11 @@ def load_fbank(path: Path) -> torch.Tensor:
         raise FileNotFoundError(f"{path}: no such audio file")
     try:
         rec = Recording.from_file(path)
+        if rec.sampling_rate != SAMPLE_RATE:
+            rec = rec.resample(SAMPLE_RATE)
         audio = rec.load_audio().mean(axis=0)  # (channels, samples) -> mono
     except Exception as e:
         raise ValueError(f"{path}: cannot read audio ({e})") from None
-    if rec.sampling_rate != SAMPLE_RATE:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, rec.sampling_rate)
-        audio = resample_poly(audio, SAMPLE_RATE // g, rec.sampling_rate // g)
     feats = Fbank(FbankConfig(num_mel_bins=80)).extract(audio.astype("float32"), SAMPLE_RATE)
     return torch.from_numpy(feats)
 
@@ -88,15 +82,13 @@ def load_model(args) -> tuple:
     return params, model.eval(), tokenizers
 
 
-@torch.no_grad()
-def transcribe(params, model, tokenizers, feats: List[torch.Tensor], args) -> List[str]:
-    """Transcripts of a list of (T, 80) fbank tensors (one batch)."""
-    lens = torch.tensor([f.shape[0] for f in feats])
-    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=-23.0)
-    if params.model_type == "ctc":
-        return [tokenizers["bpe"].decode(ids) for ids in model.decode(x, lens)]
-    hyps = model.generate(x, lens, args.decoding_method, args.beam_size, args.max_new_tokens)
-    return [tokenizers["llm"].decode(h.tokens) for h in hyps]
+def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> str:
+    """Transcript of one (T, 80) fbank tensor, or `<NOTE>` when recipe.recognize skips it."""
+    params = AttributeDict(params, decoding_method=args.decoding_method, beam_size=args.beam_size,
+                           max_new_tokens=args.max_new_tokens)
+    hyps, notes = recipe.recognize(params, model, tokenizers, feats.unsqueeze(0),
+                                   torch.tensor([feats.shape[0]]))
+    return f"<{notes[0]}>" if notes[0] == recipe.NOTE_SKIPPED else hyps[0].strip()
 
 
 def main() -> None:
@@ -106,10 +98,7 @@ def main() -> None:
         params, model, tokenizers = load_model(args)
         for path in args.files:
             feats = load_fbank(path)
-            if feats.shape[0] < 40:
-                print(f"{path}\t<too short: {feats.shape[0] / 100:.2f} s>")
-                continue
-            print(f"{path}\t{transcribe(params, model, tokenizers, [feats], args)[0].strip()}", flush=True)
+            print(f"{path}\t{transcribe(params, model, tokenizers, feats, args)}", flush=True)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"transcribe.py: error: {e}")
 
