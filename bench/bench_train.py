@@ -53,7 +53,7 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
 
     from zipformer_rwkv import recipe, train
     from zipformer_rwkv.checkpoint import read_checkpoint
-    from zipformer_rwkv.utils import AttributeDict, create_grad_scaler
+    from zipformer_rwkv.utils import create_grad_scaler
 
     ckpt = newest_checkpoint(exp_dir)
     saved = read_checkpoint(ckpt)

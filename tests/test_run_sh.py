@@ -179,7 +179,7 @@ def test_summarize_results_table(tmp_path):
         (d / f"wer-summary-dev-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{dev}\n")
         (d / f"wer-summary-test-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{test}\n")
         (d / f"log-decode-{suffix}-2026-01-01-00-00-00").write_text(
-            f"2026 INFO [decode.py:1] test: 30 utterances, 99.0 s of audio decoded in 1.0 s: RTFx 99.0; x\n")
+            "2026 INFO [decode.py:1] test: 30 utterances, 99.0 s of audio decoded in 1.0 s: RTFx 99.0; x\n")
     (exp / "ctc" / "log").mkdir()
     (exp / "ctc" / "log" / "log-train-2026").write_text("Number of model parameters: 2500000 (2000000 trainable)\n")
     (exp / "lm" / "greedy_search").mkdir(parents=True)

@@ -7,7 +7,9 @@ import torch
 
 from zipformer_rwkv.zipformer import ctc_loss, encoder_out_length, make_ctc_output, set_batch_count
 from zipformer_rwkv.zipformer.scaling import ScheduledFloat
-from tests.zipformer_tiny import tiny_encoder, single_thread  # noqa: F401 (fixture)
+from tests.zipformer_tiny import tiny_encoder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -17,7 +17,8 @@ from zipformer_rwkv.zipformer.scaling import (
     swoosh_r,
     whitening_metric,
 )
-from tests.zipformer_tiny import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_swoosh_formulas():

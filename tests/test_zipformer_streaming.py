@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from tests.zipformer_tiny import tiny_encoder, single_thread  # noqa: F401 (fixture)
+from tests.zipformer_tiny import tiny_encoder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def stream(model, x: torch.Tensor, num_chunks: int) -> torch.Tensor:

@@ -1,6 +1,5 @@
 """A tiny Zipformer2 config for fast CPU tests: same six-stack structure (1,2,4,8,4,2) and code
 paths as the real ones, ~0.7 M parameters (mostly the fixed-size Conv2dSubsampling)."""
-import pytest
 import torch
 
 from zipformer_rwkv.zipformer import ZipformerConfig, ZipformerEncoder
@@ -33,12 +32,3 @@ def tiny_encoder(seed: int = 0, **overrides) -> ZipformerEncoder:
                 p.uniform_(0.2, 0.9)  # real checkpoints have non-trivial values here
     return model.eval()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny-model ops are too small to gain from intra-op threads, and on a busy machine OpenMP
-    threads waiting for each other make them ~20x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

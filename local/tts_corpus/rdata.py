@@ -76,10 +76,10 @@ class _Reader:
         if sxp == LISTSXP:  # pairlist -> dict of tag: value (untagged items get their index)
             out: dict = {}
             while sxp == LISTSXP:
-                attr = self.item() if has_attr else None
+                if has_attr:
+                    self.item()  # attributes of a pairlist node: read past them
                 tag = self.item() if has_tag else len(out)
                 out[tag] = self.item()
-                del attr
                 flags = self.int()
                 sxp, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
             if sxp not in _SINGLETONS:
