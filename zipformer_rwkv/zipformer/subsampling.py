@@ -37,7 +37,8 @@ class ConvNeXt(nn.Module):
         self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, groups=channels,
                                         padding=self.padding)
         self.pointwise_conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
-        self.hidden_balancer = Balancer(hidden, channel_dim=1, min_positive=0.3, max_positive=1.0,
+        # The branch runs channels-last, (N, T, F, C): the hidden channels are the last axis.
+        self.hidden_balancer = Balancer(hidden, channel_dim=-1, min_positive=0.3, max_positive=1.0,
                                         min_abs=0.75, max_abs=5.0)
         self.activation = SwooshL()
         self.pointwise_conv2 = ScaledConv2d(hidden, channels, kernel_size=1, initial_scale=0.01)
@@ -47,15 +48,25 @@ class ConvNeXt(nn.Module):
                                  grad_scale=0.01)
 
     def _branch(self, x: Tensor) -> Tensor:
-        x = self.pointwise_conv1(x)
-        x = self.hidden_balancer(x)
-        x = self.activation(x)
-        return self.pointwise_conv2(x)
+        """x: (N, C, T, F), the depthwise-conv output -> (N, C, T, F) (a channels-last view).
+
+        The two 1x1 convolutions are computed as matmuls over the channels-last layout
+        (N, T, F, C) with the Conv2d weights viewed as (C_out, C_in): the same values and the
+        same state dict, but much faster on CPU than Conv2d (whose 1x1 backward with 1 thread
+        takes the slow im2col path: 2.2 s vs 0.3 s for (12, 128, 396, 19), measured)."""
+        h = x.permute(0, 2, 3, 1)  # (N, T, F, C); free when x is channels_last
+        w1, w2 = self.pointwise_conv1.weight, self.pointwise_conv2.weight
+        h = F.linear(h, w1.view(w1.shape[0], w1.shape[1]), self.pointwise_conv1.bias)
+        h = self.hidden_balancer(h)
+        h = self.activation(h)
+        h = F.linear(h, w2.view(w2.shape[0], w2.shape[1]), self.pointwise_conv2.bias)
+        return h.permute(0, 3, 1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, C, T, F) -> (N, C, T, F)."""
         # channels_last: torch's CPU depthwise-conv backward is 2x faster (measured, 7x7 on
-        # (31, 128, 188, 19)) and at least as fast on GPU; the values are the same.
+        # (31, 128, 188, 19)) and at least as fast on GPU; the values are the same. Its output
+        # is then (N, T, F, C) in memory, the layout the 1x1 matmuls of `_branch` want.
         y = self._branch(self.depthwise_conv(x.contiguous(memory_format=torch.channels_last)))
         if self.training:
             rate = float(self.layerdrop_rate)
@@ -132,7 +143,9 @@ class Conv2dSubsampling(nn.Module):
         """
         if x.shape[1] < 9:
             raise ValueError(f"Conv2dSubsampling needs at least 9 input frames, got {x.shape[1]}")
-        x = self.conv(x.unsqueeze(1))  # (N, C, T', F')
+        # channels_last throughout (mkldnn convs keep it): the ConvNeXt then needs no layout
+        # copies and its gradients arrive in the (N, T, F, C) order its matmuls want.
+        x = self.conv(x.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (N, C, T', F')
         lens = (x_lens - 7) // 2
         if bool((lens < x.shape[2]).any()):
             pad = torch.arange(x.shape[2], device=x.device)[None, :] >= lens[:, None]
