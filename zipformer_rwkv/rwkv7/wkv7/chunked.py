@@ -23,11 +23,11 @@ Forward (`_forward`, used with and without autograd). With T = (I - A_ab)^{-1} =
     per chunk, sequentially:  [SA; O] = [U; O_in] + [W; Q] h,   h <- e^G * h + k_d^T V + b_d^T SA
 
 with k_d = k e^{G-g}, b_d = b e^{G-g}: 8 K V flops per step in the state part, L-independent (the naive
-recurrence does ~9 K V; the gain is doing them as matmuls). T comes from one batched triangular solve
-with identity right-hand side (on CPU faster than solving for the K + V columns, than blocked doubling
-and than row-by-row substitution). Chunks are processed in blocks of about `_BLOCK_ROWS` rows (over
-B * H * chunks) so every temporary stays small and is reused across blocks: on CPU the cost of touching
-fresh memory and of cache misses otherwise dominates the matmuls.
+recurrence does ~9 K V; the gain is doing them as matmuls). [T - I; R] = [A_ab; A_rb] T comes from one
+batched right-sided triangular solve with the A columns as right-hand side. Chunks are processed in
+blocks of about `_BLOCK_ROWS` rows (over B * H * chunks) so every temporary stays small and is reused
+across blocks: on CPU the cost of touching fresh memory and of cache misses otherwise dominates the
+matmuls.
 
 Backward (custom autograd.Function; same formulas as the Triton kernel): one reverse scan over chunks for
 dh_c = M_c^T dh_{c+1} + Q_c^T dO_c, with M^T dh = e^G * dh + W^T (b_d dh) (M itself, K x K per chunk, is
@@ -153,22 +153,29 @@ def _from_chunks(x: Tensor, T: int) -> Tensor:
 # Rows (B * H * chunks * L) per block in `_forward`. 1024 rows (temporaries <= 1 MB at K = 64) measured
 # fastest on a 2-core AVX-512 CPU at (1, 1024, 4, 64) and (8, 512, 12, 64); 4096 was 10-40 % slower.
 _BLOCK_ROWS = 1024
-_CONSTS: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+_MASKS: Dict[tuple, Tensor] = {}
+_LOG2E = 1.4426950408889634
 
 
-def _consts(L: int, dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, Tensor]:
-    """(mask (2L, 2L), eye (L, L)). The mask, applied to [a~; r~] @ [k^; b^]^T = [[A_ak, A_ab], [A_rk, A_rb]],
-    keeps the causal parts and negates A_ab, so its top-right block is the strict lower part of I - A_ab."""
+def _fwd_mask(L: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(2L, 2L) mask that, applied to [a~; r~] @ [k^; b^]^T = [[A_ak, A_ab], [A_rk, A_rb]], keeps the causal
+    parts and negates A_ab, so its top-right block is the strict lower part of I - A_ab."""
     key = (L, dtype, device)
-    if key not in _CONSTS:
+    if key not in _MASKS:
         one = torch.ones(L, L, dtype=dtype, device=device)
-        mask = torch.cat([torch.cat([one.tril(-1), -one.tril(-1)], 1), one.tril().repeat(1, 2)], 0)
-        _CONSTS[key] = (mask, torch.eye(L, dtype=dtype, device=device))
-    return _CONSTS[key]
+        _MASKS[key] = torch.cat([torch.cat([one.tril(-1), -one.tril(-1)], 1), one.tril().repeat(1, 2)], 0)
+    return _MASKS[key]
 
 
 def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: bool):
     """Chunked WKV7 forward (see the module docstring), blocked over chunks.
+
+    e^{g} for all chunks first (the cumulative log-decay in base 2 by L - 1 row additions, then exp2:
+    both several times cheaper on CPU than cumsum over a middle dimension and exp). Per block of chunks,
+    batched: [a~; r~], [k^; b^], the masked A blocks, [T - I; A_rb T] by one right-sided triangular solve,
+    [U; O_intra] = ([A_ak; A_rk] + [T'; R] A_ak) V, [W; Q] = [a~; r~] + [T'; R] a~ and k_d^T V. Then per
+    chunk (three small ops on per-chunk views taken up front):  [SA; O] = [U; O_intra] + [W; Q] h,
+    h <- e^G * h + k_d^T V + b_d^T SA.
 
     Args: as `wkv7_chunked`; L = chunk length; save_states: also return the state entering each chunk.
     Returns:
@@ -181,74 +188,79 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
     if in_dtype != cdt:
         r, w, k, v, a, b = (x.to(cdt) for x in (r, w, k, v, a, b))
     n = math.ceil(T / L)
+    if n * L != T:  # pad the last chunk with w = 0 (no decay) and zero vectors: the state is unchanged
+        r, w, k, v, a, b = (torch.nn.functional.pad(x, (0, 0, 0, 0, 0, n * L - T)) for x in (r, w, k, v, a, b))
     BH = B * H
     G = max(1, min(n, _BLOCK_ROWS // (BH * L)))  # chunks per block
+    mask = _fwd_mask(L, cdt, r.device)
+    # E = exp([0; g]) per chunk for all chunks at once, (B, n, L + 1, H, K): rows 0..L-1 = e^{g'}, 1..L = e^{g}
+    E = w.new_empty(B, n, L + 1, H, K)
+    E[:, :, 0].zero_()
+    torch.mul(w.view(B, n, L, H, K), _LOG2E, out=E[:, :, 1:])
+    for t in range(2, L + 1):  # cumulative sum, base 2 (cheaper than cumsum over a middle dim)
+        E[:, :, t].add_(E[:, :, t - 1])
+    E.exp2_()
     new = lambda *shape: r.new_empty(*shape, dtype=cdt)  # noqa: E731
     Nm = G * BH
     # workspace of one block, reused by every block
-    E_, X_, Y_, A_ = new(Nm, L + 1, K), new(Nm, 2 * L, K), new(Nm, 2 * L, K), new(Nm, 2 * L, 2 * L)
-    TR_, V_, P_, WQ_, CV_ = new(Nm, 2 * L, L), new(Nm, L, V), new(Nm, 2 * L, V), new(Nm, 2 * L, K), new(Nm, K, V)
-    mask, eye = _consts(L, cdt, r.device)
+    X_, Y_, A_, TR_ = new(Nm, 2 * L, K), new(Nm, 2 * L, K), new(Nm, 2 * L, 2 * L), new(Nm, 2 * L, L)
+    V_, P_, WQ_, CV_ = new(Nm, L, V), new(Nm, 2 * L, V), new(Nm, 2 * L, K), new(Nm, K, V)
+    Hs_ = new(G + 1, BH, K, V)  # chunk start states of a block, and the state after it
+    tmp = new(BH, K, V)
     out = r.new_empty(B, n * L, H, V, dtype=in_dtype)
     out5 = out.view(B, n, L, H, V).permute(1, 0, 3, 2, 4)  # (n, B, H, L, V)
     if state is None:
-        h = r.new_zeros(BH, K, V, dtype=cdt)
+        Hs_[0].zero_()
     else:
-        h = state.to(cdt).transpose(-1, -2).reshape(BH, K, V)
+        Hs_[0].copy_(state.transpose(-1, -2).reshape(BH, K, V))
     starts = new(BH, n, K, V) if save_states else None
     for c0 in range(0, n, G):
         c1 = min(n, c0 + G)
         Gb, N = c1 - c0, (c1 - c0) * BH
-        t0, t1 = c0 * L, min(T, c1 * L)
 
-        def blk(x: Tensor) -> Tensor:  # (B, T, H, D) -> view (Gb, B, H, L, D) of this block's steps
-            x = x[:, t0:t1]
-            if t1 - t0 < Gb * L:  # last chunk is partial: pad with w = 0 (no decay) and zero vectors
-                x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, Gb * L - (t1 - t0)))
-            return x.unflatten(1, (Gb, L)).permute(1, 0, 3, 2, 4)
+        def blk(x: Tensor) -> Tensor:  # (B, n * L, H, D) -> view (Gb, B, H, L, D) of this block's steps
+            return x[:, c0 * L:c1 * L].unflatten(1, (Gb, L)).permute(1, 0, 3, 2, 4)
 
         def v5(x: Tensor) -> Tensor:  # (N, ...) -> (Gb, B, H, ...)
             return x.view(Gb, B, H, *x.shape[1:])
 
-        E, X, Y, A, TR, Vc, P, WQ, CV = (t[:N] for t in (E_, X_, Y_, A_, TR_, V_, P_, WQ_, CV_))
-        # E = exp([0; g]): rows 0..L-1 = e^{g'} (exclusive), rows 1..L = e^{g} (inclusive), row L = e^G
-        E[:, 0].zero_()
-        torch.cumsum(blk(w), dim=-2, out=v5(E[:, 1:]))
-        E.exp_()
-        e_gp, e_g = v5(E[:, :L]), v5(E[:, 1:])
+        X, Y, A, TR, Vc, P, WQ, CV = (t[:N] for t in (X_, Y_, A_, TR_, V_, P_, WQ_, CV_))
+        Hs = Hs_[:Gb + 1]
+        Eb = E[:, c0:c1].permute(1, 0, 3, 2, 4)  # (Gb, B, H, L + 1, K)
+        e_gp, e_g, e_G = Eb[..., :L, :], Eb[..., 1:, :], Eb[..., L:, :]
         X5, Y5 = v5(X), v5(Y)
         torch.mul(blk(a), e_gp, out=X5[..., :L, :])  # a~
         torch.mul(blk(r), e_g, out=X5[..., L:, :])  # r~
         torch.div(blk(k), e_g, out=Y5[..., :L, :])  # k^
         torch.div(blk(b), e_g, out=Y5[..., L:, :])  # b^
         v5(Vc).copy_(blk(v))
-        e_G = E[:, L:]  # (N, 1, K)
         torch.bmm(X, Y.transpose(-1, -2), out=A)
         A.mul_(mask)  # [[A_ak, -A_ab], [A_rk, A_rb]], causal parts only
-        Y.mul_(e_G)  # [k_d; b_d]
-        # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T]
-        Tm = TR[:, :L]
-        Ms = A[:, :L, L:]  # strict lower part of I - A_ab (diagonal and upper part are ignored)
-        Tm.copy_(unit_lower_inverse(Ms))
-        TR[:, L:] = A[:, L:, L:] @ Tm
-        Tm.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-        Z = TR @ A[:, :L, :L]
-        Z += A[:, :, :L]
+        Y5.mul_(e_G)  # [k_d; b_d]
+        # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T] = [A_ab; A_rb] T: one right-sided triangular solve with
+        # the A columns [-A_ab; A_rb] (only the strict lower part of I - A_ab is read), then negate the top
+        torch.linalg.solve_triangular(A[:, :L, L:], A[:, :, L:], upper=False, left=False, unitriangular=True, out=TR)
+        TR[:, :L].neg_()
+        Z = torch.baddbmm(A[:, :, :L], TR, A[:, :L, :L])  # [A_ak; A_rk] + [T'; R] A_ak
         torch.bmm(Z, Vc, out=P)  # [U; O_intra]
         torch.baddbmm(X, TR, X[:, :L], out=WQ)  # [W; Q]
         torch.bmm(Y[:, :L].transpose(-1, -2), Vc, out=CV)  # k_d^T V
-        P4, WQ4, CV4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K), CV.view(Gb, BH, K, V)
-        Db4 = Y.view(Gb, BH, 2 * L, K)[:, :, L:].transpose(-1, -2)
-        eG4 = e_G.view(Gb, BH, K, 1)
+        P4, WQ4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K)
+        # per-chunk views made up front (one unbind each instead of several indexing ops per step)
+        Ps, SAs, WQs, CVs = P4.unbind(0), P4[:, :, :L].unbind(0), WQ4.unbind(0), CV.view(Gb, BH, K, V).unbind(0)
+        Dbs = Y.view(Gb, BH, 2 * L, K)[:, :, L:].transpose(-1, -2).unbind(0)  # b_d^T
+        eGs = E[:, c0:c1, L].transpose(0, 1).reshape(Gb, BH, K, 1).unbind(0)
+        Hl = Hs.unbind(0)
         for c in range(Gb):
-            if starts is not None:
-                starts[:, c0 + c].copy_(h)
-            Pc = P4[c]
-            Pc.baddbmm_(WQ4[c], h)  # [SA; O]
-            h = torch.addcmul(CV4[c], h, eG4[c])
-            h.baddbmm_(Db4[c], Pc[:, :L])
+            h = Hl[c]
+            Ps[c].baddbmm_(WQs[c], h)  # [SA; O] = [U; O_intra] + [W; Q] h
+            torch.addcmul(CVs[c], h, eGs[c], out=tmp)
+            torch.baddbmm(tmp, Dbs[c], SAs[c], out=Hl[c + 1])  # e^G h + k_d^T V + b_d^T SA
         out5[c0:c1].copy_(v5(P)[..., L:, :])
-    final = h.view(B, H, K, V).transpose(-1, -2).contiguous()
+        if starts is not None:
+            starts[:, c0:c1].copy_(Hs[:Gb].transpose(0, 1))
+        Hs_[0].copy_(Hs[Gb])
+    final = Hs_[0].view(B, H, K, V).transpose(-1, -2).contiguous()
     if starts is not None:
         starts = starts.view(B, H, n, K, V)
     return out[:, :T], final, starts
