@@ -231,3 +231,22 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
     monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(tmp_path / "missing.wav")])
     with pytest.raises(SystemExit, match="missing.wav: no such audio file"):
         transcribe.main()
+
+
+def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():
+    """`--query-head-dim 32` on the decode command line must match the resolved "32,32,32,32"
+    that train.py saves; a different architecture must still be an error naming the option."""
+    from zipformer_rwkv.decode import apply_checkpoint_structure
+    from zipformer_rwkv.utils import AttributeDict
+
+    saved = {"model_type": "ctc", "query_head_dim": "32,32,32,32", "encoder_dim": "128,192,192,128"}
+    params = AttributeDict(query_head_dim="32", encoder_dim="128,192,192,128")
+    apply_checkpoint_structure(params, saved, {"query_head_dim", "encoder_dim"}, "ckpt.pt")
+    assert params.query_head_dim == "32,32,32,32"
+
+    params = AttributeDict(query_head_dim="24", encoder_dim="128,192,192,128")
+    with pytest.raises(ValueError, match=r"ckpt.pt does not match the command line: --query-head-dim"):
+        apply_checkpoint_structure(params, saved, {"query_head_dim"}, "ckpt.pt")
+    params = AttributeDict(query_head_dim="32", encoder_dim="128,192,192")
+    with pytest.raises(ValueError, match="--encoder-dim"):
+        apply_checkpoint_structure(params, saved, {"encoder_dim"}, "ckpt.pt")

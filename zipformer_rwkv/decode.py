@@ -85,6 +85,17 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> se
     return set(vars(known))
 
 
+def same_option(given: object, saved: object) -> bool:
+    """True if an option value from the command line equals the checkpoint's, treating a
+    single value as broadcast to every stack (`--query-head-dim 32` == the stored "32,32,32,32",
+    the resolved form train.py saves)."""
+    a, b = str(given).replace(" ", ""), str(saved).replace(" ", "")
+    if a == b:
+        return True
+    la, lb = a.split(","), b.split(",")
+    return (len(la) == 1 and set(lb) == set(la)) or (len(lb) == 1 and set(la) == set(lb))
+
+
 def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: set, source: str) -> None:
     """Copy the structure options (`recipe.STRUCTURE_OPTIONS`) of a checkpoint into params.
 
@@ -97,7 +108,7 @@ def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: set
     for key in recipe.STRUCTURE_OPTIONS:
         if key not in saved:
             continue
-        if key in explicit and params.get(key) is not None and str(params[key]) != str(saved[key]):
+        if key in explicit and params.get(key) is not None and not same_option(params[key], saved[key]):
             if key == "tokenizer" and params[key] == "auto":
                 continue
             flag = "--" + key.replace("_", "-")
