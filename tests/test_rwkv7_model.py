@@ -347,3 +347,54 @@ def test_state_tuning_gradient_matches_finite_difference():
             p[h, i, j] += eps
         fd = (up - down) / (2 * eps)
         assert abs(fd.item() - p.grad[h, i, j].item()) <= 1e-6 * max(1.0, abs(fd.item()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inference_path_equals_autograd_path(dtype):
+    """The no-grad path (fused lerps, addmm, in-place activations) computes the same logits and state as
+    the autograd path, with padding and an incoming state."""
+    model = tiny_model(seed=7).to(dtype)
+    idx = torch.randint(0, V, (2, 23))
+    lengths = torch.tensor([23, 9])
+    start = model.init_state(2)
+    for st in start:
+        st[0].normal_()
+        st[1].normal_()
+        st[2].normal_()
+    ref, ref_state = model(idx, lengths=lengths, state=start, return_state=True)  # autograd path
+    with torch.no_grad():
+        out, state = model(idx, lengths=lengths, state=start, return_state=True)
+        step, _ = model.step(idx[:, 0], start)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rel_err(out, ref.detach()) <= tol and rel_err(step, ref[:, 0].detach()) <= tol
+    for a, b in zip(state, ref_state):
+        for x, y in zip(a, b):
+            assert rel_err(x, y.detach()) <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_last_only_prefill(dtype):
+    """forward_features(last_only=True) = the full hidden states at each row's last valid position, with
+    the same state, without autograd (last block computed at two positions) and with it; T = 1 too."""
+    model = tiny_model(seed=8).to(dtype)
+    idx = torch.randint(0, V, (3, 14))
+    lengths = torch.tensor([14, 1, 6])
+    start = model.init_state(3)
+    for st in start:
+        for t in st:
+            t.normal_()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for kw in (dict(lengths=lengths, state=start), dict(state=start), dict()):
+        with torch.no_grad():
+            full, full_state = model.forward_features(idx, **kw)
+            last, state = model.forward_features(idx, last_only=True, **kw)
+            one, _ = model.forward_features(idx[:, :1], last_only=True, state=kw.get("state"))
+            one_full, _ = model.forward_features(idx[:, :1], state=kw.get("state"))
+        pos = kw["lengths"] - 1 if "lengths" in kw else torch.full((3,), 13)
+        assert last.shape == (3, C) and rel_err(last, full[torch.arange(3), pos]) <= tol
+        assert rel_err(one, one_full[:, 0]) <= tol
+        for a, b in zip(state, full_state):
+            for x, y in zip(a, b):
+                assert rel_err(x, y) <= tol
+    grad_last, _ = model.forward_features(idx, lengths=lengths, last_only=True)  # autograd path: gather
+    assert rel_err(grad_last.detach(), full[torch.arange(3), lengths - 1]) <= tol

@@ -136,6 +136,22 @@ def _token_shift(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tenso
     return torch.cat([first, x[:, :-1]], dim=1)
 
 
+def _shift_delta(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
+    """(N, T, C) -> x_{t-1} - x_t (x_prev (N, C), or zeros, before position 0), without the shifted copy."""
+    xx = torch.empty_like(x)
+    torch.sub(x[:, :-1], x[:, 1:], out=xx[:, 1:])
+    if x_prev is None:
+        torch.neg(x[:, 0], out=xx[:, 0])
+    else:
+        torch.sub(x_prev.to(x.dtype), x[:, 0], out=xx[:, 0])
+    return xx
+
+
+def _use_inference_path(x: torch.Tensor) -> bool:
+    """No autograd and no autocast: the modules may take their in-place inference paths."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
 def _last_valid(x: torch.Tensor, lengths: Optional[torch.Tensor], old: Optional[torch.Tensor]) -> torch.Tensor:
     """x (N, T, C) at position lengths-1 of each row; rows with length 0 keep `old` (or zeros)."""
     if lengths is None:
@@ -201,6 +217,8 @@ class RWKV7TimeMix(nn.Module):
         Returns:
           out (N, T, C), v_first (N, T, C), the final WKV state (N, H, K, K) float32.
         """
+        if _use_inference_path(x):
+            return self._forward_inference(x, v_first, x_prev, wkv_state, valid)
         N, T, C = x.shape
         H, K = self.n_head, self.head_size
         xx = _token_shift(x, x_prev) - x
@@ -244,6 +262,89 @@ class RWKV7TimeMix(nn.Module):
         y = y + bonus.reshape(N, T, C)
         return self.output(y * g), v_first, wkv_state
 
+    def _forward_inference(
+        self,
+        x: torch.Tensor,
+        v_first: Optional[torch.Tensor],
+        x_prev: Optional[torch.Tensor],
+        wkv_state: Optional[torch.Tensor],
+        valid: Optional[torch.Tensor],
+        positions: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` without autograd (same arguments, results and math): fewer, in-place passes.
+
+        The six token-shift lerps are one broadcast addcmul into a (6, N, T, C) buffer, the LoRA biases go
+        into `addmm`, activations run in place, the value residual is one `lerp` and the bonus one
+        `addcmul_` into the GroupNorm output; everything works on (N*T, C) rows.
+
+        positions: (N, S) int64, or None. When given, the output is computed only at those positions of
+        each row, (N, S, C) (the receptance, gate, GroupNorm, bonus and output projection only there; the
+        WKV state still takes every position); v_first and the state are as without it.
+        """
+        N, T, C = x.shape
+        H, K = self.n_head, self.head_size
+        NT = N * T
+        xx = _shift_delta(x, x_prev)
+        xs = x.new_empty(6, N, T, C)
+        for i, mu in enumerate((self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)):
+            torch.addcmul(x, xx, mu, out=xs[i])  # 6 plain addcmuls: a broadcast one is ~3x slower on CPU
+        xr, xw, xk, xv, xa, xg = xs.view(6, NT, C).unbind(0)
+
+        if positions is None:
+            r = F.linear(xr, self.receptance.weight)
+        else:  # r only where outputs are wanted (the WKV state does not depend on r)
+            rows = torch.arange(N, device=x.device).unsqueeze(1)
+            r = x.new_zeros(NT, C)
+            r.view(N, T, C)[rows, positions] = F.linear(xr.view(N, T, C)[rows, positions], self.receptance.weight)
+            xg = xg.view(N, T, C)[rows, positions].reshape(-1, C)
+        k = F.linear(xk, self.key.weight)
+        v = F.linear(xv, self.value.weight)
+        w = torch.addmm(self.w0.view(1, C), torch.tanh(xw @ self.w1), self.w2)
+        a = torch.addmm(self.a0.view(1, C), xa @ self.a1, self.a2).sigmoid_()
+        g = torch.sigmoid_(xg @ self.g1) @ self.g2
+
+        kk = (k * self.k_k.view(1, C)).view(NT, H, K)
+        kk.div_(torch.linalg.vector_norm(kk, dim=-1, keepdim=True).clamp_min_(1e-12))  # = F.normalize
+        k.mul_(torch.addcmul(1 - self.k_a.view(1, C), a, self.k_a.view(1, C)))  # k * (1 + (a - 1) k_a)
+        if self.layer_id == 0:
+            v_first = v.view(N, T, C)
+        else:
+            gate = torch.addmm(self.v0.view(1, C), xv @ self.v1, self.v2).sigmoid_()
+            v = torch.lerp(v, v_first.reshape(NT, C), gate)
+        sdt = _state_dtype(w.dtype)
+        w = (w.to(sdt) if w.dtype != sdt else w).sigmoid_().mul_(-DECAY_SCALE)  # log-decay in fp32 (fp64)
+
+        dt = r.dtype
+        r_, w_, k_, v_ = (t.view(N, T, H, K) for t in (r, w.to(dt), k, v))
+        # WKV7 with a = kk, b = -kk * a_in: the product a b^T is that of (-kk, kk * a_in) exactly
+        # (sign flips are exact), one pass fewer
+        a_ = kk.view(N, T, H, K)
+        b_ = torch.addcmul(torch.zeros((), dtype=kk.dtype, device=kk.device), a_, a.view(N, T, H, K), value=-1.0)
+        if valid is not None:
+            m = valid.view(N, T, 1, 1)
+            zero = torch.zeros((), dtype=dt, device=x.device)
+            w_, k_, a_, b_ = (torch.where(m, t, zero) for t in (w_, k_, a_, b_))
+        if wkv_state is None and self.time_state is not None:
+            wkv_state = self.time_state.to(_state_dtype(dt)).unsqueeze(0).expand(N, H, K, K)
+        if T == 1:
+            if wkv_state is None:
+                wkv_state = x.new_zeros(N, H, K, K, dtype=_state_dtype(dt))
+            y, wkv_state = wkv7_one_step(wkv_state, *(t[:, 0] for t in (r_, w_, k_, v_, a_, b_)))
+            y = y.to(dt).unsqueeze(1)
+        else:
+            y, wkv_state = _wkv7_seq(r_, w_, k_, v_, a_, b_, wkv_state)
+
+        if positions is not None:
+            y, r_, k_, v_ = (t[rows, positions] for t in (y, r_, k_, v_))  # (N, S, H, K)
+        S = y.shape[1]
+        # GroupNorm(H groups) = a LayerNorm over each head's K channels, then the per-channel affine (the
+        # native group_norm kernel is several times slower on (rows, C) inputs)
+        y = F.layer_norm(y.reshape(N * S, H, K), (K,), eps=self.ln_x.eps).view(N * S, C)
+        y = torch.addcmul(self.ln_x.bias, y, self.ln_x.weight)
+        rk = torch.mul(r_, k_).mul_(self.r_k).sum(dim=-1, keepdim=True)  # (N, S, H, 1)
+        y.view(N, S, H, K).addcmul_(rk, v_)  # + bonus
+        return F.linear(y.mul_(g), self.output.weight).view(N, S, C), v_first, wkv_state
+
 
 class RWKV7ChannelMix(nn.Module):
     """Channel-mix (squared-ReLU MLP, no receptance gate), parameters `blocks.{i}.ffn.*` (spec §1.4)."""
@@ -256,6 +357,9 @@ class RWKV7ChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
         """x (N, T, C) output of `ln2`, x_prev (N, C) or None -> (N, T, C)."""
+        if _use_inference_path(x):  # same math, in-place passes
+            h = F.linear(torch.addcmul(x, _shift_delta(x, x_prev), self.x_k), self.key.weight)
+            return F.linear(torch.relu_(h).square_(), self.value.weight)
         xx = _token_shift(x, x_prev) - x
         h = torch.relu(self.key(torch.addcmul(x, xx, self.x_k))) ** 2
         return self.value(h)
@@ -294,6 +398,46 @@ class RWKV7Block(nn.Module):
         x = x + self.ffn(h, ffn_prev)
         ffn_prev = _last_valid(h, lengths, ffn_prev)
         return x, v_first, (att_prev, wkv_state, ffn_prev)
+
+    def forward_last(
+        self,
+        x: torch.Tensor,
+        v_first: Optional[torch.Tensor],
+        state: Optional[LayerState],
+        lengths: Optional[torch.Tensor],
+        valid: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, LayerState]:
+        """`forward` (inference only) with the block output wanted only at each row's last valid position.
+
+        The time-mix output is computed at that position and the one before (the channel mix's token
+        shift needs it), the channel mix at that position only; the WKV state takes every position.
+        Returns the residual stream at position lengths - 1 (T - 1 without lengths), (N, C) (rows of
+        length 0: the value at position 0, meaningless), and this layer's new state.
+        """
+        att_prev, wkv_state, ffn_prev = state if state is not None else (None, None, None)
+        if hasattr(self, "ln0"):
+            x = self.ln0(x)
+        N, T, C = x.shape
+        h = self.ln1(x)
+        if lengths is None:
+            last = torch.full((N,), T - 1, dtype=torch.long, device=x.device)
+        else:
+            last = (lengths - 1).clamp(min=0)
+        pos = torch.stack([(last - 1).clamp(min=0), last], dim=1)  # (N, 2)
+        out, _, wkv_state = self.att._forward_inference(h, v_first, att_prev, wkv_state, valid, positions=pos)
+        rows = torch.arange(N, device=x.device).unsqueeze(1)
+        x2 = x[rows, pos] + out  # (N, 2, C)
+        h2 = self.ln2(x2)
+        before = ffn_prev.to(h2.dtype) if ffn_prev is not None else torch.zeros_like(h2[:, 0])
+        shift = torch.where((last > 0).unsqueeze(-1), h2[:, 0], before)  # ln2 output before the last position
+        x_last = x2[:, 1] + self.ffn(h2[:, 1:], shift)[:, 0]
+        att_prev = _last_valid(h, lengths, att_prev)
+        if lengths is None:
+            ffn_prev = h2[:, 1]
+        else:
+            keep = ffn_prev.to(h2.dtype) if ffn_prev is not None else torch.zeros_like(h2[:, 1])
+            ffn_prev = torch.where((lengths > 0).unsqueeze(-1), h2[:, 1], keep)
+        return x_last, (att_prev, wkv_state, ffn_prev)
 
 
 class RWKV7(nn.Module):
@@ -408,6 +552,7 @@ class RWKV7(nn.Module):
         inputs_embeds: Optional[torch.Tensor] = None,
         lengths: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
+        last_only: bool = False,
     ) -> Tuple[torch.Tensor, State]:
         """Hidden states after `ln_out` (before `head`) and the state after each sequence's last position.
 
@@ -419,8 +564,11 @@ class RWKV7(nn.Module):
             Padding never affects real positions nor the returned state.
           state: per-layer `(att_x_prev (N, C), wkv_state (N, H, K, K) fp32, ffn_x_prev (N, C))` to
             continue from, or None (zeros, or the `time_state`s after `enable_state_tuning`).
+          last_only: return only each row's hidden state at its last valid position (lengths - 1, or
+            T - 1), (N, C): prefill. Without autograd the last block then computes its output projection
+            and channel mix at those positions only (the state is unchanged by this).
         Returns:
-          hidden (N, T, C) and the new state (same structure as `state`).
+          hidden (N, T, C) (or (N, C) with last_only) and the new state (same structure as `state`).
         Raises:
           ValueError: on missing/both inputs or mismatched shapes.
         """
@@ -440,6 +588,10 @@ class RWKV7(nn.Module):
         new_state: State = []
         for i, block in enumerate(self.blocks):
             layer_state = state[i] if state is not None else None
+            if last_only and i == len(self.blocks) - 1 and _use_inference_path(x):
+                x, s = block.forward_last(x, v_first, layer_state, lengths, valid)
+                new_state.append(s)
+                return self.ln_out(x), new_state
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x, v_first, s = torch.utils.checkpoint.checkpoint(
                     block, x, v_first, layer_state, valid, lengths, use_reentrant=False
@@ -447,6 +599,9 @@ class RWKV7(nn.Module):
             else:
                 x, v_first, s = block(x, v_first, layer_state, valid, lengths)
             new_state.append(s)
+        if last_only:
+            last = (lengths - 1).clamp(min=0) if lengths is not None else torch.full((N,), T - 1, device=x.device)
+            x = x[torch.arange(N, device=x.device), last]
         return self.ln_out(x), new_state
 
     def forward(
