@@ -4,7 +4,8 @@
 Both run the same random checkpoint in BlinkDL's format (bf16 `.pth`, 0.1B shape by default:
 L=12, C=768, V=65536, LoRA 64/64/32/128), written to a temporary file, in float32 on the CPU.
 Prefill = all prompt tokens in parallel, logits of the last position only (what the `rwkv` package
-returns); decode = one token at a time with carried state. Prints a markdown table.
+returns; ours via `forward_features(idx, last_only=True)`); decode = one token at a time with carried
+state. Prints a markdown table.
 
 Usage:
   python bench/bench_rwkv7_prefill.py                      # T = 128, 512
@@ -76,9 +77,9 @@ def bench_ours(path: Path, lengths, n_decode: int, repeats: int):
         for T in lengths:
             idx = torch.randint(0, 65530, (1, T), generator=torch.Generator().manual_seed(T))
 
-            def prefill():
-                hidden, _ = model.forward_features(idx)
-                last[T] = model.head(hidden[:, -1])[0]
+            def prefill():  # hidden state and logits of the last position only, as the rwkv package
+                hidden, _ = model.forward_features(idx, last_only=True)
+                last[T] = model.head(hidden)[0]
 
             rows[T] = T / best_time(prefill, repeats)
         state = model.init_state(1)
