@@ -173,9 +173,10 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
     e^{g} for all chunks first (the cumulative log-decay in base 2 by L - 1 row additions, then exp2:
     both several times cheaper on CPU than cumsum over a middle dimension and exp). Per block of chunks,
     batched: [a~; r~], [k^; b^], the masked A blocks, [T - I; A_rb T] by one right-sided triangular solve,
-    [U; O_intra] = ([A_ak; A_rk] + [T'; R] A_ak) V, [W; Q] = [a~; r~] + [T'; R] a~ and k_d^T V. Then per
-    chunk (three small ops on per-chunk views taken up front):  [SA; O] = [U; O_intra] + [W; Q] h,
-    h <- e^G * h + k_d^T V + b_d^T SA.
+    [U; O_intra] = ([A_ak; A_rk] + [T'; R] A_ak) V and [W; Q] = [a~; r~] + [T'; R] a~. Then per chunk
+    (small ops on per-chunk views taken up front):  [SA; O] = [U; O_intra] + [W; Q] h,  SA copied under
+    V,  h <- e^G * h + [k_d; b_d]^T [V; SA]  (k_d^T V inside the scan's matmul: as a separate batched
+    matmul with inner size L it ran at a fraction of the speed at the prefill shapes).
 
     Args: as `wkv7_chunked`; L = chunk length; save_states: also return the state entering each chunk.
     Returns:
@@ -204,7 +205,7 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
     Nm = G * BH
     # workspace of one block, reused by every block
     X_, Y_, A_, TR_ = new(Nm, 2 * L, K), new(Nm, 2 * L, K), new(Nm, 2 * L, 2 * L), new(Nm, 2 * L, L)
-    V_, P_, WQ_, CV_ = new(Nm, L, V), new(Nm, 2 * L, V), new(Nm, 2 * L, K), new(Nm, K, V)
+    VS_, P_, WQ_ = new(Nm, 2 * L, V), new(Nm, 2 * L, V), new(Nm, 2 * L, K)
     Hs_ = new(G + 1, BH, K, V)  # chunk start states of a block, and the state after it
     tmp = new(BH, K, V)
     out = r.new_empty(B, n * L, H, V, dtype=in_dtype)
@@ -224,7 +225,8 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         def v5(x: Tensor) -> Tensor:  # (N, ...) -> (Gb, B, H, ...)
             return x.view(Gb, B, H, *x.shape[1:])
 
-        X, Y, A, TR, Vc, P, WQ, CV = (t[:N] for t in (X_, Y_, A_, TR_, V_, P_, WQ_, CV_))
+        X, Y, A, TR, VS, P, WQ = (t[:N] for t in (X_, Y_, A_, TR_, VS_, P_, WQ_))
+        Vc = VS[:, :L]  # [V; SA] per chunk: V now, SA in the scan
         Hs = Hs_[:Gb + 1]
         Eb = E[:, c0:c1].permute(1, 0, 3, 2, 4)  # (Gb, B, H, L + 1, K)
         e_gp, e_g, e_G = Eb[..., :L, :], Eb[..., 1:, :], Eb[..., L:, :]
@@ -244,18 +246,19 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         Z = torch.baddbmm(A[:, :, :L], TR, A[:, :L, :L])  # [A_ak; A_rk] + [T'; R] A_ak
         torch.bmm(Z, Vc, out=P)  # [U; O_intra]
         torch.baddbmm(X, TR, X[:, :L], out=WQ)  # [W; Q]
-        torch.bmm(Y[:, :L].transpose(-1, -2), Vc, out=CV)  # k_d^T V
-        P4, WQ4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K)
+        P4, WQ4, VS4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K), VS.view(Gb, BH, 2 * L, V)
         # per-chunk views made up front (one unbind each instead of several indexing ops per step)
-        Ps, SAs, WQs, CVs = P4.unbind(0), P4[:, :, :L].unbind(0), WQ4.unbind(0), CV.view(Gb, BH, K, V).unbind(0)
-        Dbs = Y.view(Gb, BH, 2 * L, K)[:, :, L:].transpose(-1, -2).unbind(0)  # b_d^T
+        Ps, SAs, WQs, VSs = P4.unbind(0), P4[:, :, :L].unbind(0), WQ4.unbind(0), VS4.unbind(0)
+        SAdst = VS4[:, :, L:].unbind(0)
+        Yds = Y.view(Gb, BH, 2 * L, K).transpose(-1, -2).unbind(0)  # [k_d; b_d]^T
         eGs = E[:, c0:c1, L].transpose(0, 1).reshape(Gb, BH, K, 1).unbind(0)
         Hl = Hs.unbind(0)
         for c in range(Gb):
             h = Hl[c]
             Ps[c].baddbmm_(WQs[c], h)  # [SA; O] = [U; O_intra] + [W; Q] h
-            torch.addcmul(CVs[c], h, eGs[c], out=tmp)
-            torch.baddbmm(tmp, Dbs[c], SAs[c], out=Hl[c + 1])  # e^G h + k_d^T V + b_d^T SA
+            SAdst[c].copy_(SAs[c])
+            torch.mul(h, eGs[c], out=tmp)
+            torch.baddbmm(tmp, Yds[c], VSs[c], out=Hl[c + 1])  # e^G h + [k_d; b_d]^T [V; SA]
         out5[c0:c1].copy_(v5(P)[..., L:, :])
         if starts is not None:
             starts[:, c0:c1].copy_(Hs[:Gb].transpose(0, 1))
