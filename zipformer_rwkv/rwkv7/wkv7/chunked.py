@@ -20,11 +20,11 @@ Forward (`_forward`, used with and without autograd). With T = (I - A_ab)^{-1} =
 
     [W; Q]     = [a~; r~] + [T'; R] a~                    (2L x K per chunk)
     [U; O_in]  = ([A_ak; A_rk] + [T'; R] A_ak) V          (2L x V)
-    per chunk, sequentially:  [SA; O] = [U; O_in] + [W; Q] h,   h <- e^G * h + k_d^T V + b_d^T SA
+    per chunk, sequentially:  [SA; O] = [U; O_in] + [W; Q] h,   h <- e^G * h + [k_d; b_d]^T [V; SA]
 
 with k_d = k e^{G-g}, b_d = b e^{G-g}: 8 K V flops per step in the state part, L-independent (the naive
-recurrence does ~9 K V; the gain is doing them as matmuls). [T - I; R] = [A_ab; A_rb] T comes from one
-batched right-sided triangular solve with the A columns as right-hand side. Chunks are processed in
+recurrence does ~9 K V; the gain is doing them as matmuls). [T - I; R] = [A_ab; A_rb] T, T from one
+batched triangular solve with identity right-hand side. Chunks are processed in
 blocks of about `_BLOCK_ROWS` rows (over B * H * chunks) so every temporary stays small and is reused
 across blocks: on CPU the cost of touching fresh memory and of cache misses otherwise dominates the
 matmuls.
@@ -239,9 +239,10 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         torch.bmm(X, Y.transpose(-1, -2), out=A)
         A.mul_(mask)  # [[A_ak, -A_ab], [A_rk, A_rb]], causal parts only
         Y5.mul_(e_G)  # [k_d; b_d]
-        # T = (I - A_ab)^{-1}; TR = [T - I; A_rb T] = [A_ab; A_rb] T: one right-sided triangular solve with
-        # the A columns [-A_ab; A_rb] (only the strict lower part of I - A_ab is read), then negate the top
-        torch.linalg.solve_triangular(A[:, :L, L:], A[:, :, L:], upper=False, left=False, unitriangular=True, out=TR)
+        # T = (I - A_ab)^{-1} (only the strict lower part of I - A_ab is read); TR = [T - I; A_rb T]
+        # = [A_ab; A_rb] T: the A columns [-A_ab; A_rb] times T, then negate the top (the identity-right-hand
+        # side solve and a matmul measured ~20 % faster than one right-sided solve with the A columns)
+        torch.bmm(A[:, :, L:], unit_lower_inverse(A[:, :L, L:]), out=TR)
         TR[:, :L].neg_()
         Z = torch.baddbmm(A[:, :, :L], TR, A[:, :L, :L])  # [A_ak; A_rk] + [T'; R] A_ak
         torch.bmm(Z, Vc, out=P)  # [U; O_intra]
