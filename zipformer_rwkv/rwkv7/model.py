@@ -136,9 +136,33 @@ def _token_shift(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tenso
     return torch.cat([first, x[:, :-1]], dim=1)
 
 
-def _shift_delta(x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
-    """(N, T, C) -> x_{t-1} - x_t (x_prev (N, C), or zeros, before position 0), without the shifted copy."""
-    xx = torch.empty_like(x)
+class _Workspace:
+    """Named scratch tensors that every block of one inference forward reuses.
+
+    On CPU a fresh multi-MB tensor per op costs page faults (freed large blocks go back to the OS): at
+    T = 1024 that was ~10 % of a 0.1B prefill. Blocks ask for the same names with the same shapes, so
+    the memory is touched fresh once per forward instead of once per layer.
+    """
+
+    def __init__(self) -> None:
+        self.bufs = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        t = self.bufs.get(name)
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            t = self.bufs[name] = like.new_empty(shape)
+        return t
+
+
+def _buffer(ws: Optional[_Workspace], name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """ws's scratch tensor `name` of `shape` (like's dtype/device), or a new one without a workspace."""
+    return like.new_empty(shape) if ws is None else ws.get(name, tuple(shape), like)
+
+
+def _shift_delta(x: torch.Tensor, x_prev: Optional[torch.Tensor], out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(N, T, C) -> x_{t-1} - x_t (x_prev (N, C), or zeros, before position 0), without the shifted copy;
+    written into `out` (N, T, C) when given."""
+    xx = torch.empty_like(x) if out is None else out
     torch.sub(x[:, :-1], x[:, 1:], out=xx[:, 1:])
     if x_prev is None:
         torch.neg(x[:, 0], out=xx[:, 0])
@@ -203,6 +227,7 @@ class RWKV7TimeMix(nn.Module):
         x_prev: Optional[torch.Tensor],
         wkv_state: Optional[torch.Tensor],
         valid: Optional[torch.Tensor] = None,
+        ws: Optional[_Workspace] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Time-mix over a block of positions.
 
@@ -218,7 +243,7 @@ class RWKV7TimeMix(nn.Module):
           out (N, T, C), v_first (N, T, C), the final WKV state (N, H, K, K) float32.
         """
         if _use_inference_path(x):
-            return self._forward_inference(x, v_first, x_prev, wkv_state, valid)
+            return self._forward_inference(x, v_first, x_prev, wkv_state, valid, ws=ws)
         N, T, C = x.shape
         H, K = self.n_head, self.head_size
         xx = _token_shift(x, x_prev) - x
@@ -270,6 +295,7 @@ class RWKV7TimeMix(nn.Module):
         wkv_state: Optional[torch.Tensor],
         valid: Optional[torch.Tensor],
         positions: Optional[torch.Tensor] = None,
+        ws: Optional[_Workspace] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`forward` without autograd (same arguments, results and math): fewer, in-place passes.
 
@@ -280,37 +306,44 @@ class RWKV7TimeMix(nn.Module):
         positions: (N, S) int64, or None. When given, the output is computed only at those positions of
         each row, (N, S, C) (the receptance, gate, GroupNorm, bonus and output projection only there; the
         WKV state still takes every position); v_first and the state are as without it.
+        ws: scratch tensors shared with the other blocks (see `_Workspace`); the returned output is one
+        of them (valid until the next block runs), v_first (layer 0) has a name of its own.
         """
         N, T, C = x.shape
         H, K = self.n_head, self.head_size
         NT = N * T
-        xx = _shift_delta(x, x_prev)
-        xs = x.new_empty(6, N, T, C)
+
+        def buf(name: str, *shape: int) -> torch.Tensor:
+            return _buffer(ws, name, shape, x)
+
+        xx = _shift_delta(x, x_prev, out=buf("xx", N, T, C))
+        xs = buf("xs", 6, N, T, C)
         for i, mu in enumerate((self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)):
             torch.addcmul(x, xx, mu, out=xs[i])  # 6 plain addcmuls: a broadcast one is ~3x slower on CPU
         xr, xw, xk, xv, xa, xg = xs.view(6, NT, C).unbind(0)
 
         if positions is None:
-            r = F.linear(xr, self.receptance.weight)
+            r = torch.mm(xr, self.receptance.weight.t(), out=buf("r", NT, C))
         else:  # r only where outputs are wanted (the WKV state does not depend on r)
             rows = torch.arange(N, device=x.device).unsqueeze(1)
-            r = x.new_zeros(NT, C)
+            r = buf("r", NT, C).zero_()
             r.view(N, T, C)[rows, positions] = F.linear(xr.view(N, T, C)[rows, positions], self.receptance.weight)
             xg = xg.view(N, T, C)[rows, positions].reshape(-1, C)
-        k = F.linear(xk, self.key.weight)
-        v = F.linear(xv, self.value.weight)
-        w = torch.addmm(self.w0.view(1, C), torch.tanh(xw @ self.w1), self.w2)
-        a = torch.addmm(self.a0.view(1, C), xa @ self.a1, self.a2).sigmoid_()
-        g = torch.sigmoid_(xg @ self.g1) @ self.g2
+        k = torch.mm(xk, self.key.weight.t(), out=buf("k", NT, C))
+        v = torch.mm(xv, self.value.weight.t(), out=buf("v_first" if self.layer_id == 0 else "v", NT, C))
+        w = torch.addmm(self.w0.view(1, C), torch.tanh(xw @ self.w1), self.w2, out=buf("w", NT, C))
+        a = torch.addmm(self.a0.view(1, C), xa @ self.a1, self.a2, out=buf("a", NT, C)).sigmoid_()
+        g = torch.mm(torch.sigmoid_(xg @ self.g1), self.g2, out=buf("g", xg.shape[0], C))
 
-        kk = (k * self.k_k.view(1, C)).view(NT, H, K)
+        kk = torch.mul(k, self.k_k.view(1, C), out=buf("kk", NT, C)).view(NT, H, K)
         kk.div_(torch.linalg.vector_norm(kk, dim=-1, keepdim=True).clamp_min_(1e-12))  # = F.normalize
-        k.mul_(torch.addcmul(1 - self.k_a.view(1, C), a, self.k_a.view(1, C)))  # k * (1 + (a - 1) k_a)
+        # k * (1 + (a - 1) k_a)
+        k.mul_(torch.addcmul(1 - self.k_a.view(1, C), a, self.k_a.view(1, C), out=buf("tmp", NT, C)))
         if self.layer_id == 0:
             v_first = v.view(N, T, C)
         else:
-            gate = torch.addmm(self.v0.view(1, C), xv @ self.v1, self.v2).sigmoid_()
-            v = torch.lerp(v, v_first.reshape(NT, C), gate)
+            gate = torch.addmm(self.v0.view(1, C), xv @ self.v1, self.v2, out=buf("tmp", NT, C)).sigmoid_()
+            v.lerp_(v_first.reshape(NT, C), gate)
         sdt = _state_dtype(w.dtype)
         w = (w.to(sdt) if w.dtype != sdt else w).sigmoid_().mul_(-DECAY_SCALE)  # log-decay in fp32 (fp64)
 
@@ -319,7 +352,8 @@ class RWKV7TimeMix(nn.Module):
         # WKV7 with a = kk, b = -kk * a_in: the product a b^T is that of (-kk, kk * a_in) exactly
         # (sign flips are exact), one pass fewer
         a_ = kk.view(N, T, H, K)
-        b_ = torch.addcmul(torch.zeros((), dtype=kk.dtype, device=kk.device), a_, a.view(N, T, H, K), value=-1.0)
+        b_ = torch.addcmul(torch.zeros((), dtype=kk.dtype, device=kk.device), a_, a.view(N, T, H, K), value=-1.0,
+                           out=buf("b", N, T, H, K))
         if valid is not None:
             m = valid.view(N, T, 1, 1)
             zero = torch.zeros((), dtype=dt, device=x.device)
@@ -340,10 +374,11 @@ class RWKV7TimeMix(nn.Module):
         # GroupNorm(H groups) = a LayerNorm over each head's K channels, then the per-channel affine (the
         # native group_norm kernel is several times slower on (rows, C) inputs)
         y = F.layer_norm(y.reshape(N * S, H, K), (K,), eps=self.ln_x.eps).view(N * S, C)
-        y = torch.addcmul(self.ln_x.bias, y, self.ln_x.weight)
+        y = y.mul_(self.ln_x.weight).add_(self.ln_x.bias)
         rk = torch.mul(r_, k_).mul_(self.r_k).sum(dim=-1, keepdim=True)  # (N, S, H, 1)
         y.view(N, S, H, K).addcmul_(rk, v_)  # + bonus
-        return F.linear(y.mul_(g), self.output.weight).view(N, S, C), v_first, wkv_state
+        out = torch.mm(y.mul_(g), self.output.weight.t(), out=buf("att_out", N * S, C))
+        return out.view(N, S, C), v_first, wkv_state
 
 
 class RWKV7ChannelMix(nn.Module):
@@ -355,11 +390,16 @@ class RWKV7ChannelMix(nn.Module):
         self.key = nn.Linear(config.n_embd, config.dim_ffn, bias=False)
         self.value = nn.Linear(config.dim_ffn, config.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, x_prev: Optional[torch.Tensor]) -> torch.Tensor:
-        """x (N, T, C) output of `ln2`, x_prev (N, C) or None -> (N, T, C)."""
+    def forward(self, x: torch.Tensor, x_prev: Optional[torch.Tensor], ws: Optional[_Workspace] = None) -> torch.Tensor:
+        """x (N, T, C) output of `ln2`, x_prev (N, C) or None -> (N, T, C); ws: see `_Workspace` (the
+        output is then one of its tensors)."""
         if _use_inference_path(x):  # same math, in-place passes
-            h = F.linear(torch.addcmul(x, _shift_delta(x, x_prev), self.x_k), self.key.weight)
-            return F.linear(torch.relu_(h).square_(), self.value.weight)
+            N, T, C = x.shape
+            xx = _shift_delta(x, x_prev, out=_buffer(ws, "ffn_xx", (N, T, C), x))
+            kx = torch.addcmul(x, xx, self.x_k, out=xx).view(N * T, C)
+            h = torch.mm(kx, self.key.weight.t(), out=_buffer(ws, "ffn_h", (N * T, self.key.weight.shape[0]), x))
+            out = torch.mm(torch.relu_(h).square_(), self.value.weight.t(), out=_buffer(ws, "ffn_out", (N * T, C), x))
+            return out.view(N, T, C)
         xx = _token_shift(x, x_prev) - x
         h = torch.relu(self.key(torch.addcmul(x, xx, self.x_k))) ** 2
         return self.value(h)
@@ -385,17 +425,23 @@ class RWKV7Block(nn.Module):
         state: Optional[LayerState],
         valid: Optional[torch.Tensor],
         lengths: Optional[torch.Tensor],
+        ws: Optional[_Workspace] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, LayerState]:
-        """x (N, T, C) -> (x (N, T, C), v_first (N, T, C), this layer's new state)."""
+        """x (N, T, C) -> (x (N, T, C), v_first (N, T, C), this layer's new state).
+
+        ws (inference only, see `_Workspace`): scratch tensors shared by the blocks; x must then be the
+        block's own tensor (the previous block's output): the residual additions run in place.
+        """
         att_prev, wkv_state, ffn_prev = state if state is not None else (None, None, None)
         if hasattr(self, "ln0"):
             x = self.ln0(x)
         h = self.ln1(x)
-        out, v_first, wkv_state = self.att(h, v_first, att_prev, wkv_state, valid)
+        out, v_first, wkv_state = self.att(h, v_first, att_prev, wkv_state, valid, ws=ws)
         att_prev = _last_valid(h, lengths, att_prev)
-        x = x + out
+        x = x + out if ws is None else x.add_(out)
         h = self.ln2(x)
-        x = x + self.ffn(h, ffn_prev)
+        out = self.ffn(h, ffn_prev, ws=ws) if ws is not None else self.ffn(h, ffn_prev)
+        x = x + out if ws is None else x.add_(out)
         ffn_prev = _last_valid(h, lengths, ffn_prev)
         return x, v_first, (att_prev, wkv_state, ffn_prev)
 
@@ -406,6 +452,7 @@ class RWKV7Block(nn.Module):
         state: Optional[LayerState],
         lengths: Optional[torch.Tensor],
         valid: Optional[torch.Tensor],
+        ws: Optional[_Workspace] = None,
     ) -> Tuple[torch.Tensor, LayerState]:
         """`forward` (inference only) with the block output wanted only at each row's last valid position.
 
@@ -424,13 +471,13 @@ class RWKV7Block(nn.Module):
         else:
             last = (lengths - 1).clamp(min=0)
         pos = torch.stack([(last - 1).clamp(min=0), last], dim=1)  # (N, 2)
-        out, _, wkv_state = self.att._forward_inference(h, v_first, att_prev, wkv_state, valid, positions=pos)
+        out, _, wkv_state = self.att._forward_inference(h, v_first, att_prev, wkv_state, valid, positions=pos, ws=ws)
         rows = torch.arange(N, device=x.device).unsqueeze(1)
         x2 = x[rows, pos] + out  # (N, 2, C)
         h2 = self.ln2(x2)
         before = ffn_prev.to(h2.dtype) if ffn_prev is not None else torch.zeros_like(h2[:, 0])
         shift = torch.where((last > 0).unsqueeze(-1), h2[:, 0], before)  # ln2 output before the last position
-        x_last = x2[:, 1] + self.ffn(h2[:, 1:], shift)[:, 0]
+        x_last = x2[:, 1] + self.ffn(h2[:, 1:], shift, ws=ws)[:, 0]
         att_prev = _last_valid(h, lengths, att_prev)
         if lengths is None:
             ffn_prev = h2[:, 1]
@@ -586,12 +633,17 @@ class RWKV7(nn.Module):
             raise ValueError(f"state has {len(state)} layers, the model has {len(self.blocks)}")
         v_first = None
         new_state: State = []
+        ws = _Workspace() if _use_inference_path(x) else None
         for i, block in enumerate(self.blocks):
             layer_state = state[i] if state is not None else None
-            if last_only and i == len(self.blocks) - 1 and _use_inference_path(x):
-                x, s = block.forward_last(x, v_first, layer_state, lengths, valid)
+            if last_only and i == len(self.blocks) - 1 and ws is not None:
+                x, s = block.forward_last(x, v_first, layer_state, lengths, valid, ws=ws)
                 new_state.append(s)
                 return self.ln_out(x), new_state
+            if ws is not None:
+                x, v_first, s = block(x, v_first, layer_state, valid, lengths, ws=ws)
+                new_state.append(s)
+                continue
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x, v_first, s = torch.utils.checkpoint.checkpoint(
                     block, x, v_first, layer_state, valid, lengths, use_reentrant=False
