@@ -159,11 +159,13 @@ _LOG2E = 1.4426950408889634
 
 def _fwd_mask(L: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(2L, 2L) mask that, applied to [a~; r~] @ [k^; b^]^T = [[A_ak, A_ab], [A_rk, A_rb]], keeps the causal
-    parts and negates A_ab, so its top-right block is the strict lower part of I - A_ab."""
+    parts and negates the A_ab and A_rb columns: the top-right block is then the strict lower part of
+    I - A_ab, and those columns times T are -[T - I; A_rb T] (sign flips are exact)."""
     key = (L, dtype, device)
     if key not in _MASKS:
         one = torch.ones(L, L, dtype=dtype, device=device)
-        _MASKS[key] = torch.cat([torch.cat([one.tril(-1), -one.tril(-1)], 1), one.tril().repeat(1, 2)], 0)
+        top = torch.cat([one.tril(-1), -one.tril(-1)], 1)
+        _MASKS[key] = torch.cat([top, torch.cat([one.tril(), -one.tril()], 1)], 0)
     return _MASKS[key]
 
 
@@ -237,16 +239,15 @@ def _forward(r, w, k, v, a, b, state: Optional[Tensor], L: int, save_states: boo
         torch.div(blk(b), e_g, out=Y5[..., L:, :])  # b^
         v5(Vc).copy_(blk(v))
         torch.bmm(X, Y.transpose(-1, -2), out=A)
-        A.mul_(mask)  # [[A_ak, -A_ab], [A_rk, A_rb]], causal parts only
+        A.mul_(mask)  # [[A_ak, -A_ab], [A_rk, -A_rb]], causal parts only
         Y5.mul_(e_G)  # [k_d; b_d]
-        # T = (I - A_ab)^{-1} (only the strict lower part of I - A_ab is read); TR = [T - I; A_rb T]
-        # = [A_ab; A_rb] T: the A columns [-A_ab; A_rb] times T, then negate the top (the identity-right-hand
-        # side solve and a matmul measured ~20 % faster than one right-sided solve with the A columns)
+        # T = (I - A_ab)^{-1} (only the strict lower part of I - A_ab is read); [T - I; R] = [A_ab; A_rb] T,
+        # so TR = [-A_ab; -A_rb] T = -[T'; R] (the identity-right-hand-side solve and a matmul measured ~20 %
+        # faster than one right-sided solve with the A columns)
         torch.bmm(A[:, :, L:], unit_lower_inverse(A[:, :L, L:]), out=TR)
-        TR[:, :L].neg_()
-        Z = torch.baddbmm(A[:, :, :L], TR, A[:, :L, :L])  # [A_ak; A_rk] + [T'; R] A_ak
+        Z = torch.baddbmm(A[:, :, :L], TR, A[:, :L, :L], alpha=-1.0)  # [A_ak; A_rk] + [T'; R] A_ak
         torch.bmm(Z, Vc, out=P)  # [U; O_intra]
-        torch.baddbmm(X, TR, X[:, :L], out=WQ)  # [W; Q]
+        torch.baddbmm(X, TR, X[:, :L], alpha=-1.0, out=WQ)  # [W; Q] = [a~; r~] + [T'; R] a~
         P4, WQ4, VS4 = P.view(Gb, BH, 2 * L, V), WQ.view(Gb, BH, 2 * L, K), VS.view(Gb, BH, 2 * L, V)
         # per-chunk views made up front (one unbind each instead of several indexing ops per step)
         Ps, SAs, WQs, VSs = P4.unbind(0), P4[:, :, :L].unbind(0), WQ4.unbind(0), VS4.unbind(0)
