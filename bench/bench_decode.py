@@ -9,8 +9,8 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
   # fewer utterances / threads, GPU if present
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 
-Each system is loaded as decode.py loads it (structure from the checkpoint, --use-averaged-model
-true). Batches are built before timing (fbank read from disk is not timed), --warmup batches
+Each system is loaded as decode.py loads it (structure from the checkpoint; --use-averaged-model
+true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from disk is not timed), --warmup batches
 are decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
 decode.py logs. "batch 1" decodes utterance by utterance; "batched" uses lhotse's
 DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) is printed as a
@@ -93,7 +93,8 @@ def main() -> None:
     p.add_argument("--ctc-exp-dir", type=Path, default=None)
     p.add_argument("--ctc-epoch", type=int, default=0)
     p.add_argument("--ctc-avg", type=int, default=1)
-    p.add_argument("--use-averaged-model", default="true", choices=("true", "false"))
+    p.add_argument("--use-averaged-model", default="auto", choices=("auto", "true", "false"),
+                   help="auto: true for a system whose --*-epoch > --*-avg (as run.sh decodes it)")
     p.add_argument("--conf", default=str(Path(__file__).resolve().parent.parent / "egs/tts_en/conf.yaml"))
     p.add_argument("--manifest-dir", default="data/fbank")
     p.add_argument("--bpe-model", default="data/lang_bpe_500/bpe.model")
@@ -120,7 +121,8 @@ def main() -> None:
             if e < 1:
                 sys.exit(f"bench_decode.py: error: --{name}-epoch is required with --{name}-exp-dir")
             try:
-                systems.append((name, d) + load_system(d, e, a, args.use_averaged_model == "true", common, device))
+                use_avg = e > a if args.use_averaged_model == "auto" else args.use_averaged_model == "true"
+                systems.append((name, d) + load_system(d, e, a, use_avg, common, device))
             except (ValueError, FileNotFoundError) as err:
                 sys.exit(f"bench_decode.py: error: {err}")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian/Ubuntu machine; a no-op where all is present.
 #   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build).
-#   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en).
+#   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), and
+#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: ~20% faster steps, see README).
 # As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
 # Source it (`. local/install_deps.sh`) or run it; PYTHON selects the interpreter (default python3).
 set -eu
@@ -9,7 +10,7 @@ _root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
 DEB_PACKAGES="sox libsox-fmt-all espeak-ng espeak-ng-data flite festival festvox-kallpc16k \
-festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex"
+festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4"
 
 missing_debs=""
 for p in $DEB_PACKAGES; do
