@@ -268,24 +268,32 @@ class RWKV7TimeMix(nn.Module):
         dt = r.dtype
         r_, w_, k_, v_ = (t.reshape(N, T, H, K).to(dt) for t in (r, w, k, v))
         a_, b_ = (-kk).to(dt), (kk * a.view(N, T, H, K)).to(dt)
-        if valid is not None:
-            m = valid.view(N, T, 1, 1)
-            zero = torch.zeros((), dtype=dt, device=x.device)
-            w_, k_, a_, b_ = (torch.where(m, t, zero) for t in (w_, k_, a_, b_))
-        if wkv_state is None and self.time_state is not None:
-            wkv_state = self.time_state.to(_state_dtype(dt)).unsqueeze(0).expand(N, H, K, K)
-        if T == 1:
-            if wkv_state is None:
-                wkv_state = x.new_zeros(N, H, K, K, dtype=_state_dtype(dt))
-            y, wkv_state = wkv7_one_step(wkv_state, *(t[:, 0] for t in (r_, w_, k_, v_, a_, b_)))
-            y = y.to(dt).unsqueeze(1)
-        else:
-            y, wkv_state = _wkv7_seq(r_, w_, k_, v_, a_, b_, wkv_state)
+        y, wkv_state = self._wkv(r_, w_, k_, v_, a_, b_, wkv_state, valid)
 
         y = self.ln_x(y.reshape(N * T, C)).view(N, T, C)
         bonus = (r_ * k_ * self.r_k).sum(dim=-1, keepdim=True) * v_  # (N, T, H, K)
         y = y + bonus.reshape(N, T, C)
         return self.output(y * g), v_first, wkv_state
+
+    def _wkv(self, r_, w_, k_, v_, a_, b_, wkv_state, valid):
+        """WKV7 over (N, T, H, K) inputs (w_ = log-decay) from `wkv_state` (N, H, K, K) fp32, or
+        from `time_state` / zeros when None. Padded positions (valid False) become identity updates
+        (w = 0, k = a = b = 0), so the carried state ignores them. Returns y (N, T, H, K) in r_'s
+        dtype and the new state."""
+        N, T, H, K = r_.shape
+        dt = r_.dtype
+        if valid is not None:
+            m = valid.view(N, T, 1, 1)
+            zero = torch.zeros((), dtype=dt, device=r_.device)
+            w_, k_, a_, b_ = (torch.where(m, t, zero) for t in (w_, k_, a_, b_))
+        if wkv_state is None and self.time_state is not None:
+            wkv_state = self.time_state.to(_state_dtype(dt)).unsqueeze(0).expand(N, H, K, K)
+        if T == 1:
+            if wkv_state is None:
+                wkv_state = r_.new_zeros(N, H, K, K, dtype=_state_dtype(dt))
+            y, wkv_state = wkv7_one_step(wkv_state, *(t[:, 0] for t in (r_, w_, k_, v_, a_, b_)))
+            return y.to(dt).unsqueeze(1), wkv_state
+        return _wkv7_seq(r_, w_, k_, v_, a_, b_, wkv_state)
 
     def _forward_inference(
         self,
@@ -354,19 +362,7 @@ class RWKV7TimeMix(nn.Module):
         a_ = kk.view(N, T, H, K)
         b_ = torch.addcmul(torch.zeros((), dtype=kk.dtype, device=kk.device), a_, a.view(N, T, H, K), value=-1.0,
                            out=buf("b", N, T, H, K))
-        if valid is not None:
-            m = valid.view(N, T, 1, 1)
-            zero = torch.zeros((), dtype=dt, device=x.device)
-            w_, k_, a_, b_ = (torch.where(m, t, zero) for t in (w_, k_, a_, b_))
-        if wkv_state is None and self.time_state is not None:
-            wkv_state = self.time_state.to(_state_dtype(dt)).unsqueeze(0).expand(N, H, K, K)
-        if T == 1:
-            if wkv_state is None:
-                wkv_state = x.new_zeros(N, H, K, K, dtype=_state_dtype(dt))
-            y, wkv_state = wkv7_one_step(wkv_state, *(t[:, 0] for t in (r_, w_, k_, v_, a_, b_)))
-            y = y.to(dt).unsqueeze(1)
-        else:
-            y, wkv_state = _wkv7_seq(r_, w_, k_, v_, a_, b_, wkv_state)
+        y, wkv_state = self._wkv(r_, w_, k_, v_, a_, b_, wkv_state, valid)
 
         if positions is not None:
             y, r_, k_, v_ = (t[rows, positions] for t in (y, r_, k_, v_))  # (N, S, H, K)
