@@ -67,11 +67,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$root/local/parse_options.sh" || exit 1
 python=${PYTHON:-python3}
 
-log() {
-  # date (file:line:function) message, as in icefall
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+. "$root/local/log.sh"
 
 conf=${conf:-$root/egs/$corpus/conf.yaml}
 if [ -z "$lm_max_sentences" ]; then

@@ -2,7 +2,7 @@
 # Installs what this project needs on a fresh Debian/Ubuntu machine; a no-op where all is present.
 #   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build).
 #   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), and
-#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: ~20% faster steps, see README).
+#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: 7-18% shorter steps, see README).
 # As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
 # Source it (`. local/install_deps.sh`) or run it; PYTHON selects the interpreter (default python3).
 set -eu
