@@ -157,8 +157,15 @@ fi
 # train.py / decode.py run as "${py[@]}": the interpreter, with tcmalloc preloaded if available
 py=($python)
 if [ "$use_tcmalloc" = auto ]; then
-  tcmalloc=$(/sbin/ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
-  if [ -n "$tcmalloc" ]; then py=(env "LD_PRELOAD=$tcmalloc${LD_PRELOAD:+:$LD_PRELOAD}" $python); fi
+  # ldconfig from PATH (tests put a fake one there), else /sbin. awk reads all of ldconfig's output:
+  # exiting at the first match would kill ldconfig with SIGPIPE (141), which pipefail makes fatal.
+  ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
+  tcmalloc=$("$ldconfig" -p 2>/dev/null \
+    | awk '/libtcmalloc_minimal\.so\.4 / && lib == "" {lib = $NF} END {print lib}') || tcmalloc=
+  if [ -n "$tcmalloc" ]; then
+    py=(env "LD_PRELOAD=$tcmalloc${LD_PRELOAD:+:$LD_PRELOAD}" $python)
+    log "train.py/decode.py preload $tcmalloc (--use-tcmalloc false to not)"
+  fi
 elif [ "$use_tcmalloc" != false ]; then
   die "--use-tcmalloc must be auto or false, got '$use_tcmalloc'"
 fi

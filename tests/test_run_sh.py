@@ -5,6 +5,7 @@ local/plot_wer_per_voice.py on hand-made files."""
 import ast
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -118,6 +119,29 @@ def test_stage_4_reruns_only_from_there(tiny_run):
     assert after.keys() == before["llm"].keys()
     assert all(after[k] > before["llm"][k] for k in after)
     assert list((exp / "llm" / "beam_search").glob("wer-summary-test-*.txt"))
+
+
+def test_tcmalloc_probe_survives_long_ldconfig_output(tmp_path):
+    """run.sh finds libtcmalloc_minimal in `ldconfig -p` and takes the first match; a long listing after
+    the match must not end run.sh with SIGPIPE (exit 141 under pipefail), as it once did in CI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ldconfig"
+    fake.write_text("#!/bin/sh\n"
+                    "echo '\tlibtcmalloc_minimal.so.4 (libc6,x86-64) => /fake/a/libtcmalloc_minimal.so.4'\n"
+                    "echo '\tlibtcmalloc_minimal.so.4 (libc6) => /fake/b/libtcmalloc_minimal.so.4'\n"
+                    "seq 1 200000 | sed 's|.*|\tlibfoo&.so.1 (libc6,x86-64) => /usr/lib/libfoo&.so.1|'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    cmd = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false", "--stage", "9",
+           "--stop-stage", "9"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "preload /fake/a/libtcmalloc_minimal.so.4 " in out, out
+    proc = subprocess.run(cmd + ["--use-tcmalloc", "false"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "preload" not in proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------- fast script checks
