@@ -398,3 +398,44 @@ def test_last_only_prefill(dtype):
                 assert rel_err(x, y) <= tol
     grad_last, _ = model.forward_features(idx, lengths=lengths, last_only=True)  # autograd path: gather
     assert rel_err(grad_last.detach(), full[torch.arange(3), lengths - 1]) <= tol
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+def test_linear_rows_blocked_equals_linear(monkeypatch, rows):
+    """The blocked-bmm product of `linear_rows` (forced on by a zero size threshold) is x @ W.T; weights
+    whose rows do not split into 16 blocks, and more than 8 rows, take the plain mm."""
+    from zipformer_rwkv.rwkv7 import model as rwkv_model
+
+    monkeypatch.setattr(rwkv_model, "_BLOCKED_MIN_NUMEL", {False: 0, True: 0})
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 40, dtype=torch.float64, generator=g)
+    for out_features in (48, 40):
+        w = torch.randn(out_features, 40, dtype=torch.float64, generator=g)
+        ref = x @ w.t()
+        assert rel_err(rwkv_model.linear_rows(x, w), ref) <= 1e-13
+        out = torch.empty(rows, out_features, dtype=torch.float64)
+        assert rwkv_model.linear_rows(x, w, out=out) is out and rel_err(out, ref) <= 1e-13
+
+
+def test_step_with_blocked_linears_equals_forward(monkeypatch):
+    """Decoding through the blocked products (every weight, the head included) gives the parallel logits."""
+    from zipformer_rwkv.rwkv7 import model as rwkv_model
+
+    torch.manual_seed(5)
+    model = RWKV7(RWKV7Config(vocab_size=320, n_layer=2, n_embd=C, **DIMS)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    idx = torch.randint(0, 320, (2, 9))
+    with torch.no_grad():
+        full = model(idx)
+        monkeypatch.setattr(rwkv_model, "_BLOCKED_MIN_NUMEL", {False: 0, True: 0})
+        calls = []
+        real_bmm = torch.bmm
+        monkeypatch.setattr(torch, "bmm", lambda *a, **k: calls.append(1) or real_bmm(*a, **k))
+        s, outs = None, []
+        for t in range(idx.shape[1]):
+            out, s = model.step(idx[:, t], s)
+            outs.append(out)
+    assert calls, "the blocked path was not taken"
+    assert rel_err(torch.stack(outs, 1), full) <= 1e-10
