@@ -439,3 +439,34 @@ def test_step_with_blocked_linears_equals_forward(monkeypatch):
             outs.append(out)
     assert calls, "the blocked path was not taken"
     assert rel_err(torch.stack(outs, 1), full) <= 1e-10
+
+
+def test_lora_is_applied_on_the_inference_path():
+    """With peft LoRA injected (non-zero lora_B, as after training), the no-grad inference path (validation,
+    prefill, decoding) gives the autograd path's logits: it must call the LoRA-wrapped projections, not read
+    their base `.weight` and skip the adaptation."""
+    pytest.importorskip("peft")
+    from zipformer_rwkv.model import apply_llm_peft
+
+    model = tiny_model(seed=7).double()
+    idx = torch.randint(0, V, (2, 11), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        base = model(idx)
+    apply_llm_peft(model, "lora", lora_r=4, lora_alpha=8)
+    model.double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    with torch.enable_grad():
+        ref = model(idx)  # autograd path: the modules are called
+    assert rel_err(ref.detach(), base) > 1e-3  # LoRA changed the model
+    with torch.no_grad():
+        assert rel_err(model(idx), ref.detach()) <= 1e-10
+        hidden, _ = model.forward_features(idx, last_only=True)
+        assert rel_err(model.head(hidden), ref.detach()[:, -1]) <= 1e-10
+        s, outs = None, []
+        for t in range(idx.shape[1]):
+            out, s = model.step(idx[:, t], s)
+            outs.append(out)
+    assert rel_err(torch.stack(outs, 1), ref.detach()) <= 1e-10

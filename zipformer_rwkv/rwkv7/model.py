@@ -193,6 +193,16 @@ def linear_rows(x: torch.Tensor, weight: torch.Tensor, out: Optional[torch.Tenso
     return y if out is None else out.copy_(y)
 
 
+def project(layer: nn.Module, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """layer(x) for x (M, IN) on the inference path: `linear_rows` on the weight of a plain bias-free
+    `nn.Linear`; any other module (a peft LoRA wrapper, a quantised linear) is called as it is, so its
+    adaptation is never skipped by reading only the base `.weight`. Written into `out` when given."""
+    if type(layer) is nn.Linear and layer.bias is None:
+        return linear_rows(x, layer.weight, out=out)
+    y = layer(x)
+    return y if out is None else out.copy_(y)
+
+
 def _use_inference_path(x: torch.Tensor) -> bool:
     """No autograd and no autocast: the modules may take their in-place inference paths."""
     return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
@@ -353,14 +363,14 @@ class RWKV7TimeMix(nn.Module):
         xr, xw, xk, xv, xa, xg = xs.view(6, NT, C).unbind(0)
 
         if positions is None:
-            r = linear_rows(xr, self.receptance.weight, out=buf("r", NT, C))
+            r = project(self.receptance, xr, out=buf("r", NT, C))
         else:  # r only where outputs are wanted (the WKV state does not depend on r)
             rows = torch.arange(N, device=x.device).unsqueeze(1)
             r = buf("r", NT, C).zero_()
-            r.view(N, T, C)[rows, positions] = F.linear(xr.view(N, T, C)[rows, positions], self.receptance.weight)
+            r.view(N, T, C)[rows, positions] = project(self.receptance, xr.view(N, T, C)[rows, positions].reshape(-1, C)).view(N, -1, C)
             xg = xg.view(N, T, C)[rows, positions].reshape(-1, C)
-        k = linear_rows(xk, self.key.weight, out=buf("k", NT, C))
-        v = linear_rows(xv, self.value.weight, out=buf("v_first" if self.layer_id == 0 else "v", NT, C))
+        k = project(self.key, xk, out=buf("k", NT, C))
+        v = project(self.value, xv, out=buf("v_first" if self.layer_id == 0 else "v", NT, C))
         w = torch.addmm(self.w0.view(1, C), torch.tanh(xw @ self.w1), self.w2, out=buf("w", NT, C))
         a = torch.addmm(self.a0.view(1, C), xa @ self.a1, self.a2, out=buf("a", NT, C)).sigmoid_()
         g = torch.mm(torch.sigmoid_(xg @ self.g1), self.g2, out=buf("g", xg.shape[0], C))
@@ -395,7 +405,7 @@ class RWKV7TimeMix(nn.Module):
         y = y.mul_(self.ln_x.weight).add_(self.ln_x.bias)
         rk = torch.mul(r_, k_).mul_(self.r_k).sum(dim=-1, keepdim=True)  # (N, S, H, 1)
         y.view(N, S, H, K).addcmul_(rk, v_)  # + bonus
-        out = linear_rows(y.mul_(g), self.output.weight, out=buf("att_out", N * S, C))
+        out = project(self.output, y.mul_(g), out=buf("att_out", N * S, C))
         return out.view(N, S, C), v_first, wkv_state
 
 
@@ -415,8 +425,8 @@ class RWKV7ChannelMix(nn.Module):
             N, T, C = x.shape
             xx = _shift_delta(x, x_prev, out=_buffer(ws, "ffn_xx", (N, T, C), x))
             kx = torch.addcmul(x, xx, self.x_k, out=xx).view(N * T, C)
-            h = linear_rows(kx, self.key.weight, out=_buffer(ws, "ffn_h", (N * T, self.key.weight.shape[0]), x))
-            out = linear_rows(torch.relu_(h).square_(), self.value.weight, out=_buffer(ws, "ffn_out", (N * T, C), x))
+            h = project(self.key, kx, out=_buffer(ws, "ffn_h", (N * T, self.key.weight.shape[0]), x))
+            out = project(self.value, torch.relu_(h).square_(), out=_buffer(ws, "ffn_out", (N * T, C), x))
             return out.view(N, T, C)
         xx = _token_shift(x, x_prev) - x
         h = torch.relu(self.key(torch.addcmul(x, xx, self.x_k))) ** 2
@@ -690,7 +700,7 @@ class RWKV7(nn.Module):
         """
         hidden, new_state = self.forward_features(idx, inputs_embeds=inputs_embeds, lengths=lengths, state=state)
         if _use_inference_path(hidden) and hidden.shape[0] * hidden.shape[1] <= 8:  # decoding: see linear_rows
-            logits = linear_rows(hidden.reshape(-1, hidden.shape[-1]), self.head.weight).view(*hidden.shape[:-1], -1)
+            logits = project(self.head, hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
         else:
             logits = self.head(hidden)
         return (logits, new_state) if return_state else logits
