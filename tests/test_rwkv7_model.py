@@ -401,12 +401,11 @@ def test_last_only_prefill(dtype):
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])
-def test_linear_rows_blocked_equals_linear(monkeypatch, rows):
-    """The blocked-bmm product of `linear_rows` (forced on by a zero size threshold) is x @ W.T; weights
-    whose rows do not split into 16 blocks, and more than 8 rows, take the plain mm."""
+def test_linear_rows_blocked_equals_linear(rows):
+    """The blocked-bmm product of `linear_rows` (<= 8 rows) is x @ W.T; weights whose rows do not split
+    into 16 blocks, and more than 8 rows, take the plain mm."""
     from zipformer_rwkv.rwkv7 import model as rwkv_model
 
-    monkeypatch.setattr(rwkv_model, "_BLOCKED_MIN_NUMEL", {False: 0, True: 0})
     g = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, 40, dtype=torch.float64, generator=g)
     for out_features in (48, 40):
@@ -418,9 +417,8 @@ def test_linear_rows_blocked_equals_linear(monkeypatch, rows):
 
 
 def test_step_with_blocked_linears_equals_forward(monkeypatch):
-    """Decoding through the blocked products (every weight, the head included) gives the parallel logits."""
-    from zipformer_rwkv.rwkv7 import model as rwkv_model
-
+    """Decoding through the blocked products (every weight, the 320-row head included) gives the parallel
+    logits."""
     torch.manual_seed(5)
     model = RWKV7(RWKV7Config(vocab_size=320, n_layer=2, n_embd=C, **DIMS)).double()
     with torch.no_grad():
@@ -429,7 +427,6 @@ def test_step_with_blocked_linears_equals_forward(monkeypatch):
     idx = torch.randint(0, 320, (2, 9))
     with torch.no_grad():
         full = model(idx)
-        monkeypatch.setattr(rwkv_model, "_BLOCKED_MIN_NUMEL", {False: 0, True: 0})
         calls = []
         real_bmm = torch.bmm
         monkeypatch.setattr(torch, "bmm", lambda *a, **k: calls.append(1) or real_bmm(*a, **k))

@@ -171,23 +171,19 @@ def _shift_delta(x: torch.Tensor, x_prev: Optional[torch.Tensor], out: Optional[
     return xx
 
 
-# weight size from which `linear_rows` uses the blocked bmm, for one thread / more (bench numbers there)
-_BLOCKED_MIN_NUMEL = {False: 1 << 24, True: 1 << 21}
-
-
 def linear_rows(x: torch.Tensor, weight: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x @ weight.T for x (M, IN) and weight (OUT, IN), like `F.linear` without bias (no autograd).
 
-    For a few rows (M <= 8, decoding) and a large weight, the product is one `bmm` over 16 row blocks of
-    the weight instead of one `mm`: on CPU the matrix-vector `mm` reads a (65536, 768) head at ~13 GB/s on
-    one thread and does not use a second, the blocked `bmm` ~21 GB/s and splits over threads
-    (0.1B head, 1 row: 15.2 -> 9.3 ms at 1 thread, -> 6.5 ms at 2; ffn.key 0.18 -> 0.13 ms at 2 threads
-    and 0.25 ms at 1, hence the per-thread-count size threshold). Same values up to float rounding.
-    Returns (M, OUT), written into `out` when given.
+    For a few rows (M <= 8: decoding) on CPU the product is one `bmm` over 16 row blocks of the weight
+    instead of one `mm`. MKL's matrix-vector `mm` reads a weight that is not in L2 at ~9-13 GB/s on one
+    thread and does not use a second; the blocked `bmm` reads faster and splits over threads. Measured
+    in decoding steps (README "Speed"; RWKV7.step, batch 1): a 4 x 256 model 3.4 -> 3.0 ms at 1 thread,
+    3.2 -> 2.4 ms at 2; the 0.1B shape 44 -> 36 / 35 -> 30 ms over blocking only its head and FFN.
+    (A cache-hot loop over one small weight says the opposite -- 6.7 vs 13 us for 256 x 256 -- and is
+    not what decoding does.) Same values up to float rounding. Returns (M, OUT), in `out` when given.
     """
     M, OUT = x.shape[0], weight.shape[0]
-    big = weight.numel() >= _BLOCKED_MIN_NUMEL[torch.get_num_threads() > 1]
-    if M > 8 or not big or OUT % 16 or x.device.type != "cpu" or not weight.is_contiguous():
+    if M > 8 or OUT % 16 or x.device.type != "cpu" or not weight.is_contiguous():
         return torch.mm(x, weight.t(), out=out)
     y = torch.bmm(weight.view(16, OUT // 16, -1), x.t().expand(16, -1, M)).view(OUT, M).t()
     return y if out is None else out.copy_(y)
