@@ -363,7 +363,8 @@ class RWKV7TimeMix(nn.Module):
         else:  # r only where outputs are wanted (the WKV state does not depend on r)
             rows = torch.arange(N, device=x.device).unsqueeze(1)
             r = buf("r", NT, C).zero_()
-            r.view(N, T, C)[rows, positions] = project(self.receptance, xr.view(N, T, C)[rows, positions].reshape(-1, C)).view(N, -1, C)
+            x_at = xr.view(N, T, C)[rows, positions].reshape(-1, C)
+            r.view(N, T, C)[rows, positions] = project(self.receptance, x_at).view(N, -1, C)
             xg = xg.view(N, T, C)[rows, positions].reshape(-1, C)
         k = project(self.key, xk, out=buf("k", NT, C))
         v = project(self.value, xv, out=buf("v_first" if self.layer_id == 0 else "v", NT, C))
@@ -695,7 +696,7 @@ class RWKV7(nn.Module):
           logits (N, T, V), or `(logits, new_state)` when `return_state` is True.
         """
         hidden, new_state = self.forward_features(idx, inputs_embeds=inputs_embeds, lengths=lengths, state=state)
-        if _use_inference_path(hidden) and hidden.shape[0] * hidden.shape[1] <= 8:  # decoding: see linear_rows
+        if _use_inference_path(hidden):  # decoding steps read the head faster (see linear_rows)
             logits = project(self.head, hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
         else:
             logits = self.head(hidden)
