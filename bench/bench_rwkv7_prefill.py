@@ -79,7 +79,7 @@ def bench_ours(path: Path, lengths, n_decode: int, repeats: int):
 
             def prefill():  # hidden state and logits of the last position only, as the rwkv package
                 hidden, _ = model.forward_features(idx, last_only=True)
-                last[T] = model.head(hidden)[0]
+                last[T] = model.logits(hidden)[0]
 
             rows[T] = T / best_time(prefill, repeats)
         state = model.init_state(1)

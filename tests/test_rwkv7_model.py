@@ -461,7 +461,7 @@ def test_lora_is_applied_on_the_inference_path():
     with torch.no_grad():
         assert rel_err(model(idx), ref.detach()) <= 1e-10
         hidden, _ = model.forward_features(idx, last_only=True)
-        assert rel_err(model.head(hidden), ref.detach()[:, -1]) <= 1e-10
+        assert rel_err(model.logits(hidden), ref.detach()[:, -1]) <= 1e-10
         s, outs = None, []
         for t in range(idx.shape[1]):
             out, s = model.step(idx[:, t], s)

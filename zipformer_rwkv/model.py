@@ -207,7 +207,7 @@ class SpeechLLM(FreezableModule):
         audio, audio_lens, _, _ = self.encode(feats, feat_lens)
         embeds, lengths, _ = assemble(audio, audio_lens, self.template, self.llm.emb)
         last, state = self.llm.forward_features(inputs_embeds=embeds, lengths=lengths, last_only=True)
-        return self.llm.head(last), state, audio_lens
+        return self.llm.logits(last), state, audio_lens
 
     @torch.no_grad()
     def generate(

@@ -175,11 +175,11 @@ def linear_rows(x: torch.Tensor, weight: torch.Tensor, out: Optional[torch.Tenso
     """x @ weight.T for x (M, IN) and weight (OUT, IN), like `F.linear` without bias (no autograd).
 
     For a few rows (M <= 8: decoding) on CPU the product is one `bmm` over 16 row blocks of the weight
-    instead of one `mm`. MKL's matrix-vector `mm` reads a weight that is not in L2 at ~9-13 GB/s on one
-    thread and does not use a second; the blocked `bmm` reads faster and splits over threads. Measured
-    in decoding steps (README "Speed"; RWKV7.step, batch 1): a 4 x 256 model 3.4 -> 3.0 ms at 1 thread,
+    instead of one `mm`. MKL's matrix-vector `mm` read the 0.1B head (201 MB) at ~13 GB/s on one thread
+    and did not use a second; the blocked `bmm` reads faster and splits over threads. Measured in
+    decoding steps (README "Speed"; RWKV7.step, batch 1): a 4 x 256 model 3.4 -> 3.0 ms at 1 thread,
     3.2 -> 2.4 ms at 2; the 0.1B shape 44 -> 36 / 35 -> 30 ms over blocking only its head and FFN.
-    (A cache-hot loop over one small weight says the opposite -- 6.7 vs 13 us for 256 x 256 -- and is
+    (A cache-hot loop over one small weight says the opposite -- 6.7 vs 14 us for 256 x 256 -- and is
     not what decoding does.) Same values up to float rounding. Returns (M, OUT), in `out` when given.
     """
     M, OUT = x.shape[0], weight.shape[0]
@@ -465,7 +465,7 @@ class RWKV7Block(nn.Module):
         att_prev = _last_valid(h, lengths, att_prev)
         x = x + out if ws is None else x.add_(out)
         h = self.ln2(x)
-        out = self.ffn(h, ffn_prev, ws=ws) if ws is not None else self.ffn(h, ffn_prev)
+        out = self.ffn(h, ffn_prev, ws=ws)
         x = x + out if ws is None else x.add_(out)
         ffn_prev = _last_valid(h, lengths, ffn_prev)
         return x, v_first, (att_prev, wkv_state, ffn_prev)
@@ -665,16 +665,12 @@ class RWKV7(nn.Module):
                 x, s = block.forward_last(x, v_first, layer_state, lengths, valid, ws=ws)
                 new_state.append(s)
                 return self.ln_out(x), new_state
-            if ws is not None:
-                x, v_first, s = block(x, v_first, layer_state, valid, lengths, ws=ws)
-                new_state.append(s)
-                continue
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x, v_first, s = torch.utils.checkpoint.checkpoint(
                     block, x, v_first, layer_state, valid, lengths, use_reentrant=False
                 )
             else:
-                x, v_first, s = block(x, v_first, layer_state, valid, lengths)
+                x, v_first, s = block(x, v_first, layer_state, valid, lengths, ws=ws)
             new_state.append(s)
         if last_only:
             last = (lengths - 1).clamp(min=0) if lengths is not None else torch.full((N,), T - 1, device=x.device)
@@ -696,11 +692,15 @@ class RWKV7(nn.Module):
           logits (N, T, V), or `(logits, new_state)` when `return_state` is True.
         """
         hidden, new_state = self.forward_features(idx, inputs_embeds=inputs_embeds, lengths=lengths, state=state)
-        if _use_inference_path(hidden):  # decoding steps read the head faster (see linear_rows)
-            logits = project(self.head, hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
-        else:
-            logits = self.head(hidden)
+        logits = self.logits(hidden)
         return (logits, new_state) if return_state else logits
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`head` on hidden states (..., C) from `forward_features` -> (..., V). Without autograd it goes
+        through `project` (few-row decoding steps read the head faster, see `linear_rows`)."""
+        if not _use_inference_path(hidden):
+            return self.head(hidden)
+        return project(self.head, hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
 
     def _embed(self, idx: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]) -> torch.Tensor:
         if (idx is None) == (inputs_embeds is None):
