@@ -16,8 +16,9 @@
 #   3  RWKV-7 LM on $data_dir/lm text with the BPE vocabulary (train.py --model-type lm) in
 #      $exp_dir/lm, then its perplexity on dev/test transcripts and the LM valid text
 #   4  speech LLM in $exp_dir/llm, from the stage-2 encoder and the stage-3 RWKV-7
-#   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model), the
-#      results table ($exp_dir/RESULTS.md) and the PNGs (training curves, WER per test voice)
+#   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model; each also
+#      as joint CTC / RWKV-7 search, --ctc-weight), the results table ($exp_dir/RESULTS.md) and the
+#      PNGs (training curves, WER per test voice)
 #
 # Without --stage, a stage whose `.done` marker exists is skipped. An explicit --stage N re-runs
 # stages N..stop-stage: their old exp folders are kept as $exp_dir/{ctc,lm,llm}.prev (data is never
@@ -46,6 +47,9 @@
 #                               default: true)
 #   --llm-peft none|lora|state|lora+state  [none] speech LLM: how RWKV-7 is tuned (none = fully)
 #   --beam-size N               [4] stage 5 beam search
+#   --ctc-weight X              [0.7] stage 5 also decodes with joint CTC / RWKV-7 search (decode.py
+#                               --ctc-weight; the speech LLM keeps a CTC head, --ctc-loss-scale 0.3);
+#                               0 skips it
 #   --ctc-opts, --lm-opts, --llm-opts, --decode-opts "..."   [] extra options appended to the
 #                               train.py (decode.py) commands of each stage; later options win
 set -eou pipefail
@@ -73,6 +77,7 @@ llm_avg=
 freeze_encoder=
 llm_peft=none
 beam_size=4
+ctc_weight=0.7
 ctc_opts=
 lm_opts=
 llm_opts=
@@ -104,7 +109,7 @@ case "$size" in
       --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5 --max-utt-duration 3"
     ctc_train_opts="--max-duration 30 --base-lr 0.05"
     lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
-    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3"
+    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3"
     decode_max_duration=60
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -124,7 +129,7 @@ case "$size" in
       --ref-duration 1 --num-workers 1 --enable-spec-aug false"
     ctc_train_opts="--max-duration 60 --base-lr 0.045"
     lm_train_opts="--max-tokens 8000 --llm-lr 2e-3"
-    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3"
+    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3"
     decode_max_duration=300
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -297,7 +302,7 @@ if begin_stage 4 "$exp_dir/llm"; then
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log "Stage 5: speech LLM decoding (greedy, beam $beam_size), results table and plots"
+  log "Stage 5: speech LLM decoding (greedy, beam $beam_size; joint CTC weight $ctc_weight), results table and plots"
   stage_t0=$(date +%s)
   stage_work=false
   if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
@@ -308,6 +313,12 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     "${data_opts[@]}" $decode_opts
   decode "$exp_dir/llm" "decode-beam_search-$beam_size-$dec_tag" $dec_common --decoding-method beam_search --beam-size "$beam_size" \
     "${data_opts[@]}" $decode_opts
+  if [ "$ctc_weight" != 0 ]; then  # joint CTC / RWKV-7 search through the speech LLM's CTC head
+    decode "$exp_dir/llm" "decode-greedy_search-ctc-$ctc_weight-$dec_tag" $dec_common --decoding-method greedy_search \
+      --ctc-weight "$ctc_weight" "${data_opts[@]}" $decode_opts
+    decode "$exp_dir/llm" "decode-beam_search-$beam_size-ctc-$ctc_weight-$dec_tag" $dec_common \
+      --decoding-method beam_search --beam-size "$beam_size" --ctc-weight "$ctc_weight" "${data_opts[@]}" $decode_opts
+  fi
   run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
   run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \
     --cuts "$data_dir/fbank/${corpus}_cuts_test.jsonl.gz" --output "$exp_dir/wer_per_voice_test.png"

@@ -6,6 +6,8 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 \
     --ctc-exp-dir exp/ctc --ctc-epoch 6 --ctc-avg 3 \
     --manifest-dir data/fbank --bpe-model data/lang_bpe_500/bpe.model --test-set test
+  # also time joint CTC / RWKV-7 search (decode.py --ctc-weight; a speech LLM with a CTC head)
+  python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --ctc-weight 0.5
   # fewer utterances / threads, GPU if present
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 
@@ -17,6 +19,7 @@ DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) 
 check that the model is the trained one. Peak RSS is the process maximum so far.
 """
 import argparse
+import itertools
 import resource
 import sys
 import time
@@ -73,9 +76,10 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
 
 
-def bench(params, model, tokenizers, batches, method: str, beam_size: int, device, warmup: int) -> dict:
+def bench(params, model, tokenizers, batches, method: str, beam_size: int, device, warmup: int,
+          ctc_weight: float = 0.0) -> dict:
     params = AttributeDict(dict(params))
-    params.decoding_method, params.beam_size = method, beam_size
+    params.decoding_method, params.beam_size, params.ctc_weight = method, beam_size, ctc_weight
     dec.decode_dataset(params, model, batches[:warmup], tokenizers, device)  # warm-up
     t0 = time.time()
     results, stats = dec.decode_dataset(params, model, batches, tokenizers, device)
@@ -106,6 +110,8 @@ def main() -> None:
     p.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--warmup", type=int, default=2, help="batches decoded (untimed) before each timing")
     p.add_argument("--methods", default="greedy_search,beam_search", help="speech LLM search methods")
+    p.add_argument("--ctc-weight", type=float, default=0.0,
+                   help="if > 0, also time each speech LLM method as joint CTC / RWKV-7 search (decode.py)")
     args = p.parse_args()
     if args.llm_exp_dir is None and args.ctc_exp_dir is None:
         sys.exit("bench_decode.py: error: give --llm-exp-dir and/or --ctc-exp-dir")
@@ -141,10 +147,12 @@ def main() -> None:
     for name, d, params, model, tokenizers, _ in systems:
         methods = ["greedy_search"] if params.model_type == "ctc" else args.methods.split(",")
         nparams = sum(p.numel() for p in model.parameters())
-        for method in methods:
+        weights = [0.0] + ([args.ctc_weight] if params.model_type == "llm" and args.ctc_weight > 0 else [])
+        for method, weight in itertools.product(methods, weights):
             for bs, bl in batches.items():
-                r = bench(params, model, tokenizers, bl, method, args.beam_size, device, args.warmup)
+                r = bench(params, model, tokenizers, bl, method, args.beam_size, device, args.warmup, weight)
                 label = method if method != "beam_search" else f"beam_search (beam {args.beam_size})"
+                label += f" + ctc {weight:g}" if weight else ""
                 rows.append((f"{name} ({nparams / 1e6:.2f} M)", "ctc greedy" if name == "ctc" else label,
                              "1" if bs == 1 else f"{len(bl)} batches ({args.max_duration:g} s)", r))
                 print(f"... {rows[-1][0]} {rows[-1][1]} {rows[-1][2]}: RTFx {r['rtfx']:.1f}", flush=True)

@@ -16,6 +16,7 @@ system, overall WER in the legend) and, beside it, a markdown table `{output ste
 """
 import argparse
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -94,13 +95,15 @@ def _wer(c: List[int]) -> float:
 
 
 def find_recogs(exp_dir: Path, test_set: str) -> Dict[str, Path]:
-    """{"{model}/{method}": newest recogs-{test_set}-*.txt} under exp_dir/*/*/ (*.prev skipped)."""
+    """{"{model}/{method}": newest recogs-{test_set}-*.txt} under exp_dir/*/*/ (*.prev skipped);
+    joint CTC decoding results (`_ctc-weight-X` in the name) get their own `{model}/{method}+ctc X`."""
     found: Dict[str, Path] = {}
     for f in exp_dir.glob(f"*/*/recogs-{test_set}-*.txt"):
         model, method = f.parent.parent.name, f.parent.name
         if model.endswith(".prev"):
             continue
-        label = f"{model}/{method}"
+        joint = re.search(r"_ctc-weight-([\d.]*\d)", f.name)
+        label = f"{model}/{method}" + (f"+ctc {joint.group(1)}" if joint else "")
         if label not in found or f.stat().st_mtime > found[label].stat().st_mtime:
             found[label] = f
     return dict(sorted(found.items()))

@@ -177,6 +177,28 @@ def test_recurrent_generation_equals_rerunning_prefix():
     assert [h.tokens for h in beam1] == [h.tokens for h in hyps]
 
 
+def test_joint_ctc_generation_follows_the_ctc_head():
+    """--ctc-weight: a CTC head that puts every frame on token 9 makes the joint search output [9]
+    (greedy and beam), whatever the random RWKV-7 prefers; without a head, or with a head over
+    another vocabulary, generate() names the problem."""
+    feats, lens, _ = batch()
+    with pytest.raises(ValueError, match="--ctc-loss-scale > 0"):
+        make_speech_llm().eval().generate(feats, lens, "greedy_search", ctc_weight=0.5)
+    with pytest.raises(ValueError, match="one vocabulary"):
+        make_speech_llm(ctc_vocab_size=V + 1, ctc_loss_scale=0.3).eval().generate(feats, lens, ctc_weight=0.5)
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3).eval()
+    plain = model.generate(feats, lens, "greedy_search", max_new_tokens=6)
+    assert any(h.tokens != [9] for h in plain)
+    with torch.no_grad():
+        model.ctc_output[1].weight.zero_()
+        model.ctc_output[1].bias.fill_(-20.0)
+        model.ctc_output[1].bias[9] = 20.0
+    for method, beam in [("greedy_search", 1), ("beam_search", 3)]:
+        for weight in (0.5, 1.0):
+            hyps = model.generate(feats, lens, method, beam_size=beam, max_new_tokens=6, ctc_weight=weight)
+            assert [h.tokens for h in hyps] == [[9]] * 3
+
+
 def test_lm_model_predicts_tokens_then_eos():
     llm = make_llm()
     lm = LmModel(llm, eos_id=EOS).eval()

@@ -87,6 +87,8 @@ def test_every_result_file_exists_and_parses(tiny_run):
     for row in ("| ctc | greedy_search |", "| llm | greedy_search |", "| llm | beam_search |", "ppl"):
         assert row in results, results
     assert "WER (%) per voice on test" in results
+    for method in ("greedy_search", "beam_search"):  # stage 5's joint CTC / RWKV-7 decodings
+        assert re.search(rf"\| llm \| {method} \| [^|]*_ctc-weight-0.7", results), results
     assert "| dev WER | test WER |" in results and "| dev ppl | test ppl | lm-valid ppl |" in results
     # the table is printed to the terminal as well, and the stage wall times are recorded
     assert "| llm | beam_search |" in out
@@ -180,6 +182,11 @@ def test_wer_per_voice_counts_edit_distance_per_speaker(tmp_path):
     check_png(png)
     table = png.with_suffix(".md").read_text()
     assert "| alice | 6 | 33.33 |" in table and "| bob | 3 | 66.67 |" in table and "| **all** | 9 | 44.44 |" in table
+    # a joint CTC decoding of the same method is a column of its own, not the "newest" of llm/beam_search
+    joint = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1_ctc-weight-0.5.txt"
+    _write_recogs(joint, [("u1", ["A"], ["A"]), ("u3", ["H"], ["X"])])
+    assert set(plot_wer_per_voice.find_recogs(tmp_path / "exp", "test")) == {
+        "llm/greedy_search", "llm/greedy_search+ctc 0.5"}
 
 
 def test_wer_per_voice_rejects_bad_recogs_and_unknown_cuts(tmp_path):

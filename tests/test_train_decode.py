@@ -174,6 +174,11 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     b = next((exp / "beam_search").glob("recogs-test-*")).read_text()
     assert g == b  # beam 1 == greedy through the whole pipeline
     assert next((exp / "beam_search").glob("wer-summary-test-*beam-size-1*")).is_file()
+    # joint CTC / RWKV-7 search through the CTC head trained with --ctc-loss-scale: own result files
+    decode(monkeypatch, common + ["--decoding-method", "beam_search", "--beam-size", 2, "--max-new-tokens", 12,
+                                  "--ctc-weight", 0.5])
+    summary = next((exp / "beam_search").glob("wer-summary-test-*beam-size-2*ctc-weight-0.5*")).read_text()
+    assert summary.splitlines()[1].startswith("beam_search_beam_size_2_ctc_weight_0.5\t")
 
     # --max-new-tokens 1: every non-empty hypothesis hit the limit and is flagged (a single token
     # may also decode to nothing, e.g. a lone word-boundary piece)

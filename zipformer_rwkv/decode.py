@@ -8,6 +8,9 @@ Usage (from the repository root):
     --decoding-method greedy_search --max-duration 600
   python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 \
     --decoding-method beam_search --beam-size 4
+  # joint CTC / RWKV-7 search (a model trained with --ctc-loss-scale > 0 and --tokenizer bpe)
+  python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 \
+    --decoding-method beam_search --beam-size 4 --ctc-weight 0.5
 
   # CTC baseline (CTC greedy search) and LM perplexity
   python zipformer_rwkv/decode.py --exp-dir exp/ctc --epoch 10 --avg 5
@@ -64,6 +67,9 @@ def get_parser() -> argparse.ArgumentParser:
                         choices=("greedy_search", "beam_search"),
                         help="llm: search over the RWKV-7 state; ctc: greedy_search = CTC greedy")
     parser.add_argument("--beam-size", type=int, default=4, help="beam_search: beam width")
+    parser.add_argument("--ctc-weight", type=float, default=0.0,
+                        help="llm: lambda of joint CTC / RWKV-7 search (needs a model trained with "
+                        "--ctc-loss-scale > 0); 0 = RWKV-7 scores only")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="llm: output tokens per utterance")
     parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
                         help="lm: also report perplexity on {lm_dir}/valid.txt if it exists")
@@ -125,6 +131,8 @@ def decoding_suffix(params: AttributeDict) -> str:
         s += f"_beam-size-{params.beam_size}"
     if params.model_type == "llm":
         s += f"_max-new-tokens-{params.max_new_tokens}"
+    if params.model_type == "llm" and params.ctc_weight > 0:
+        s += f"_ctc-weight-{params.ctc_weight:g}"
     if params.use_averaged_model:
         s += "_use-averaged-model"
     return s
@@ -185,6 +193,8 @@ def save_results(params, test_set: str, results: list) -> float:
     with open(out_dir / f"errs-{test_set}-{suffix}.txt", "w", encoding="utf8") as f:
         wer = write_error_stats(f, f"{test_set}-{params.decoding_method}", [r[:3] for r in results])
     key = params.decoding_method + (f"_beam_size_{params.beam_size}" if params.decoding_method == "beam_search" else "")
+    if params.model_type == "llm" and params.ctc_weight > 0:
+        key += f"_ctc_weight_{params.ctc_weight:g}"
     write_wer_summary(out_dir / f"wer-summary-{test_set}-{suffix}.txt", {key: wer})
     logging.info(f"Wrote results for {test_set} to {out_dir}: WER {wer}%")
     return wer

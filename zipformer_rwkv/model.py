@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zipformer_rwkv.adapter import Adapter
+from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
 from zipformer_rwkv.zipformer.ctc import ctc_greedy_search, ctc_loss, make_ctc_output
@@ -205,9 +206,13 @@ class SpeechLLM(FreezableModule):
           and audio_lens (N,) (rows with 0 audio positions should not be decoded).
         """
         audio, audio_lens, _, _ = self.encode(feats, feat_lens)
+        logits, state = self._prefill_audio(audio, audio_lens)
+        return logits, state, audio_lens
+
+    def _prefill_audio(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, list]:
         embeds, lengths, _ = assemble(audio, audio_lens, self.template, self.llm.emb)
         last, state = self.llm.forward_features(inputs_embeds=embeds, lengths=lengths, last_only=True)
-        return self.llm.logits(last), state, audio_lens
+        return self.llm.logits(last), state
 
     @torch.no_grad()
     def generate(
@@ -217,21 +222,39 @@ class SpeechLLM(FreezableModule):
         method: str = "greedy_search",
         beam_size: int = 4,
         max_new_tokens: int = 200,
+        ctc_weight: float = 0.0,
     ) -> List[Hypothesis]:
         """Prefill once, then decode token by token from the recurrent state (batched).
 
         Args:
           method: "greedy_search" or "beam_search".
+          ctc_weight: lambda > 0: joint CTC / RWKV-7 search (`search.beam_search`) with the CTC
+            head's prefix scores (needs the head, and the LLM vocabulary = the CTC vocabulary);
+            greedy_search is then the joint search with a beam of 1.
         Returns:
           one `Hypothesis` per utterance (token ids of the LLM tokenizer, EOS removed).
+        Raises:
+          ValueError: unknown method, or ctc_weight > 0 without a usable CTC head.
         """
-        logits, state, _ = self.prefill(feats, feat_lens)
+        if method not in ("greedy_search", "beam_search"):
+            raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
+        audio, audio_lens, enc, enc_lens = self.encode(feats, feat_lens)
+        logits, state = self._prefill_audio(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
+        if ctc_weight > 0:
+            if self.ctc_output is None:
+                raise ValueError("--ctc-weight > 0 needs a speech LLM with a CTC head: train it with "
+                                 "--ctc-loss-scale > 0 (the head starts from the encoder checkpoint's)")
+            ctc_log_probs = self.ctc_output(enc)
+            if ctc_log_probs.size(-1) != logits.size(-1):
+                raise ValueError(f"--ctc-weight > 0 needs one vocabulary for CTC and RWKV-7: the CTC head has "
+                                 f"{ctc_log_probs.size(-1)} outputs, RWKV-7 {logits.size(-1)} (use --tokenizer bpe)")
+            ctc = CtcPrefixScorer(ctc_log_probs, enc_lens, blank=0, eos_id=eos, pre_beam=max(8, 2 * beam_size))
+            beam = beam_size if method == "beam_search" else 1
+            return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam, ctc, ctc_weight)
         if method == "greedy_search":
             return greedy_search(logits, state, step, reorder, eos, max_new_tokens)
-        if method == "beam_search":
-            return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam_size)
-        raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
+        return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam_size)
 
 
 def trainable_parameter_names(model: nn.Module) -> List[str]:

@@ -300,7 +300,8 @@ def recognize(
         for i, ids in zip(ok.tolist(), model.decode(sub, sub_lens)):
             hyps[i] = tokenizers["bpe"].decode(ids)
         return hyps, notes
-    out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size, params.max_new_tokens)
+    out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size, params.max_new_tokens,
+                         params.get("ctc_weight", 0.0))
     for i, h in zip(ok.tolist(), out):
         hyps[i] = tokenizers["llm"].decode(h.tokens)
         if h.truncated:

@@ -10,9 +10,11 @@ i.e. `first_logits` already predict the first output token. Scores are sums of l
 no length normalisation, so a beam of 1 is exactly greedy search.
 """
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
+
+from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 
 StepFn = Callable[[torch.Tensor, Any], Tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
@@ -90,44 +92,73 @@ def beam_search(
     eos_id: int,
     max_new_tokens: int,
     beam_size: int = 4,
+    ctc: Optional[CtcPrefixScorer] = None,
+    ctc_weight: float = 0.0,
 ) -> List[Hypothesis]:
     """Batched beam search over the recurrent state (rows reordered with `reorder_fn`).
 
     Each utterance keeps `beam_size` live hypotheses; a candidate ending in EOS that ranks among
-    the top `beam_size` candidates is moved to the finished list. An utterance stops when its best finished score is at least its best live score
-    (scores only decrease as tokens are added) or after `max_new_tokens` tokens, in which case the
-    best of finished and live hypotheses wins (a live winner is marked `truncated`).
+    the top `beam_size` candidates is moved to the finished list. An utterance stops when its best
+    finished score is at least its best live score (scores only decrease as tokens are added) or
+    after `max_new_tokens` tokens, in which case the best of finished and live hypotheses wins (a
+    live winner is marked `truncated`).
+
+    Joint CTC / decoder search (Watanabe et al., IEEE JSTSP 2017; ESPnet's `ctc_weight`): with
+    `ctc` and lambda = `ctc_weight` in (0, 1], a hypothesis h scores
+    lambda * log p_ctc(h...) + (1 - lambda) * log p_dec(h), where p_ctc(h...) is the CTC prefix
+    probability of h, and the CTC probability of h as the whole output once it ends in EOS. Each
+    row then extends only the `ctc.pre_beam` tokens ranked best by that score (with a bound of the
+    CTC term; see `ctc_prefix_score.py`).
 
     Args:
       first_logits: (N, V) logits for the first output token.
       state: recurrent state for the N rows.
-      beam_size: B >= 1; B = 1 gives the same result as `greedy_search`.
+      beam_size: B >= 1; B = 1 gives the same result as `greedy_search` (without `ctc`).
+      ctc: CTC prefix scorer over the same N utterances and the same vocabulary, or None.
+      ctc_weight: lambda; used only with `ctc`.
     Returns:
-      N best hypotheses, in input order.
+      N best hypotheses, in input order (`score` is the joint score when `ctc` is given).
+    Raises:
+      ValueError: beam_size < 1, or ctc_weight outside (0, 1] with a scorer.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if ctc is not None and not 0.0 < ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in (0, 1] for joint CTC decoding, got {ctc_weight}")
     n = first_logits.size(0)
     device = first_logits.device
     finished: List[List[Hypothesis]] = [[] for _ in range(n)]
     # Live beams: one row of the state per (utterance, beam); start with one beam per utterance.
     live: List[List[Hypothesis]] = [[Hypothesis()] for _ in range(n)]
     active = list(range(n))
+    ctc_state = ctc.initial_state() if ctc is not None else None
     logits = first_logits
     for step in range(max_new_tokens):
         logp = logits.float().log_softmax(dim=-1)  # rows: beams of active utterances, in order
-        vocab = logp.size(-1)
+        # Per row: candidate token ids (None: the whole vocabulary) and their score increments.
+        if ctc is None:
+            cand_tokens, cand_scores = None, logp
+        else:
+            prior = (1.0 - ctc_weight) * logp
+            tokens = ctc.candidates(ctc_state, prior, ctc_weight)
+            scored = ctc.score(ctc_state, tokens)
+            eos_col = torch.full_like(tokens[:, :1], eos_id)
+            cand_tokens = torch.cat([tokens, eos_col], dim=1)
+            dec = prior.gather(1, cand_tokens).double()
+            cand_scores = dec + ctc_weight * torch.cat([scored.delta, scored.eos_delta.unsqueeze(1)], dim=1)
+        width = cand_scores.size(-1)
         row = 0
-        new_active, new_live, src_rows, next_tokens = [], [], [], []
+        new_active, new_live, src_rows, src_cols, next_tokens = [], [], [], [], []
         for utt in active:
             beams = live[utt]
             nb = len(beams)
-            base = torch.tensor([h.score for h in beams], device=device)
-            cand = (base.unsqueeze(1) + logp[row : row + nb]).reshape(-1)
+            base = torch.tensor([h.score for h in beams], device=device, dtype=cand_scores.dtype)
+            cand = (base.unsqueeze(1) + cand_scores[row : row + nb]).reshape(-1)
             top_scores, top_idx = cand.topk(min(2 * beam_size, cand.numel()))
             kept: List[Hypothesis] = []
             for rank, (score, idx) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
-                b, tok = divmod(idx, vocab)
+                b, col = divmod(idx, width)
+                tok = col if cand_tokens is None else int(cand_tokens[row + b, col])
                 prev = beams[b]
                 if tok == eos_id:
                     if rank < beam_size:  # as in HF beam search: only EOS within the top B counts
@@ -135,6 +166,7 @@ def beam_search(
                 elif len(kept) < beam_size:
                     kept.append(Hypothesis(prev.tokens + [tok], score))
                     src_rows.append(row + b)
+                    src_cols.append(col)
                     next_tokens.append(tok)
             row += nb
             best_done = max((h.score for h in finished[utt]), default=float("-inf"))
@@ -144,8 +176,8 @@ def beam_search(
             else:
                 live[utt] = []
                 # Undo the rows queued for an utterance that is done.
-                del src_rows[len(src_rows) - len(kept) :]
-                del next_tokens[len(next_tokens) - len(kept) :]
+                for queued in (src_rows, src_cols, next_tokens):
+                    del queued[len(queued) - len(kept) :]
         for utt, kept in zip(new_active, new_live):
             live[utt] = kept
         active = new_active
@@ -153,6 +185,9 @@ def beam_search(
             break
         index = torch.tensor(src_rows, dtype=torch.long, device=device)
         state = reorder_fn(state, index)
+        if ctc is not None:
+            cols = torch.tensor(src_cols, dtype=torch.long, device=device)
+            ctc_state = ctc.select(ctc_state, scored, index, cols)
         logits, state = step_fn(torch.tensor(next_tokens, dtype=torch.long, device=device), state)
     results = []
     for utt in range(n):

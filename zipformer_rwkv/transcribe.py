@@ -5,7 +5,7 @@ Usage (from the repository root):
 
   python zipformer_rwkv/transcribe.py --checkpoint exp/llm/epoch-10.pt a.wav b.flac c.mp3
   python zipformer_rwkv/transcribe.py --checkpoint exp/llm/epoch-10.pt --decoding-method beam_search \
-    --beam-size 4 --use-averaged-model true recordings/*.flac
+    --beam-size 4 --use-averaged-model true --ctc-weight 0.7 recordings/*.flac
 
 Prints one line per file: `{path}\t{transcript}`. The model structure is read from the checkpoint
 (written by train.py); `--use-averaged-model true` uses its running average `model_avg`.
@@ -37,6 +37,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoding-method", choices=("greedy_search", "beam_search"), default="greedy_search")
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--ctc-weight", type=float, default=0.0,
+                        help="llm: joint CTC / RWKV-7 search weight (decode.py --ctc-weight); 0 = off")
     parser.add_argument("--bpe-model", type=str, default=None, help="override the checkpoint's BPE model path")
     parser.add_argument("files", nargs="+", type=Path, help="audio files")
     return parser
@@ -85,7 +87,7 @@ def load_model(args) -> tuple:
 def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> str:
     """Transcript of one (T, 80) fbank tensor, or `<NOTE>` when recipe.recognize skips it."""
     params = AttributeDict(params, decoding_method=args.decoding_method, beam_size=args.beam_size,
-                           max_new_tokens=args.max_new_tokens)
+                           max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight)
     hyps, notes = recipe.recognize(params, model, tokenizers, feats.unsqueeze(0),
                                    torch.tensor([feats.shape[0]]))
     return f"<{notes[0]}>" if notes[0] == recipe.NOTE_SKIPPED else hyps[0].strip()
