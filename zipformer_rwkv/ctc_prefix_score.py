@@ -84,7 +84,7 @@ class CtcPrefixScorer:
         if log_probs.ndim != 3 or lengths.shape != (log_probs.size(0),):
             raise ValueError(f"CtcPrefixScorer: log_probs {tuple(log_probs.shape)} must be (N, T, V) "
                              f"and lengths {tuple(lengths.shape)} (N,)")
-        n, t, v = log_probs.shape
+        _, t, v = log_probs.shape
         if int(lengths.min()) < 1 or int(lengths.max()) > t:
             raise ValueError(f"CtcPrefixScorer: lengths must lie in 1..{t}, got {lengths.tolist()}")
         if not (0 <= blank < v and 0 <= eos_id < v and blank != eos_id):
