@@ -7,7 +7,7 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
     --ctc-exp-dir exp/ctc --ctc-epoch 6 --ctc-avg 3 \
     --manifest-dir data/fbank --bpe-model data/lang_bpe_500/bpe.model --test-set test
   # also time joint CTC / RWKV-7 search (decode.py --ctc-weight; a speech LLM with a CTC head)
-  python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --ctc-weight 0.5
+  python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --ctc-weight 0.7
   # fewer utterances / threads, GPU if present
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 

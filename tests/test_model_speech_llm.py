@@ -187,6 +187,8 @@ def test_joint_ctc_generation_follows_the_ctc_head():
     with pytest.raises(ValueError, match="one vocabulary"):
         make_speech_llm(ctc_vocab_size=V + 1, ctc_loss_scale=0.3).eval().generate(feats, lens, ctc_weight=0.5)
     model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3).eval()
+    with pytest.raises(ValueError, match="must be in"):
+        model.generate(feats, lens, "beam_search", ctc_weight=-0.5)
     plain = model.generate(feats, lens, "greedy_search", max_new_tokens=6)
     assert any(h.tokens != [9] for h in plain)
     with torch.no_grad():

@@ -128,6 +128,9 @@ def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monk
     dev_recogs = (out / f"recogs-dev-{suffix}").read_text()
     assert dev_recogs.count("\tref=") == 6 and dev_recogs.startswith("dev-")
     assert (out / f"wer-summary-dev-{suffix}").is_file() and (out / f"errs-dev-{suffix}").is_file()
+    with pytest.raises(SystemExit, match="--ctc-weight is for speech LLM"):
+        decode(monkeypatch, ["--exp-dir", ctc_exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
+                             "--ctc-weight", 0.5] + data["args"])
 
 
 def test_a_set_named_both_dev_and_test_is_an_error(data, tmp_path):

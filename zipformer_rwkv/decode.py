@@ -10,7 +10,7 @@ Usage (from the repository root):
     --decoding-method beam_search --beam-size 4
   # joint CTC / RWKV-7 search (a model trained with --ctc-loss-scale > 0 and --tokenizer bpe)
   python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 \
-    --decoding-method beam_search --beam-size 4 --ctc-weight 0.5
+    --decoding-method beam_search --beam-size 4 --ctc-weight 0.7
 
   # CTC baseline (CTC greedy search) and LM perplexity
   python zipformer_rwkv/decode.py --exp-dir exp/ctc --epoch 10 --avg 5

@@ -196,20 +196,14 @@ class SpeechLLM(FreezableModule):
         return loss, stats
 
     @torch.no_grad()
-    def prefill(
-        self, feats: torch.Tensor, feat_lens: torch.Tensor
-    ) -> Tuple[torch.Tensor, list, torch.Tensor]:
-        """Run audio + prompt through RWKV-7 in one parallel pass.
+    def prefill(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, list]:
+        """Run prompt + audio embeddings through RWKV-7 in one parallel pass.
 
+        Args:
+          audio: (N, A, C_llm) adapter outputs from `encode`; audio_lens: (N,) valid positions.
         Returns:
-          logits (N, V) for the first transcript token, the recurrent state after each row's prompt,
-          and audio_lens (N,) (rows with 0 audio positions should not be decoded).
+          logits (N, V) for the first transcript token, and the recurrent state after each row's prompt.
         """
-        audio, audio_lens, _, _ = self.encode(feats, feat_lens)
-        logits, state = self._prefill_audio(audio, audio_lens)
-        return logits, state, audio_lens
-
-    def _prefill_audio(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, list]:
         embeds, lengths, _ = assemble(audio, audio_lens, self.template, self.llm.emb)
         last, state = self.llm.forward_features(inputs_embeds=embeds, lengths=lengths, last_only=True)
         return self.llm.logits(last), state
@@ -234,20 +228,20 @@ class SpeechLLM(FreezableModule):
         Returns:
           one `Hypothesis` per utterance (token ids of the LLM tokenizer, EOS removed).
         Raises:
-          ValueError: unknown method, or ctc_weight > 0 without a usable CTC head.
+          ValueError: unknown method; ctc_weight != 0 without a usable CTC head, or outside (0, 1].
         """
         if method not in ("greedy_search", "beam_search"):
             raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
         audio, audio_lens, enc, enc_lens = self.encode(feats, feat_lens)
-        logits, state = self._prefill_audio(audio, audio_lens)
+        logits, state = self.prefill(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
-        if ctc_weight > 0:
+        if ctc_weight != 0:  # a negative weight reaches beam_search's range check
             if self.ctc_output is None:
-                raise ValueError("--ctc-weight > 0 needs a speech LLM with a CTC head: train it with "
+                raise ValueError("--ctc-weight needs a speech LLM with a CTC head: train it with "
                                  "--ctc-loss-scale > 0 (the head starts from the encoder checkpoint's)")
             ctc_log_probs = self.ctc_output(enc)
             if ctc_log_probs.size(-1) != logits.size(-1):
-                raise ValueError(f"--ctc-weight > 0 needs one vocabulary for CTC and RWKV-7: the CTC head has "
+                raise ValueError(f"--ctc-weight needs one vocabulary for CTC and RWKV-7: the CTC head has "
                                  f"{ctc_log_probs.size(-1)} outputs, RWKV-7 {logits.size(-1)} (use --tokenizer bpe)")
             ctc = CtcPrefixScorer(ctc_log_probs, enc_lens, blank=0, eos_id=eos, pre_beam=max(8, 2 * beam_size))
             beam = beam_size if method == "beam_search" else 1

@@ -285,7 +285,11 @@ def recognize(
       hypothesis texts and notes, one each per utterance. An utterance whose encoder output is too
       short (ctc: < 1 frame, llm: < one adapter position) gets "" and NOTE_SKIPPED; an llm hypothesis
       that reached --max-new-tokens without EOS gets NOTE_TRUNCATED; other notes are "".
+    Raises:
+      ValueError: --ctc-weight given for a ctc model, or a bad one for an llm (`SpeechLLM.generate`).
     """
+    if params.model_type == "ctc" and params.get("ctc_weight", 0.0) != 0:
+        raise ValueError("--ctc-weight is for speech LLM (llm) checkpoints; a ctc model decodes by CTC alone")
     n = feats.size(0)
     hyps, notes = [""] * n, [""] * n
     min_frames = params.adapter_downsample if params.model_type == "llm" else 1
