@@ -1,6 +1,7 @@
 """CTC head/loss/greedy search, and the icefall command-line options / named configs."""
 import argparse
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -65,6 +66,13 @@ def test_named_config_and_icefall_overrides():
     assert cfg.encoder_dim == ENCODER_CONFIGS["large"].encoder_dim and cfg.causal
     assert cfg.chunk_size == (32,) and cfg.left_context_frames == (256,) and cfg.num_heads == (4,) * 6
     assert resolve_encoder_config(parse([])) == ENCODER_CONFIGS["medium"]  # default
+    assert ENCODER_CONFIGS["medium"].encoder_embed_channels == 128  # icefall's layer3_channels
+    cfg = resolve_encoder_config(parse(["--encoder-config", "small", "--encoder-embed-channels", "64"]))
+    assert cfg == replace(ENCODER_CONFIGS["small"], encoder_embed_channels=64)
+    with torch.device("meta"):
+        model = get_encoder_model(parse(["--encoder-embed-channels", "64"]))
+    assert model.encoder_embed.conv[7].weight.shape == (64, 32, 3, 3)
+    assert model.encoder_embed.out.weight.shape == (192, 64 * 19)
 
 
 def test_bad_option_values_are_clear():

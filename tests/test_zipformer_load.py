@@ -77,6 +77,18 @@ def test_causal_checkpoint_inferred_as_causal(tmp_path):
     assert loaded.config.left_context_frames == (64,)
 
 
+def test_narrow_encoder_embed_is_inferred_and_mismatch_is_clear(tmp_path):
+    narrow = tiny_encoder(seed=7, encoder_embed_channels=32)
+    assert narrow.encoder_embed.convnext.depthwise_conv.weight.shape[0] == 32
+    path = tmp_path / "narrow.pt"
+    torch.save({"model": icefall_model_dict(narrow)}, path)
+    loaded = load_encoder_checkpoint(path)
+    assert loaded.config.encoder_embed_channels == 32 and same_output(loaded, narrow)
+    with pytest.raises(CheckpointMismatchError, match=r"encoder_embed\.conv\.7\.weight: checkpoint "
+                       r"\(32, 32, 3, 3\) vs model \(128, 32, 3, 3\)"):
+        load_encoder_checkpoint(path, model=ZipformerEncoder(tiny_config()))
+
+
 def test_one_wrong_shape_gives_one_clear_error(enc, tmp_path):
     sd = icefall_model_dict(enc)
     bad_key = "encoder.encoders.2.encoder.layers.1.feed_forward1.out_proj.bias"

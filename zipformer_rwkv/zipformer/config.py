@@ -27,6 +27,10 @@ class ZipformerConfig:
     Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for `causal`.
     Frame rates: fbank 100 Hz, stack i at 50 Hz / downsampling_factor[i], output 25 Hz.
     `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`.
+    `encoder_embed_channels` is the width of encoder_embed's last convolution and its ConvNeXt
+    (icefall's Conv2dSubsampling `layer3_channels`, 128 in every icefall recipe); at 50 Hz x 19
+    frequency bins it sets most of encoder_embed's cost, which on a small encoder is as much as
+    the Zipformer2 stacks'.
 
     Raises:
       ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, or a
@@ -47,6 +51,7 @@ class ZipformerConfig:
     causal: bool = False
     chunk_size: Tuple[int, ...] = (16, 32, 64, -1)
     left_context_frames: Tuple[int, ...] = (64, 128, 256, -1)
+    encoder_embed_channels: int = 128
     feature_dim: int = 80
 
     def __post_init__(self):
@@ -54,7 +59,7 @@ class ZipformerConfig:
             v = getattr(self, f.name)
             if f.name == "causal":
                 object.__setattr__(self, f.name, str2bool(v) if isinstance(v, str) else bool(v))
-            elif f.name in ("pos_dim", "feature_dim"):
+            elif f.name in ("pos_dim", "encoder_embed_channels", "feature_dim"):
                 object.__setattr__(self, f.name, int(v))
             else:
                 object.__setattr__(self, f.name, _ints(v))
@@ -113,6 +118,9 @@ _OPTIONS = {
                   "at decoding / in eval. -1 = full utterance.",
     "left_context_frames": "Left contexts (frames at 50 Hz) drawn from in training; the first "
                            "one is used at decoding / in eval. -1 = unlimited.",
+    "encoder_embed_channels": "Channels of encoder_embed's last Conv2d and its ConvNeXt block "
+                              "(icefall's Conv2dSubsampling layer3_channels); smaller is cheaper "
+                              "on CPU, but icefall checkpoints need 128.",
 }
 
 
@@ -129,8 +137,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if name == "causal":
             parser.add_argument(flag, type=str2bool, default=None, help=help_text + " Default: False.")
-        elif name == "pos_dim":
-            parser.add_argument(flag, type=int, default=None, help=help_text + " Default: 48.")
+        elif name in ("pos_dim", "encoder_embed_channels"):
+            default = getattr(ENCODER_CONFIGS["medium"], name)
+            parser.add_argument(flag, type=int, default=None, help=help_text + f" Default: {default}.")
         else:
             default = ",".join(map(str, getattr(ENCODER_CONFIGS["medium"], name)))
             parser.add_argument(flag, type=str, default=None,

@@ -41,6 +41,7 @@ class ZipformerEncoder(nn.Module):
         self.encoder_out_dim = cfg.output_dim
         self.encoder_embed = Conv2dSubsampling(
             in_channels=cfg.feature_dim, out_channels=cfg.encoder_dim[0],
+            layer3_channels=cfg.encoder_embed_channels,
             dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)))
         self.encoder = Zipformer2(
             output_downsampling_factor=2, downsampling_factor=cfg.downsampling_factor,

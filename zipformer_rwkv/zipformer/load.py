@@ -96,7 +96,7 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
     """ZipformerConfig whose parameter shapes match an encoder state dict.
 
     Inferred: stacks, downsampling factors, layers, dims, heads, head dims, kernels, pos_dim,
-    causal. Not stored in weights (taken from `overrides`, else defaults): chunk_size,
+    causal, encoder_embed_channels (rows of `encoder_embed.conv.7.weight`, when present). Not stored in weights (taken from `overrides`, else defaults): chunk_size,
     left_context_frames, feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the
     named config with the same dims, else encoder_dim). `overrides` win over inferred values.
 
@@ -141,6 +141,8 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
             raise CheckpointMismatchError(f"cannot infer the Zipformer config: missing {e.args[0]}") from None
     inferred: Dict[str, Any] = {k: tuple(v) for k, v in cols.items()}
     inferred.update(pos_dim=pos_dim, causal=causal, pos_head_dim=tuple(pos_head))
+    if "encoder_embed.conv.7.weight" in sd:
+        inferred["encoder_embed_channels"] = sd["encoder_embed.conv.7.weight"].shape[0]
     inferred["encoder_unmasked_dim"] = inferred["encoder_dim"]
     for named in ENCODER_CONFIGS.values():
         if (named.encoder_dim, named.num_encoder_layers) == (inferred["encoder_dim"], inferred["num_encoder_layers"]):
