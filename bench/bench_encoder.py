@@ -5,6 +5,7 @@ Usage (from the repo root):
   python bench/bench_encoder.py                          # small + medium, batch 1 and 8, 10 s
   python bench/bench_encoder.py --configs medium --batch-sizes 8 --threads 2 --repeats 3
   python bench/bench_encoder.py --train --configs small --batch-sizes 8   # training step speed
+  python bench/bench_encoder.py --configs small --encoder-embed-channels 128,32   # encoder_embed widths
 
 Random weights (speed does not depend on the values), random 80-dim fbank at 100 Hz, fp32,
 eval mode, torch.no_grad(); with --train: train mode (dropout, Balancer/Whiten, layer skipping
@@ -22,6 +23,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +41,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per row (median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--train", action="store_true", help="time a training step (forward + backward)")
+    p.add_argument("--encoder-embed-channels", default="128",
+                   help="comma-separated encoder_embed widths (icefall: 128) to time each config with")
     return p
 
 
@@ -63,18 +67,22 @@ def main() -> None:
           f"visible, load avg {os.getloadavg()[0]:.1f}, OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; input {args.seconds:g} s = {frames} frames")
     step = "forward+backward" if args.train else "forward"
-    print(f"| config | batch | {step} s (median) | RTF | x real time | CPU-time RTF | model MB | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name in args.configs.split(","):
+    print(f"| config | embed channels | batch | {step} s (median) | RTF | x real time | CPU-time RTF | "
+          "model MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    runs = [(n, int(c)) for n in args.configs.split(",") for c in args.encoder_embed_channels.split(",")]
+    for name, channels in runs:
         torch.manual_seed(0)
-        model = ZipformerEncoder(ENCODER_CONFIGS[name]).train(args.train)
+        config = replace(ENCODER_CONFIGS[name], encoder_embed_channels=channels)
+        model = ZipformerEncoder(config).train(args.train)
         model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             x = torch.randn(bs, frames, 80)
             x_lens = torch.full((bs,), frames, dtype=torch.int64)
             times, cpu = [], []
             with torch.set_grad_enabled(args.train):
-                run_step(model, x[:, :500], torch.full((bs,), 500), args.train)  # warm-up
+                warm = min(500, frames)
+                run_step(model, x[:, :warm], torch.full((bs,), warm), args.train)  # warm-up
                 for _ in range(args.repeats):
                     t0, c0 = time.perf_counter(), time.process_time()
                     run_step(model, x, x_lens, args.train)
@@ -83,7 +91,7 @@ def main() -> None:
             sec = statistics.median(times)
             rtf = sec / (bs * args.seconds)
             cpu_rtf = statistics.median(cpu) / (bs * args.seconds)
-            print(f"| {name} | {bs} | {sec:.3f} | {rtf:.4f} | {1 / rtf:.1f} | {cpu_rtf:.4f} | {model_mb:.0f} | "
+            print(f"| {name} | {channels} | {bs} | {sec:.3f} | {rtf:.4f} | {1 / rtf:.1f} | {cpu_rtf:.4f} | {model_mb:.0f} | "
                   f"{peak_rss_mb():.0f} |", flush=True)
 
 
