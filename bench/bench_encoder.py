@@ -91,8 +91,8 @@ def main() -> None:
             sec = statistics.median(times)
             rtf = sec / (bs * args.seconds)
             cpu_rtf = statistics.median(cpu) / (bs * args.seconds)
-            print(f"| {name} | {channels} | {bs} | {sec:.3f} | {rtf:.4f} | {1 / rtf:.1f} | {cpu_rtf:.4f} | {model_mb:.0f} | "
-                  f"{peak_rss_mb():.0f} |", flush=True)
+            print(f"| {name} | {channels} | {bs} | {sec:.3f} | {rtf:.4f} | {1 / rtf:.1f} | {cpu_rtf:.4f} | "
+                  f"{model_mb:.0f} | {peak_rss_mb():.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ def test_bad_option_values_are_clear():
         resolve_encoder_config(parse(["--encoder-dim", "192,256"]))
     with pytest.raises(ValueError, match="comma-separated integers"):
         resolve_encoder_config(parse(["--feedforward-dim", "512,x"]))
+    with pytest.raises(ValueError, match="--encoder-embed-channels must be >= 1, got 0"):
+        resolve_encoder_config(parse(["--encoder-embed-channels", "0"]))
     with pytest.raises(SystemExit):
         parse(["--encoder-config", "huge"])
 

@@ -33,8 +33,8 @@ class ZipformerConfig:
     the Zipformer2 stacks'.
 
     Raises:
-      ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, or a
-        malformed value.
+      ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, a
+        malformed value, or encoder_embed_channels < 1.
     """
 
     num_encoder_layers: Tuple[int, ...] = (2, 2, 3, 4, 3, 2)
@@ -63,6 +63,8 @@ class ZipformerConfig:
                 object.__setattr__(self, f.name, int(v))
             else:
                 object.__setattr__(self, f.name, _ints(v))
+        if self.encoder_embed_channels < 1:
+            raise ValueError(f"--encoder-embed-channels must be >= 1, got {self.encoder_embed_channels}")
         n = len(self.downsampling_factor)
         for name in ("num_encoder_layers", "feedforward_dim", "num_heads", "encoder_dim",
                      "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim",

@@ -96,9 +96,10 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
     """ZipformerConfig whose parameter shapes match an encoder state dict.
 
     Inferred: stacks, downsampling factors, layers, dims, heads, head dims, kernels, pos_dim,
-    causal, encoder_embed_channels (rows of `encoder_embed.conv.7.weight`, when present). Not stored in weights (taken from `overrides`, else defaults): chunk_size,
-    left_context_frames, feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the
-    named config with the same dims, else encoder_dim). `overrides` win over inferred values.
+    causal, encoder_embed_channels (rows of `encoder_embed.conv.7.weight`, when present). Not
+    stored in weights (taken from `overrides`, else defaults): chunk_size, left_context_frames,
+    feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the named config with the
+    same dims, else encoder_dim). `overrides` win over inferred values.
 
     Raises:
       CheckpointMismatchError: a key needed for inference is missing.

@@ -96,10 +96,10 @@ class ConvNeXt(nn.Module):
 class Conv2dSubsampling(nn.Module):
     """fbank (N, T, 80) at 100 Hz -> (N, (T - 7) // 2, out_channels) at 50 Hz.
 
-    conv stack (Conv2d 1->8 k3 pad (0,1), SwooshR, Conv2d 8->32 k3 s2, SwooshR, Conv2d 32->128 k3
-    s(1,2), SwooshR), ConvNeXt(128), flatten 128 x 19 freq bins, Linear -> `out_channels`,
-    BiasNorm, Dropout3. Parameter-free modules keep their indices in `conv` so that the keys are
-    `conv.0/4/7` like icefall.
+    conv stack (Conv2d 1->8 k3 pad (0,1), SwooshR, Conv2d 8->32 k3 s2, SwooshR, Conv2d 32->C k3
+    s(1,2), SwooshR), ConvNeXt(C), flatten C x 19 freq bins, Linear -> `out_channels`, BiasNorm,
+    Dropout3; C = `layer3_channels` (128 in icefall). Parameter-free modules keep their indices
+    in `conv` so that the keys are `conv.0/4/7` like icefall.
     """
 
     def __init__(self, in_channels: int, out_channels: int, layer1_channels: int = 8,
@@ -162,7 +162,7 @@ class Conv2dSubsampling(nn.Module):
                           cached_left_pad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """One chunk: x (N, T, F) with T = 2 * chunk + 13 fbank frames (chunk at 50 Hz plus the
         conv and ConvNeXt context). Returns ((N, (T - 7) // 2 - 3, C), lengths, new cache
-        (N, 128, 3, out_width))."""
+        (N, layer3_channels, 3, out_width))."""
         x = self.conv(x.unsqueeze(1))
         x, cached_left_pad = self.convnext.streaming_forward(x, cached_left_pad)
         x = self.out_norm(self._project(x))
@@ -170,6 +170,6 @@ class Conv2dSubsampling(nn.Module):
 
     def get_init_states(self, batch_size: int = 1,
                         device: torch.device = torch.device("cpu")) -> Tensor:
-        """Zero ConvNeXt left-context cache, (N, 128, 3, out_width)."""
+        """Zero ConvNeXt left-context cache, (N, layer3_channels, 3, out_width)."""
         return torch.zeros(batch_size, self.layer3_channels, self.convnext.padding[0],
                            self.out_width, device=device)
