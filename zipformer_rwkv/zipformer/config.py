@@ -19,6 +19,10 @@ def _ints(s: Any) -> Tuple[int, ...]:
     return tuple(int(v) for v in s)
 
 
+# Options holding one integer (the others are per-stack comma lists, and `causal` a bool).
+_INT_OPTIONS = ("pos_dim", "encoder_embed_channels")
+
+
 @dataclass(frozen=True)
 class ZipformerConfig:
     """Architecture of `encoder_embed` + `encoder` (defaults: LibriSpeech medium).
@@ -59,7 +63,7 @@ class ZipformerConfig:
             v = getattr(self, f.name)
             if f.name == "causal":
                 object.__setattr__(self, f.name, str2bool(v) if isinstance(v, str) else bool(v))
-            elif f.name in ("pos_dim", "encoder_embed_channels", "feature_dim"):
+            elif f.name in _INT_OPTIONS + ("feature_dim",):
                 object.__setattr__(self, f.name, int(v))
             else:
                 object.__setattr__(self, f.name, _ints(v))
@@ -139,7 +143,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if name == "causal":
             parser.add_argument(flag, type=str2bool, default=None, help=help_text + " Default: False.")
-        elif name in ("pos_dim", "encoder_embed_channels"):
+        elif name in _INT_OPTIONS:
             default = getattr(ENCODER_CONFIGS["medium"], name)
             parser.add_argument(flag, type=int, default=None, help=help_text + f" Default: {default}.")
         else:
