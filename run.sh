@@ -102,7 +102,7 @@ case "$size" in
   tiny)
     enc_opts="--num-encoder-layers 1,1 --downsampling-factor 1,2 --feedforward-dim 64,64 --num-heads 2,2
       --encoder-dim 32,32 --encoder-unmasked-dim 16,16 --cnn-module-kernel 15,15 --query-head-dim 8
-      --value-head-dim 8 --pos-head-dim 4 --pos-dim 16"
+      --value-head-dim 8 --pos-head-dim 4 --pos-dim 16 --utterance-cmn true"
     rwkv_opts="--rwkv-n-layer 2 --rwkv-n-embd 64"
     # a few steps: utterances <= 3 s only; prepare.sh --size tiny caps data/lm at 2000 sentences
     common_opts="--num-workers 0 --log-interval 2 --average-period 1 --warmup-batches 5 --lr-batches 50
@@ -122,11 +122,12 @@ case "$size" in
     # speech-LLM epoch (frozen encoder); no speed perturbation (3x the audio); no SpecAugment (it
     # slowed the escape from CTC's blank-only plateau in our short runs); CutMix noise on.
     # --ref-duration 0.1 ends the Zipformer's warm-up regularisation schedules (layer skipping,
-    # dropout 0.3 -> 0.1) within the first ~70 updates.
+    # dropout 0.3 -> 0.1) within the first ~70 updates. --utterance-cmn: per-utterance fbank mean
+    # removed (one-epoch probe: CTC valid loss 0.666 vs 0.705, same greedy WER).
     enc_opts="--num-encoder-layers 2,2,2,2 --downsampling-factor 1,2,4,2 --feedforward-dim 384,512,512,384
       --num-heads 4,4,4,4 --encoder-dim 128,192,192,128 --encoder-unmasked-dim 128,128,128,128
       --cnn-module-kernel 31,31,15,31 --query-head-dim 32 --value-head-dim 12 --pos-head-dim 4 --pos-dim 48
-      --encoder-embed-channels 32"
+      --encoder-embed-channels 32 --utterance-cmn true"
     rwkv_opts="--rwkv-n-layer 4 --rwkv-n-embd 256"
     common_opts="--log-interval 50 --average-period 10 --warmup-batches 100 --lr-batches 5000 --lr-epochs 10
       --ref-duration 0.1 --num-workers 1 --enable-spec-aug false"

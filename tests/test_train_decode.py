@@ -16,9 +16,9 @@ from speech_llm_data import make_bpe, make_corpus, make_lm_text
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ENC = ("--num-encoder-layers 1,1 --downsampling-factor 1,2 --feedforward-dim 64,64 --num-heads 2,2 "
             "--encoder-dim 32,32 --encoder-unmasked-dim 16,16 --cnn-module-kernel 15,15 --query-head-dim 8 "
-            "--value-head-dim 8 --pos-head-dim 4 --pos-dim 16 --encoder-embed-channels 16").split()
-# (decode.py is given none of these: it must rebuild the encoder, encoder_embed width included,
-# from the options saved in the checkpoint)
+            "--value-head-dim 8 --pos-head-dim 4 --pos-dim 16 --encoder-embed-channels 16 --utterance-cmn true").split()
+# (decode.py is given none of these: it must rebuild the encoder, encoder_embed width and CMN
+# included, from the options saved in the checkpoint)
 TINY_LM = "--rwkv-n-layer 2 --rwkv-n-embd 64".split()
 
 

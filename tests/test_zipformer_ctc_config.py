@@ -73,6 +73,9 @@ def test_named_config_and_icefall_overrides():
         model = get_encoder_model(parse(["--encoder-embed-channels", "64"]))
     assert model.encoder_embed.conv[7].weight.shape == (64, 32, 3, 3)
     assert model.encoder_embed.out.weight.shape == (192, 64 * 19)
+    assert not ENCODER_CONFIGS["medium"].utterance_cmn  # icefall never normalises fbank
+    args = parse(["--utterance-cmn", "true"])
+    assert resolve_encoder_config(args).utterance_cmn and args.utterance_cmn is True
 
 
 def test_bad_option_values_are_clear():
@@ -82,6 +85,8 @@ def test_bad_option_values_are_clear():
         resolve_encoder_config(parse(["--feedforward-dim", "512,x"]))
     with pytest.raises(ValueError, match="--encoder-embed-channels must be >= 1, got 0"):
         resolve_encoder_config(parse(["--encoder-embed-channels", "0"]))
+    with pytest.raises(ValueError, match="a causal \\(streaming\\) model cannot use it"):
+        resolve_encoder_config(parse(["--causal", "true", "--utterance-cmn", "true"]))
     with pytest.raises(SystemExit):
         parse(["--encoder-config", "huge"])
 

@@ -56,6 +56,45 @@ def test_padding_does_not_change_real_frames(causal):
             assert rel_err(out[i, :n], alone[0]) <= 1e-5
 
 
+def test_utterance_cmn_removes_each_utterances_mean_and_keeps_padding():
+    from zipformer_rwkv.zipformer.encoder import utterance_cmn
+
+    x = torch.randn(3, 20, 80, dtype=torch.float64) + torch.randn(3, 1, 80, dtype=torch.float64) * 5
+    lens = torch.tensor([20, 13, 9])
+    x[1, 13:], x[2, 9:] = 7.5, -23.0  # padding
+    y = utterance_cmn(x, lens)
+    for i, n in enumerate(lens.tolist()):
+        assert y[i, :n].mean(dim=0).abs().max() <= 1e-12
+        assert torch.allclose(y[i, :n], x[i, :n] - x[i, :n].mean(dim=0))
+        assert torch.equal(y[i, n:], x[i, n:])
+
+
+def test_utterance_cmn_makes_the_encoder_ignore_a_constant_offset():
+    """A per-utterance offset of every fbank frame (a gain / channel change) leaves the output
+    unchanged with utterance_cmn, and changes it without (so the test can fail); padding still does
+    not leak."""
+    x = torch.randn(2, 120, 80)
+    lens = torch.tensor([120, 77])
+    offset = torch.randn(2, 1, 80) * 2 - 1.5
+    for cmn in (True, False):
+        m = tiny_encoder(seed=3, utterance_cmn=cmn)
+        with torch.no_grad():
+            out, out_lens = m(x, lens)
+            shifted, _ = m(x + offset, lens)
+            alone, n = m(x[1:, :77], lens[1:])
+        n = int(n)
+        assert rel_err(out[1, :n], alone[0]) <= 1e-5
+        if cmn:
+            assert rel_err(shifted, out) <= 1e-5
+        else:
+            assert rel_err(shifted, out) > 1e-2
+
+
+def test_utterance_cmn_is_not_for_causal_models():
+    with pytest.raises(ValueError, match="--utterance-cmn needs the whole utterance"):
+        tiny_encoder(causal=True, utterance_cmn=True)
+
+
 def test_chunk_mask_makes_output_causal():
     """With chunk-causal masking, frames of earlier chunks ignore later input entirely."""
     m = tiny_encoder(seed=2, causal=True, chunk_size=(16,), left_context_frames=(32,))

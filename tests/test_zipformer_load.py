@@ -89,6 +89,21 @@ def test_narrow_encoder_embed_is_inferred_and_mismatch_is_clear(tmp_path):
         load_encoder_checkpoint(path, model=ZipformerEncoder(tiny_config()))
 
 
+def test_utterance_cmn_follows_our_checkpoints_options(tmp_path):
+    """utterance_cmn is in no weight: our train.py / export.py files carry it as an option, which
+    building follows and a given model must match; icefall files (no options) load without it."""
+    cmn = tiny_encoder(seed=9, utterance_cmn=True)
+    path = tmp_path / "pretrained.pt"
+    torch.save({"model": dict(cmn.state_dict()), "model_type": "ctc", "utterance_cmn": True}, path)
+    loaded = load_encoder_checkpoint(path)
+    assert loaded.config.utterance_cmn and same_output(loaded, cmn)
+    with pytest.raises(CheckpointMismatchError, match=r"pretrained\.pt was trained with --utterance-cmn "
+                       r"true, but the model has utterance_cmn=False"):
+        load_encoder_checkpoint(path, model=ZipformerEncoder(tiny_config()))
+    torch.save({"model": dict(cmn.state_dict())}, tmp_path / "icefall.pt")
+    assert not load_encoder_checkpoint(tmp_path / "icefall.pt").config.utterance_cmn
+
+
 def test_one_wrong_shape_gives_one_clear_error(enc, tmp_path):
     sd = icefall_model_dict(enc)
     bad_key = "encoder.encoders.2.encoder.layers.1.feed_forward1.out_proj.bias"

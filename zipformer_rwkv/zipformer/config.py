@@ -19,8 +19,9 @@ def _ints(s: Any) -> Tuple[int, ...]:
     return tuple(int(v) for v in s)
 
 
-# Options holding one integer (the others are per-stack comma lists, and `causal` a bool).
+# Options holding one integer / one bool (the others are per-stack comma lists).
 _INT_OPTIONS = ("pos_dim", "encoder_embed_channels")
+_BOOL_OPTIONS = ("causal", "utterance_cmn")
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,23 @@ class ZipformerConfig:
     """Architecture of `encoder_embed` + `encoder` (defaults: LibriSpeech medium).
 
     Per-stack fields hold one value per stack; a single value is repeated for every stack.
-    Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for `causal`.
+    Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for the bools (`causal`, `utterance_cmn`).
     Frame rates: fbank 100 Hz, stack i at 50 Hz / downsampling_factor[i], output 25 Hz.
     `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`.
     `encoder_embed_channels` is the width of encoder_embed's last convolution and its ConvNeXt
     (icefall's Conv2dSubsampling `layer3_channels`, 128 in every icefall recipe); at 50 Hz x 19
     frequency bins it sets most of encoder_embed's cost, which on a small encoder is as much as
     the Zipformer2 stacks'.
+    `utterance_cmn` subtracts each utterance's mean fbank vector (over its valid frames) before
+    encoder_embed: per-utterance cepstral mean normalisation (Kaldi's `apply-cmvn --norm-vars=false`
+    with per-utterance stats; ESPnet's `utterance_mvn` without variance normalisation). It removes
+    gain and channel offsets the model would otherwise have to learn to ignore. icefall never uses
+    it (default False, which every icefall checkpoint needs); it needs the whole utterance, so a
+    causal (streaming) model cannot have it.
 
     Raises:
       ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, a
-        malformed value, or encoder_embed_channels < 1.
+        malformed value, encoder_embed_channels < 1, or utterance_cmn with causal.
     """
 
     num_encoder_layers: Tuple[int, ...] = (2, 2, 3, 4, 3, 2)
@@ -56,12 +63,13 @@ class ZipformerConfig:
     chunk_size: Tuple[int, ...] = (16, 32, 64, -1)
     left_context_frames: Tuple[int, ...] = (64, 128, 256, -1)
     encoder_embed_channels: int = 128
+    utterance_cmn: bool = False
     feature_dim: int = 80
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "causal":
+            if f.name in _BOOL_OPTIONS:
                 object.__setattr__(self, f.name, str2bool(v) if isinstance(v, str) else bool(v))
             elif f.name in _INT_OPTIONS + ("feature_dim",):
                 object.__setattr__(self, f.name, int(v))
@@ -69,6 +77,9 @@ class ZipformerConfig:
                 object.__setattr__(self, f.name, _ints(v))
         if self.encoder_embed_channels < 1:
             raise ValueError(f"--encoder-embed-channels must be >= 1, got {self.encoder_embed_channels}")
+        if self.utterance_cmn and self.causal:
+            raise ValueError("--utterance-cmn needs the whole utterance's mean: a causal (streaming) "
+                             "model cannot use it")
         n = len(self.downsampling_factor)
         for name in ("num_encoder_layers", "feedforward_dim", "num_heads", "encoder_dim",
                      "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim",
@@ -127,6 +138,8 @@ _OPTIONS = {
     "encoder_embed_channels": "Channels of encoder_embed's last Conv2d and its ConvNeXt block "
                               "(icefall's Conv2dSubsampling layer3_channels); smaller is cheaper "
                               "on CPU, but icefall checkpoints need 128.",
+    "utterance_cmn": "If true, subtract each utterance's mean fbank vector before encoder_embed "
+                     "(per-utterance CMN; not with --causal). icefall checkpoints need false.",
 }
 
 
@@ -141,7 +154,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "below (LibriSpeech small 22.0 M / medium 64.0 M / large 146.6 M).")
     for name, help_text in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        if name == "causal":
+        if name in _BOOL_OPTIONS:
             parser.add_argument(flag, type=str2bool, default=None, help=help_text + " Default: False.")
         elif name in _INT_OPTIONS:
             default = getattr(ENCODER_CONFIGS["medium"], name)

@@ -26,6 +26,17 @@ def encoder_out_length(num_frames: Any) -> Any:
     return (((num_frames - 7) // 2) + 1) // 2
 
 
+def utterance_cmn(x: Tensor, x_lens: Tensor) -> Tensor:
+    """Per-utterance cepstral mean normalisation: each utterance's valid frames minus their mean.
+
+    x: (N, T, C) fbank at 100 Hz; x_lens: (N,) valid frames (>= 1). Returns a new (N, T, C) tensor;
+    padded frames (t >= x_lens[n]) are passed through unchanged, so they still read as padding.
+    """
+    valid = (torch.arange(x.shape[1], device=x.device) < x_lens.unsqueeze(1)).unsqueeze(2).to(x.dtype)
+    mean = (x * valid).sum(dim=1, keepdim=True) / x_lens.view(-1, 1, 1).to(x.dtype)
+    return x - mean * valid
+
+
 class ZipformerEncoder(nn.Module):
     """Zipformer2 speech encoder (front end + encoder), icefall state-dict compatible.
 
@@ -71,6 +82,8 @@ class ZipformerEncoder(nn.Module):
         if int(x_lens.min()) < 9:
             raise ValueError(f"every utterance needs >= 9 fbank frames (90 ms), got "
                              f"x_lens.min()={int(x_lens.min())}")
+        if self.config.utterance_cmn:
+            x = utterance_cmn(x, x_lens)
         x, x_lens = self.encoder_embed(x, x_lens)
         mask = make_pad_mask(x_lens, x.shape[1])
         out, out_lens = self.encoder(x.permute(1, 0, 2), x_lens, mask)

@@ -41,6 +41,11 @@ def read_state_dict(path: Union[str, Path], key: Optional[str] = None) -> Dict[s
       FileNotFoundError: path does not exist.
       CheckpointMismatchError: unreadable file or no state dict inside.
     """
+    return _state_dict_of(_read_file(path), Path(path), key)
+
+
+def _read_file(path: Union[str, Path]) -> Mapping[str, Any]:
+    """The checkpoint file's top-level dict (weights_only torch.load or safetensors)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
@@ -55,6 +60,10 @@ def read_state_dict(path: Union[str, Path], key: Optional[str] = None) -> Dict[s
         raise CheckpointMismatchError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(obj, Mapping):
         raise CheckpointMismatchError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def _state_dict_of(obj: Mapping[str, Any], path: Path, key: Optional[str]) -> Dict[str, Tensor]:
     candidates = [key] if key else ["model", "state_dict"]
     for k in candidates:
         if k in obj and isinstance(obj[k], Mapping):
@@ -98,8 +107,8 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
     Inferred: stacks, downsampling factors, layers, dims, heads, head dims, kernels, pos_dim,
     causal, encoder_embed_channels (rows of `encoder_embed.conv.7.weight`, when present). Not
     stored in weights (taken from `overrides`, else defaults): chunk_size, left_context_frames,
-    feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the named config with the
-    same dims, else encoder_dim). `overrides` win over inferred values.
+    utterance_cmn (False), feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the
+    named config with the same dims, else encoder_dim). `overrides` win over inferred values.
 
     Raises:
       CheckpointMismatchError: a key needed for inference is missing.
@@ -186,9 +195,15 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
     Returns:
       the model with the weights loaded (training/eval mode unchanged).
     Raises:
-      FileNotFoundError, CheckpointMismatchError (a ValueError) naming the file.
+      FileNotFoundError, CheckpointMismatchError (a ValueError) naming the file; also when the file
+      is one of ours whose saved `utterance_cmn` option differs from the model's (icefall files
+      carry no options and were all trained without it).
     """
-    sd = extract_encoder_state_dict(read_state_dict(path, key), prefix, source=str(path))
+    obj = _read_file(path)
+    sd = extract_encoder_state_dict(_state_dict_of(obj, Path(path), key), prefix, source=str(path))
+    saved_cmn = obj.get("utterance_cmn")  # training option of our train.py/export.py files
+    if model is None and saved_cmn is not None:
+        config.setdefault("utterance_cmn", saved_cmn)
     if model is None:
         name = config.pop("encoder_config", None)
         if name is not None:
@@ -200,6 +215,11 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
         model = ZipformerEncoder(cfg)
     elif config:
         raise ValueError("pass either model= or config overrides, not both")
+    if saved_cmn is not None and bool(saved_cmn) != model.config.utterance_cmn:
+        raise CheckpointMismatchError(
+            f"{path} was trained with --utterance-cmn {str(bool(saved_cmn)).lower()}, but the model "
+            f"has utterance_cmn={model.config.utterance_cmn}: pass --utterance-cmn "
+            f"{str(bool(saved_cmn)).lower()} (the features would not match the weights)")
     try:
         check_state_dict(model, sd, source=str(path))
     except CheckpointMismatchError as e:
