@@ -29,7 +29,8 @@ class ZipformerConfig:
     """Architecture of `encoder_embed` + `encoder` (defaults: LibriSpeech medium).
 
     Per-stack fields hold one value per stack; a single value is repeated for every stack.
-    Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for the bools (`causal`, `utterance_cmn`).
+    Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for the bools
+    (`causal`, `utterance_cmn`).
     Frame rates: fbank 100 Hz, stack i at 50 Hz / downsampling_factor[i], output 25 Hz.
     `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`.
     `encoder_embed_channels` is the width of encoder_embed's last convolution and its ConvNeXt

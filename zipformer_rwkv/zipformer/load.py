@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from zipformer_rwkv.utils import str2bool
 from zipformer_rwkv.zipformer.config import ENCODER_CONFIGS, ZipformerConfig
 from zipformer_rwkv.zipformer.encoder import ZipformerEncoder
 
@@ -202,6 +203,8 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
     obj = _read_file(path)
     sd = extract_encoder_state_dict(_state_dict_of(obj, Path(path), key), prefix, source=str(path))
     saved_cmn = obj.get("utterance_cmn")  # training option of our train.py/export.py files
+    if isinstance(saved_cmn, str):
+        saved_cmn = str2bool(saved_cmn)
     if model is None and saved_cmn is not None:
         config.setdefault("utterance_cmn", saved_cmn)
     if model is None:
