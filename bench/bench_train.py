@@ -7,8 +7,8 @@ Usage (from the folder run.sh ran in):
   python bench/bench_train.py exp/llm --batches 20 --warmup 5 --num-threads 2
 
 For each train.py --exp-dir given, the options of its newest epoch-N.pt (or checkpoint-N.pt) are
-reused: same model structure, PEFT/freezing, optimizer, --max-duration/--max-tokens, data and
-augmentation. The model starts from random weights (the speed does not depend on them). Each
+reused: same model structure, PEFT/freezing, optimizer, --max-duration/--max-tokens, data,
+augmentation and autocast (--use-fp16 / --use-bf16, the "autocast" column). The model starts from random weights (the speed does not depend on them). Each
 stage runs in its own process, so "peak RSS" is that stage's own maximum resident memory
 (model, optimizer, data loader in the main process; --num-workers 0 is forced so loading is
 included in the timed wall time, as on a 2-core machine). "in run" is the throughput train.py
@@ -53,7 +53,7 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
 
     from zipformer_rwkv import recipe, train
     from zipformer_rwkv.checkpoint import read_checkpoint
-    from zipformer_rwkv.utils import create_grad_scaler
+    from zipformer_rwkv.utils import create_grad_scaler, torch_autocast
 
     ckpt = newest_checkpoint(exp_dir)
     saved = read_checkpoint(ckpt)
@@ -67,6 +67,7 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
     params = train.get_params()
     params.update(vars(args))
     params.rwkv_config = saved.get("rwkv_config")
+    train.set_autocast_params(params)  # --use-fp16 / --use-bf16 as in the run
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model, tokenizers = recipe.get_model(params, load_pretrained=False)
     model.to(device).train()
@@ -89,7 +90,8 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
             continue
         if done == warmup:
             t0, amount = time.time(), 0.0
-        loss, _ = recipe.compute_loss(params, model, batch, tokenizers, device)
+        with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
+            loss, _ = recipe.compute_loss(params, model, batch, tokenizers, device)
         scaler.scale(loss).backward()
         optimizer.scheduler.step_batch(done + 1)
         optimizer.step(scaler)
@@ -101,7 +103,8 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
         torch.cuda.synchronize()
     wall = time.time() - t0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return dict(model_type=params.model_type, checkpoint=str(ckpt), batches=batches, amount=amount, wall=wall,
+    autocast = {torch.float16: "fp16", torch.bfloat16: "bf16"}[params.dtype] if params.use_autocast else "fp32"
+    return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches, amount=amount, wall=wall,
                 rate=amount / max(wall, 1e-9), unit="tokens" if params.model_type == "lm" else "audio s",
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 peak_cuda_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
@@ -141,12 +144,12 @@ def main() -> None:
     r0 = rows[0][1]
     print(f"\nTraining throughput: {args.batches} timed batches after {args.warmup} warm-up; "
           f"device {r0['device']} (threads {r0['threads']})")
-    head = ["exp dir", "type", "params (trainable)", "throughput", "in run", "peak RSS GiB", "peak CUDA GiB"]
+    head = ["exp dir", "type", "autocast", "params (trainable)", "throughput", "in run", "peak RSS GiB", "peak CUDA GiB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for d, r, logged in rows:
         cuda = f"{r['peak_cuda_gib']:.2f}" if r["peak_cuda_gib"] is not None else "-"
-        print(f"| {d} | {r['model_type']} | {r['params'] / 1e6:.2f} M ({r['trainable'] / 1e6:.2f} M) | "
+        print(f"| {d} | {r['model_type']} | {r['autocast']} | {r['params'] / 1e6:.2f} M ({r['trainable'] / 1e6:.2f} M) | "
               f"{r['rate']:.1f} {r['unit']}/s | {logged or '-'} | {r['peak_rss_gib']:.2f} | {cuda} |")
 
 

@@ -180,3 +180,17 @@ def test_inf_check_hooks_name_the_module(caplog):
     with caplog.at_level(logging.WARNING):
         model(x)
     assert not caplog.records
+
+
+def test_set_autocast_params_is_what_train_and_bench_train_share():
+    """--use-fp16 / --use-bf16 -> params.use_autocast and params.dtype; both at once is an error."""
+    from zipformer_rwkv.train import set_autocast_params
+    from zipformer_rwkv.utils import AttributeDict
+
+    for fp16, bf16, use, dtype in ((False, False, False, torch.bfloat16), (True, False, True, torch.float16),
+                                   (False, True, True, torch.bfloat16)):
+        params = AttributeDict(use_fp16=fp16, use_bf16=bf16)
+        set_autocast_params(params)
+        assert params.use_autocast is use and params.dtype == dtype
+    with pytest.raises(ValueError, match="--use-fp16 and --use-bf16 are exclusive"):
+        set_autocast_params(AttributeDict(use_fp16=True, use_bf16=True))

@@ -441,6 +441,19 @@ def _epoch_audio(params, train_dl, world_size) -> float:
         return 0.0
 
 
+def set_autocast_params(params: AttributeDict) -> None:
+    """Sets `params.use_autocast` and `params.dtype` (float16 / bfloat16) from --use-fp16 / --use-bf16,
+    for `torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype)` around the loss.
+
+    Raises:
+      ValueError: both options are true.
+    """
+    if params.use_fp16 and params.use_bf16:
+        raise ValueError("--use-fp16 and --use-bf16 are exclusive")
+    params.use_autocast = params.use_fp16 or params.use_bf16
+    params.dtype = torch.float16 if params.use_fp16 else torch.bfloat16
+
+
 def run(rank: int, world_size: int, args) -> None:
     """One training process (rank) of `world_size` (mp.spawn target, or called directly)."""
     params = get_params()
@@ -448,10 +461,7 @@ def run(rank: int, world_size: int, args) -> None:
     if params.exp_dir is None:
         params.exp_dir = Path("exp") / params.model_type
     params.exp_dir = Path(params.exp_dir)
-    if params.use_fp16 and params.use_bf16:
-        raise ValueError("--use-fp16 and --use-bf16 are exclusive")
-    params.use_autocast = params.use_fp16 or params.use_bf16
-    params.dtype = torch.float16 if params.use_fp16 else torch.bfloat16
+    set_autocast_params(params)
     if world_size > 1 or is_torchrun():
         setup_dist(rank, world_size, params.master_port)
         rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
