@@ -85,7 +85,7 @@ def test_loss_is_mean_ce_over_transcript_and_eos_only():
     # Reference: each utterance alone, CE over its transcript+EOS positions only.
     total = 0.0
     for i in range(3):
-        audio, alens, _, _ = model.encode(feats[i : i + 1, : lens[i]], lens[i : i + 1])
+        audio, alens, _, _, _ = model.encode(feats[i : i + 1, : lens[i]], lens[i : i + 1])
         ids_pre, ids_post = [5, 6], [7] + texts[i]
         x = torch.cat([model.llm.emb.weight[ids_pre], audio[0], model.llm.emb.weight[ids_post]])
         logits = model.llm(inputs_embeds=x.unsqueeze(0))[0]
@@ -165,7 +165,7 @@ def test_recurrent_generation_equals_rerunning_prefix():
     feats, lens, _ = batch()
     hyps = model.generate(feats, lens, "greedy_search", max_new_tokens=6)
     for i, h in enumerate(hyps):
-        audio, _, _, _ = model.encode(feats[i : i + 1, : lens[i]], lens[i : i + 1])
+        audio, _, _, _, _ = model.encode(feats[i : i + 1, : lens[i]], lens[i : i + 1])
         prompt = torch.cat([model.llm.emb.weight[[5, 6]], audio[0], model.llm.emb.weight[[7]]])
         tokens = list(h.tokens)
         for j in range(len(tokens) + (0 if h.truncated else 1)):

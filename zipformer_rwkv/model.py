@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zipformer_rwkv.adapter import Adapter
+from zipformer_rwkv.adapter import Adapter, CtcTokenAdapter
 from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
@@ -133,8 +133,13 @@ class SpeechLLM(FreezableModule):
       template: prompt template (token ids around the audio, EOS).
       adapter_downsample: k, encoder frames per LLM position (25 Hz -> 25/k Hz).
       adapter_hidden_dim: hidden width of the adapter MLP (0: one Linear).
-      ctc_vocab_size: if > 0, add an auxiliary CTC head (trained with `ctc_loss_scale`).
+      ctc_vocab_size: if > 0, add a CTC head (trained with `ctc_loss_scale`).
       ctc_loss_scale: weight of the per-frame CTC loss added to the per-token cross-entropy.
+      adapter_type: "stack" (`Adapter`: frame stacking + MLP) or "ctc" (`CtcTokenAdapter`: CTC-compressed
+        posterior-weighted RWKV-7 embeddings; needs the CTC head, `ctc_vocab_size` = RWKV-7's vocabulary).
+      adapter_blank_threshold, adapter_encoder_proj: `CtcTokenAdapter` options.
+    Raises:
+      ValueError: an unknown adapter type; "ctc" without a CTC head over RWKV-7's vocabulary.
     """
 
     def __init__(
@@ -146,24 +151,42 @@ class SpeechLLM(FreezableModule):
         adapter_hidden_dim: int = 0,
         ctc_vocab_size: int = 0,
         ctc_loss_scale: float = 0.0,
+        adapter_type: str = "stack",
+        adapter_blank_threshold: float = 0.95,
+        adapter_encoder_proj: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
         self.llm = llm
-        width = llm.config.n_embd
-        self.adapter = Adapter(encoder.encoder_out_dim, width, adapter_downsample, adapter_hidden_dim)
-        self.ctc_output = make_ctc_output(encoder.encoder_out_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
+        width, enc_dim = llm.config.n_embd, encoder.encoder_out_dim
+        if adapter_type == "stack":
+            self.adapter = Adapter(enc_dim, width, adapter_downsample, adapter_hidden_dim)
+        elif adapter_type == "ctc":
+            if ctc_vocab_size != llm.config.vocab_size:
+                raise ValueError(f"--adapter-type ctc needs a CTC head over RWKV-7's vocabulary "
+                                 f"({llm.config.vocab_size}), got {ctc_vocab_size} CTC outputs")
+            self.adapter = CtcTokenAdapter(enc_dim, width, adapter_blank_threshold, adapter_encoder_proj)
+        else:
+            raise ValueError(f"--adapter-type must be stack or ctc, got {adapter_type!r}")
+        self.adapter_type = adapter_type
+        self.ctc_output = make_ctc_output(enc_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
         self.ctc_loss_scale = ctc_loss_scale
         self.template = template
 
     def encode(
         self, feats: torch.Tensor, feat_lens: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """feats (N, T, 80) -> audio embeddings (N, A, C_llm), audio_lens (N,), encoder out/lens."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """feats (N, T, 80) fbank, feat_lens (N,) -> audio embeddings (N, A, C_llm), audio_lens (N,),
+        encoder output (N, T', C) and its lengths (N,), and the CTC head's log-posteriors (N, T', V)
+        (None without a head)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" not in self.frozen_modules):
             enc, enc_lens = self.encoder(feats, feat_lens)
-        audio, audio_lens = self.adapter(enc, enc_lens)
-        return audio, audio_lens, enc, enc_lens
+        ctc_log_probs = self.ctc_output(enc) if self.ctc_output is not None else None
+        if self.adapter_type == "ctc":
+            audio, audio_lens = self.adapter(enc, enc_lens, ctc_log_probs, self.llm.emb.weight)
+        else:
+            audio, audio_lens = self.adapter(enc, enc_lens)
+        return audio, audio_lens, enc, enc_lens, ctc_log_probs
 
     def forward(
         self,
@@ -180,7 +203,7 @@ class SpeechLLM(FreezableModule):
         Returns:
           loss = CE per predicted token (+ ctc_loss_scale * CTC per encoder frame), and stats.
         """
-        audio, audio_lens, enc, enc_lens = self.encode(feats, feat_lens)
+        audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
         embeds, lengths, targets = assemble(audio, audio_lens, self.template, self.llm.emb, texts)
         logits = self.llm(inputs_embeds=embeds, lengths=lengths)
         ce, ntok, correct = _token_ce(logits, targets)
@@ -189,7 +212,7 @@ class SpeechLLM(FreezableModule):
         if self.ctc_output is not None and self.ctc_loss_scale > 0:
             if ctc_targets is None:
                 raise ValueError("ctc_loss_scale > 0 but no CTC targets were given")
-            ctc = ctc_loss(self.ctc_output(enc), enc_lens, ctc_targets, zero_infinity=True)
+            ctc = ctc_loss(ctc_log_probs, enc_lens, ctc_targets, zero_infinity=True)
             loss = loss + self.ctc_loss_scale * ctc / float(enc_lens.sum())
             stats["ctc_loss"] = ctc.item() * ntok / float(enc_lens.sum())
         stats["loss"] = loss.item() * ntok
@@ -232,14 +255,13 @@ class SpeechLLM(FreezableModule):
         """
         if method not in ("greedy_search", "beam_search"):
             raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
-        audio, audio_lens, enc, enc_lens = self.encode(feats, feat_lens)
+        audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
         logits, state = self.prefill(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
         if ctc_weight != 0:  # a negative weight reaches beam_search's range check
             if self.ctc_output is None:
                 raise ValueError("--ctc-weight needs a speech LLM with a CTC head: train it with "
                                  "--ctc-loss-scale > 0 (the head starts from the encoder checkpoint's)")
-            ctc_log_probs = self.ctc_output(enc)
             if ctc_log_probs.size(-1) != logits.size(-1):
                 raise ValueError(f"--ctc-weight needs one vocabulary for CTC and RWKV-7: the CTC head has "
                                  f"{ctc_log_probs.size(-1)} outputs, RWKV-7 {logits.size(-1)} (use --tokenizer bpe)")

@@ -27,7 +27,7 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
     "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
-    "adapter_downsample", "adapter_hidden_dim", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
+    "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
     "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
@@ -54,8 +54,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt-template", type=str, default="",
                    help="speech LLM prompt with one <audio> marker (<eos> = EOS id); "
                         "default 'User: <audio>\\n\\nAssistant:' (world) or '<audio><eos>' (bpe)")
+    g.add_argument("--adapter-type", choices=("stack", "ctc"), default="stack",
+                   help="llm: stack = frame stacking + MLP projector; ctc = the CTC head predicts RWKV-7's "
+                        "vocabulary, blank frames are dropped, label runs merged, and each position is the "
+                        "posterior-weighted sum of RWKV-7's embeddings (needs --tokenizer bpe)")
     g.add_argument("--adapter-downsample", type=int, default=4,
-                   help="encoder frames stacked per RWKV-7 position (25 Hz -> 6.25 Hz for 4)")
+                   help="stack: encoder frames stacked per RWKV-7 position (25 Hz -> 6.25 Hz for 4)")
+    g.add_argument("--adapter-blank-threshold", type=float, default=0.95,
+                   help="ctc: frames with blank posterior >= this are dropped")
+    g.add_argument("--adapter-encoder-proj", type=str2bool, default=False,
+                   help="ctc: add a (zero-initialised) projection of the encoder state to each position")
     g.add_argument("--adapter-hidden-dim", type=int, default=-1,
                    help="hidden width of the adapter MLP; -1: the RWKV-7 width; 0: a single Linear")
     g.add_argument("--ctc-loss-scale", type=float, default=0.0,
@@ -91,7 +99,7 @@ def get_tokenizers(params: AttributeDict, llm_vocab_size: Optional[int] = None) 
       ValueError: the RWKV-7 vocabulary does not fit the tokenizer.
     """
     out = {}
-    need_bpe = params.model_type == "ctc" or params.ctc_loss_scale > 0 or params.tokenizer == "bpe"
+    need_bpe = params.model_type == "ctc" or uses_ctc_head(params) or params.tokenizer == "bpe"
     kind = params.tokenizer
     if params.model_type != "ctc" and kind == "auto":
         kind = "world" if llm_vocab_size == 65536 else "bpe"
@@ -227,8 +235,11 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
     hidden = llm.config.n_embd if params.adapter_hidden_dim < 0 else params.adapter_hidden_dim
     model = SpeechLLM(
         get_encoder_model(params), llm, template, params.adapter_downsample, hidden,
-        ctc_vocab_size=tok["bpe"].vocab_size if params.ctc_loss_scale > 0 else 0,
+        ctc_vocab_size=tok["bpe"].vocab_size if uses_ctc_head(params) else 0,
         ctc_loss_scale=params.ctc_loss_scale,
+        adapter_type=params.adapter_type,
+        adapter_blank_threshold=params.adapter_blank_threshold,
+        adapter_encoder_proj=params.adapter_encoder_proj,
     )
     if load_pretrained and params.encoder_checkpoint:
         load_encoder_weights(model, params.encoder_checkpoint)
@@ -238,6 +249,18 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
     if params.freeze_llm or (params.llm_peft != "none" and not any(p.requires_grad for p in model.llm.parameters())):
         model.freeze("llm")
     return model, tok
+
+
+def uses_ctc_head(params: AttributeDict) -> bool:
+    """True when a speech LLM keeps a CTC head: an auxiliary CTC loss, or `--adapter-type ctc`."""
+    return params.ctc_loss_scale > 0 or params.get("adapter_type", "stack") == "ctc"
+
+
+def min_encoder_frames(params: AttributeDict) -> int:
+    """Encoder frames an utterance needs to give the model any input (llm stack: one adapter position)."""
+    if params.model_type == "llm" and params.get("adapter_type", "stack") == "stack":
+        return params.adapter_downsample
+    return 1
 
 
 def _targets(params: AttributeDict) -> List[str]:
@@ -293,8 +316,7 @@ def recognize(
         raise ValueError("--ctc-weight is for speech LLM (llm) checkpoints; a ctc model decodes by CTC alone")
     n = feats.size(0)
     hyps, notes = [""] * n, [""] * n
-    min_frames = params.adapter_downsample if params.model_type == "llm" else 1
-    ok = (encoder_out_length(feat_lens) >= min_frames).nonzero().flatten()
+    ok = (encoder_out_length(feat_lens) >= min_encoder_frames(params)).nonzero().flatten()
     for i in set(range(n)) - set(ok.tolist()):
         notes[i] = NOTE_SKIPPED
     if len(ok) == 0:

@@ -145,7 +145,7 @@ def train_cut_filter(params: AttributeDict, tokenizers):
     """The predicate applied to the training cuts: --min/--max-utt-duration, and enough encoder
     frames (ctc: tokens + 1; llm: one adapter position)."""
     if params.model_type == "llm":  # at least one audio position after the adapter
-        ds, num_tokens = params.adapter_downsample, (lambda text: 0)
+        ds, num_tokens = recipe.min_encoder_frames(params), (lambda text: 0)
     else:  # CTC needs at least as many encoder frames as tokens
         ds, num_tokens = 1, (lambda text: len(tokenizers["bpe"].encode(text)))
     return make_cut_filter(params.min_utt_duration, params.max_utt_duration, num_tokens=num_tokens,
