@@ -109,7 +109,7 @@ case "$size" in
       --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5 --max-utt-duration 3"
     ctc_train_opts="--max-duration 30 --base-lr 0.05"
     lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
-    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3"
+    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc"
     decode_max_duration=60
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -139,7 +139,8 @@ case "$size" in
     if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
       lm_train_opts+=" --use-bf16 true"
     fi
-    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3"
+    # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings
+    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc"
     decode_max_duration=300
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -332,6 +333,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
   run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \
     --cuts "$data_dir/fbank/${corpus}_cuts_test.jsonl.gz" --output "$exp_dir/wer_per_voice_test.png"
+  run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test --group-by duration \
+    --cuts "$data_dir/fbank/${corpus}_cuts_test.jsonl.gz" --output "$exp_dir/wer_per_length_test.png"
   end_stage 5 decode
   run $python "$root/local/summarize_results.py" --exp-dir "$exp_dir" --output "$exp_dir/RESULTS.md"
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Plot (PNG) and tabulate (markdown) the WER per voice (speaker) of one test set.
+"""Plot (PNG) and tabulate (markdown) the WER per voice (speaker), or per utterance length, of one test set.
 
 Usage:
   # every recogs-test-*.txt under exp/*/*/ (the newest per model/method), voices from the cuts
@@ -58,15 +58,29 @@ def read_recogs(path: Path) -> Dict[str, Tuple[List[str], List[str]]]:
     return {c: (refs[c], hyps[c]) for c in refs}
 
 
-def read_speakers(cut_manifests: List[Path]) -> Dict[str, str]:
-    """{cut_id: speaker} from lhotse cut manifests ("unknown" where a cut has no speaker)."""
+LENGTH_BINS = ((5.0, "0-5 s"), (10.0, "5-10 s"), (float("inf"), ">10 s"))
+
+
+def length_bin(duration: float) -> str:
+    """The utterance-length group of a cut of `duration` seconds (LENGTH_BINS; labels sort in order)."""
+    return next(label for limit, label in LENGTH_BINS if duration < limit)
+
+
+def read_speakers(cut_manifests: List[Path], group_by: str = "voice") -> Dict[str, str]:
+    """{cut_id: group} from lhotse cut manifests: the speaker of the first supervision ("unknown"
+    where a cut has none) for `group_by="voice"`, the `length_bin` of the cut for "duration"."""
     from lhotse import load_manifest_lazy
 
+    if group_by not in ("voice", "duration"):
+        raise ValueError(f"--group-by must be voice or duration, got {group_by!r}")
     out = {}
     for path in cut_manifests:
         if not path.is_file():
             raise FileNotFoundError(f"cut manifest {path} not found")
         for cut in load_manifest_lazy(path):
+            if group_by == "duration":
+                out[cut.id] = length_bin(cut.duration)
+                continue
             sup = cut.supervisions[0] if cut.supervisions else None
             out[cut.id] = (sup.speaker if sup is not None and sup.speaker else "unknown")
     return out
@@ -109,9 +123,10 @@ def find_recogs(exp_dir: Path, test_set: str) -> Dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def markdown(test_set: str, table: Dict[str, Counts], voices: List[str]) -> str:
-    head = ["voice", "words"] + list(table)
-    lines = [f"WER (%) per voice on {test_set}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def markdown(test_set: str, table: Dict[str, Counts], voices: List[str], group: str = "voice") -> str:
+    head = [group, "words"] + list(table)
+    title = "voice" if group == "voice" else "utterance length"
+    lines = [f"WER (%) per {title} on {test_set}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in voices:
         words = next((t[v][1] for t in table.values() if v in t), 0)
         lines.append("| " + " | ".join([v, str(words)] + [f"{_wer(t[v]):.2f}" if v in t else "-"
@@ -122,7 +137,7 @@ def markdown(test_set: str, table: Dict[str, Counts], voices: List[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(output: Path, test_set: str, table: Dict[str, Counts], voices: List[str]) -> None:
+def plot(output: Path, test_set: str, table: Dict[str, Counts], voices: List[str], group: str = "voice") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +154,7 @@ def plot(output: Path, test_set: str, table: Dict[str, Counts], voices: List[str
     ax.set_xticks(x)
     ax.set_xticklabels(voices, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("WER (%)")
-    ax.set_title(f"WER per voice on {test_set}")
+    ax.set_title(f"WER per {'voice' if group == 'voice' else 'utterance length'} on {test_set}")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -154,6 +169,8 @@ def main() -> None:
     parser.add_argument("--recogs", type=Path, nargs="*", default=[], help="recogs files (labels: model/method)")
     parser.add_argument("--test-set", default="test", help="set name in recogs-{set}-*.txt")
     parser.add_argument("--cuts", type=Path, nargs="+", required=True, help="cut manifests with speakers")
+    parser.add_argument("--group-by", choices=("voice", "duration"), default="voice",
+                        help="voice: the cut's speaker; duration: 0-5 s, 5-10 s, >10 s")
     parser.add_argument("--output", type=Path, required=True, help="PNG to write (plus {stem}.md)")
     args = parser.parse_args()
     try:
@@ -162,14 +179,16 @@ def main() -> None:
             files.update(find_recogs(args.exp_dir, args.test_set))
         if not files:
             raise FileNotFoundError(f"no recogs-{args.test_set}-*.txt files (give --exp-dir or --recogs)")
-        speakers = read_speakers(args.cuts)
+        speakers = read_speakers(args.cuts, args.group_by)
         table = {label: wer_per_voice(read_recogs(p), speakers, str(p)) for label, p in files.items()}
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"plot_wer_per_voice.py: error: {e}")
     voices = sorted({v for t in table.values() for v in t})
-    text = markdown(args.test_set, table, voices)
+    if args.group_by == "duration":
+        voices = [label for _, label in LENGTH_BINS if label in voices]
+    text = markdown(args.test_set, table, voices, args.group_by)
     print(text)
-    plot(args.output, args.test_set, table, voices)
+    plot(args.output, args.test_set, table, voices, args.group_by)
     args.output.with_suffix(".md").write_text(text + "\n", encoding="utf8")
     print(f"wrote {args.output} and {args.output.with_suffix('.md')}")
 

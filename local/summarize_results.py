@@ -154,7 +154,7 @@ def make_markdown(exp_dir: Path) -> str:
         lines += ["Wall time per run.sh stage", "", "| stage | name | wall time |", "|---|---|---|"]
         lines += [f"| {s} | {name} | {_hms(sec)} |" for s, name, sec in timing]
         lines += [f"| all | | {_hms(sum(t[2] for t in timing))} |", ""]
-    for md in sorted(exp_dir.glob("wer_per_voice_*.md")):
+    for md in sorted(exp_dir.glob("wer_per_voice_*.md")) + sorted(exp_dir.glob("wer_per_length_*.md")):
         lines += [md.read_text(encoding="utf8").rstrip(), ""]
     if not wer_rows and not ppl_rows:
         lines += [f"(no wer-summary-*.txt or ppl-*.txt files under {exp_dir}/*/*/)", ""]

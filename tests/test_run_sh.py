@@ -83,10 +83,11 @@ def test_every_result_file_exists_and_parses(tiny_run):
         assert summarize_results.read_table_value(f) > 1.0
     check_png(exp / "training_curves.png")
     check_png(exp / "wer_per_voice_test.png")
+    check_png(exp / "wer_per_length_test.png")
     results = (exp / "RESULTS.md").read_text(encoding="utf8")
     for row in ("| ctc | greedy_search |", "| llm | greedy_search |", "| llm | beam_search |", "ppl"):
         assert row in results, results
-    assert "WER (%) per voice on test" in results
+    assert "WER (%) per voice on test" in results and "WER (%) per utterance length on test" in results
     for method in ("greedy_search", "beam_search"):  # stage 5's joint CTC / RWKV-7 decodings
         assert re.search(rf"\| llm \| {method} \| [^|]*_ctc-weight-0.7", results), results
     assert "| dev WER | test WER |" in results and "| dev ppl | test ppl | lm-valid ppl |" in results
@@ -96,6 +97,22 @@ def test_every_result_file_exists_and_parses(tiny_run):
     assert stages == ["1", "2", "3", "4", "5"]
     for model in ("ctc", "lm", "llm"):
         assert (exp / model / ".train.done").is_file()
+
+
+def test_speech_llm_checkpoint_transcribes_with_no_options(tiny_run):
+    """The tiny run's speech LLM (run.sh's `--adapter-type ctc`) loads in transcribe.py from its
+    checkpoint alone: no encoder, adapter or tokenizer option repeated."""
+    work, _ = tiny_run
+    ckpt = work / "exp" / "llm" / "epoch-2.pt"
+    import torch
+
+    assert torch.load(ckpt, weights_only=True, map_location="cpu")["adapter_type"] == "ctc"
+    audio = sorted((work / "download").rglob("*.flac"))[:2]
+    assert audio
+    proc = subprocess.run([sys.executable, str(ROOT / "zipformer_rwkv" / "transcribe.py"), "--checkpoint", str(ckpt),
+                           *map(str, audio)], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line.split("\t")[0] for line in proc.stdout.strip().splitlines()] == [str(a) for a in audio]
 
 
 def test_rerun_skips_finished_stages(tiny_run):
@@ -149,11 +166,12 @@ def test_tcmalloc_probe_survives_long_ldconfig_output(tmp_path):
 # ---------------------------------------------------------------------------- fast script checks
 
 
-def _write_cuts(path: Path, speakers: dict) -> None:
+def _write_cuts(path: Path, speakers: dict, durations: dict = None) -> None:
     with gzip.open(path, "wt", encoding="utf8") as f:
         for cut_id, spk in speakers.items():
-            cut = {"id": cut_id, "start": 0.0, "duration": 1.0, "channel": 0, "type": "MonoCut",
-                   "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": 1.0,
+            dur = (durations or {}).get(cut_id, 1.0)
+            cut = {"id": cut_id, "start": 0.0, "duration": dur, "channel": 0, "type": "MonoCut",
+                   "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": dur,
                                      "channel": 0, "text": "A", "speaker": spk}]}
             print(json.dumps(cut), file=f)
 
@@ -187,6 +205,20 @@ def test_wer_per_voice_counts_edit_distance_per_speaker(tmp_path):
     _write_recogs(joint, [("u1", ["A"], ["A"]), ("u3", ["H"], ["X"])])
     assert set(plot_wer_per_voice.find_recogs(tmp_path / "exp", "test")) == {
         "llm/greedy_search", "llm/greedy_search+ctc 0.5"}
+
+
+def test_wer_per_length_groups_by_cut_duration(tmp_path):
+    cuts = tmp_path / "cuts.jsonl.gz"
+    _write_cuts(cuts, {"u1": "alice", "u2": "alice", "u3": "bob"}, durations={"u1": 4.99, "u2": 5.0, "u3": 12.0})
+    assert plot_wer_per_voice.read_speakers([cuts], "duration") == {"u1": "0-5 s", "u2": "5-10 s", "u3": ">10 s"}
+    recogs = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1.txt"
+    _write_recogs(recogs, [("u1", ["A", "B"], ["A"]), ("u2", ["C"], ["C"]), ("u3", ["D", "E"], [])])
+    png = tmp_path / "exp" / "lengths.png"
+    subprocess.run([sys.executable, str(ROOT / "local/plot_wer_per_voice.py"), "--exp-dir", str(tmp_path / "exp"),
+                    "--cuts", str(cuts), "--group-by", "duration", "--output", str(png)], check=True, capture_output=True)
+    lines = png.with_suffix(".md").read_text().splitlines()
+    assert lines[0] == "WER (%) per utterance length on test"
+    assert lines[4:7] == ["| 0-5 s | 2 | 50.00 |", "| 5-10 s | 1 | 0.00 |", "| >10 s | 2 | 100.00 |"]
 
 
 def test_wer_per_voice_rejects_bad_recogs_and_unknown_cuts(tmp_path):
