@@ -1,4 +1,5 @@
-"""Zipformer2 speech encoder, icefall state-dict compatible (specs/zipformer2.md).
+"""Zipformer2 speech encoder, state-dict compatible with k2-fsa/icefall's
+`egs/librispeech/ASR/zipformer` (Zipformer paper, Yao et al. 2023, arXiv 2310.11230).
 
 Public API:
   ZipformerEncoder, ZipformerConfig, ENCODER_CONFIGS, add_model_arguments, get_encoder_model,

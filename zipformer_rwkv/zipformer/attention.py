@@ -1,5 +1,6 @@
 """Zipformer2 attention modules: positional encoding, shared attention weights, value-only
-self-attention and non-linear attention (specs/zipformer2.md §1.3, §1.4).
+self-attention and non-linear attention (icefall's `zipformer/zipformer.py`; Zipformer paper,
+arXiv 2310.11230).
 
 Layout is time-first: sequences are (T, N, C); attention weights are (H, N, T_query, T_key).
 """
@@ -24,7 +25,8 @@ from zipformer_rwkv.zipformer.scaling import (
 
 
 class CompactRelPositionalEncoding(nn.Module):
-    """Relative positional embeddings with log-compressed, atan-squashed offsets (specs §1.4).
+    """Relative positional embeddings with log-compressed, atan-squashed offsets (icefall's
+    `CompactRelPositionalEncoding`).
 
     For offset x: x_c = c * sign(x) * (log(|x| + c) - log c), c = sqrt(D);
     a = atan(x_c / (length_factor * D / (2 pi))); pe[2i] = cos(a (i+1)), pe[2i+1] = sin(a (i+1));

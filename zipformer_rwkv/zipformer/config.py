@@ -1,5 +1,6 @@
 """Zipformer2 encoder configurations: the named LibriSpeech configs and icefall's command-line
-options (specs/zipformer2.md §1.2, icefall `zipformer/train.py::add_model_arguments`)."""
+options (icefall `egs/librispeech/ASR/zipformer/train.py::add_model_arguments`; the small and
+large configs are the ones in icefall's `egs/librispeech/ASR/RESULTS.md`)."""
 import argparse
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Mapping, Tuple

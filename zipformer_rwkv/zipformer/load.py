@@ -1,4 +1,4 @@
-"""Loading pretrained icefall Zipformer2 encoders (specs/zipformer2.md §2).
+"""Loading pretrained icefall Zipformer2 encoders (k2-fsa/icefall `egs/librispeech/ASR/zipformer`).
 
 Accepted files: icefall `pretrained.pt` / `epoch-N.pt` / `checkpoint-N.pt` (`{"model": state
 dict of the whole AsrModel, ...}`), a bare state dict (encoder-only or a whole model holding the

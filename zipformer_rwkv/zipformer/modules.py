@@ -1,5 +1,5 @@
-"""Zipformer2 feed-forward, convolution, bypass and resampling modules (specs/zipformer2.md §1.2,
-§1.3). Time-first layout: (T, N, C)."""
+"""Zipformer2 feed-forward, convolution, bypass and resampling modules (icefall's
+`zipformer/zipformer.py`; Zipformer paper, arXiv 2310.11230). Time-first layout: (T, N, C)."""
 import copy
 from typing import Optional, Tuple
 

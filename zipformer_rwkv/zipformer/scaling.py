@@ -1,4 +1,4 @@
-"""Building blocks of Zipformer2 (specs/zipformer2.md §1.4), in plain torch (no k2).
+"""Building blocks of Zipformer2 (icefall's `zipformer/scaling.py`), in plain torch (no k2).
 
 Everything here is parameter-free or holds ordinary `weight`/`bias` tensors, so state-dict keys
 match icefall's. Training-time helpers (`Balancer`, `Whiten`, `ScaleGrad`, `limit_param_value`,
@@ -98,7 +98,7 @@ def _swoosh_forward(x: Tensor, offset: float, const: float) -> Tensor:
 
 class _SwooshFn(torch.autograd.Function):
     """Swoosh with a hand-written backward: saves only z = x - offset (one tensor of x's size,
-    like autograd's softplus) and computes d/dx = sigmoid(z) - 0.08 (derivative of specs §1.4's
+    like autograd's softplus) and computes d/dx = sigmoid(z) - 0.08 (derivative of the Swoosh
     formula) in the backward pass, so autograd keeps no elementwise temporaries."""
 
     @staticmethod
@@ -125,12 +125,12 @@ def _swoosh(x: Tensor, offset: float, const: float) -> Tensor:
 
 
 def swoosh_l(x: Tensor) -> Tensor:
-    """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035 (Zipformer paper, specs §1.4)."""
+    """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035 (Zipformer paper, arXiv 2310.11230)."""
     return _swoosh(x, 4.0, 0.035)
 
 
 def swoosh_r(x: Tensor) -> Tensor:
-    """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687 (Zipformer paper, specs §1.4)."""
+    """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687 (Zipformer paper, arXiv 2310.11230)."""
     return _swoosh(x, 1.0, 0.313261687)
 
 
@@ -365,7 +365,8 @@ class Whiten(nn.Module):
 
 
 class BiasNorm(nn.Module):
-    """y = x * mean((x - bias)^2 over channels)^-0.5 * exp(log_scale) (specs §1.4).
+    """y = x * mean((x - bias)^2 over channels)^-0.5 * exp(log_scale) (Zipformer paper; icefall's
+    `BiasNorm`).
 
     `bias` only enters the scale, it is not subtracted from the output. Params `log_scale` ()
     and `bias` (C,). In training the gradient keeps `log_scale` within [-1.5, 1.5].

@@ -1,6 +1,7 @@
 """Convolutional front end of Zipformer2: `Conv2dSubsampling` (= `encoder_embed`), 100 Hz -> 50 Hz.
 
-specs/zipformer2.md §1.1. State-dict keys: `conv.{0,4,7}.*`, `convnext.*`, `out.*`, `out_norm.*`.
+Same layers as icefall's `zipformer/subsampling.py`. State-dict keys: `conv.{0,4,7}.*`, `convnext.*`,
+`out.*`, `out_norm.*`.
 """
 from typing import Optional, Tuple
 

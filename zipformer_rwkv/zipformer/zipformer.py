@@ -1,4 +1,5 @@
-"""Zipformer2 encoder (= `encoder` of an icefall AsrModel), specs/zipformer2.md §1.2, §1.3, §1.5.
+"""Zipformer2 encoder (= `encoder` of an icefall AsrModel; icefall's `zipformer/zipformer.py`,
+Zipformer paper, Yao et al. 2023, arXiv 2310.11230).
 
 Time-first layout: input (T, N, encoder_dim[0]) at 50 Hz, output (ceil(T/2), N, max(encoder_dim))
 at 25 Hz. Six stacks run at 50, 25, 12.5, 6.25, 12.5, 25 Hz (downsampling_factor 1,2,4,8,4,2).
@@ -37,9 +38,9 @@ NUM_LAYER_STATES = 6  # cached_key, cached_nonlin_attn, cached_val1, cached_val2
 
 
 class Zipformer2EncoderLayer(nn.Module):
-    """One Zipformer2 block (specs §1.3): ff1, nonlin_attention, self_attn1, conv_module1, ff2,
-    bypass_mid, self_attn2, conv_module2, ff3, BiasNorm, bypass — all sharing one set of
-    attention weights. (T, N, D) -> (T, N, D).
+    """One Zipformer2 block (icefall `Zipformer2EncoderLayer`): ff1, nonlin_attention, self_attn1,
+    conv_module1, ff2, bypass_mid, self_attn2, conv_module2, ff3, BiasNorm, bypass — all sharing one
+    set of attention weights. (T, N, D) -> (T, N, D).
 
     Training-only stochastic depth (attention/conv/ff skip, constant attention, layer bypass)
     follows ScheduledFloat rates driven by `set_batch_count`; everything is deterministic in eval.
@@ -264,7 +265,7 @@ def _to_tuple(x: Union[int, Sequence[int]], n: int, name: str) -> Tuple[int, ...
 
 
 class Zipformer2(nn.Module):
-    """The Zipformer2 encoder (icefall `Zipformer2`, specs §1.2).
+    """The Zipformer2 encoder (icefall `Zipformer2`).
 
     forward(x (T, N, encoder_dim[0]) at 50 Hz, x_lens (N,), src_key_padding_mask (N, T)) ->
     ((ceil(T/2), N, max(encoder_dim)) at 25 Hz, (x_lens + 1) // 2).
