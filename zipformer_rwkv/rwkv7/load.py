@@ -1,8 +1,10 @@
 """Load BlinkDL RWKV-7 checkpoints (`.pth` bf16 state dicts, or `.safetensors`) into `RWKV7`.
 
-Key names and stored shapes: spec rwkv7.md §2. Every dimension is read from tensor shapes (LoRA ranks
-differ between sizes and do not follow one formula). `blocks.0.att.v0/v1/v2` may be present (kept as
-unused buffers) or absent. `blocks.{i}.att.time_state` (RWKV-PEFT state tuning, spec §6) is accepted.
+Key names and stored shapes: those of BlinkDL's RWKV-LM (`RWKV-v7/train_temp/src/model.py`,
+`RWKV-v7/rwkv_v7_demo.py`; listed in README.md here). Every dimension is read from tensor shapes
+(LoRA ranks differ between sizes and do not follow one formula). `blocks.0.att.v0/v1/v2` may be
+present (kept as unused buffers) or absent. `blocks.{i}.att.time_state` (JL-er/RWKV-PEFT state
+tuning) is accepted.
 """
 import logging
 import re
@@ -13,7 +15,8 @@ import torch
 
 from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config
 
-# name -> (n_layer, n_embd, d_decay, d_aaa, d_mv, d_gate), spec §2 size table (V = 65536, head 64).
+# name -> (n_layer, n_embd, d_decay, d_aaa, d_mv, d_gate) of BlinkDL's released World/G1 files, as read
+# from their tensor shapes (V = 65536, head 64).
 MODEL_SIZES = {
     "0.1B": (12, 768, 64, 64, 32, 128),
     "0.4B": (24, 1024, 64, 64, 32, 128),

@@ -1,7 +1,10 @@
 """RWKV-7 ("Goose", x070) language model with BlinkDL parameter names.
 
-Equations: spec rwkv7.md §1 (time-mix §1.2, WKV7 §1.3, channel-mix §1.4, recurrent state §1.5);
-from-scratch initialisation §3; parameter names and stored shapes §2, so that
+Equations: the RWKV-7 "Goose" paper (arXiv 2503.14456) as implemented in BlinkDL's RWKV-LM
+(`RWKV-v7/rwkv_v7_demo.py`; `RWKV-v7/train_temp/src/model.py`, classes `RWKV_Tmix_x070` and
+`RWKV_CMix_x070`) and in the `rwkv` pip package (`rwkv/model.py`, `RWKV_x070`); see README.md in this
+directory. From-scratch initialisation follows `train_temp`; parameter names and stored shapes are
+BlinkDL's, so that
 `model.load_state_dict(torch.load("RWKV-x070-....pth", weights_only=True))` works as it is (see `load.py`).
 
 Three ways to run it, all on the same code path:
@@ -11,7 +14,7 @@ Three ways to run it, all on the same code path:
     the WKV7 update done directly in fp32;
   * state tuning: `enable_state_tuning()` adds a trainable initial WKV state per layer.
 
-Recurrent state (spec §1.5) is a list with one tuple per layer:
+Recurrent state (the per-layer triple of the `rwkv` package) is a list with one tuple per layer:
 `(att_x_prev (N, C), wkv_state (N, H, K, K) float32 in BlinkDL [value, key] layout, ffn_x_prev (N, C))`.
 """
 import math
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 LayerState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 State = List[LayerState]
 
-# d = exp(-exp(-0.5) * sigmoid(w_raw)): the log-decay fed to WKV7 is -exp(-0.5) * sigmoid(w_raw) (spec §1.2.4).
+# d = exp(-exp(-0.5) * sigmoid(w_raw)): the log-decay fed to WKV7 is -exp(-0.5) * sigmoid(w_raw), as in
+# BlinkDL's `rwkv` package (RWKV_x070) and RWKV-LM's `rwkv7_clampw` kernel; it keeps d in (0.545, 1).
 DECAY_SCALE = math.exp(-0.5)
 
 
@@ -43,8 +47,8 @@ class RWKV7Config:
       d_mv: Dv, rank of the value-residual LoRA (`att.v1`, layers >= 1).
       d_gate: Dg, rank of the output-gate LoRA (`att.g1`).
       dim_ffn: F, channel-mix hidden width (`ffn.key.weight` is (F, C)); 0 means 4 * C.
-      layer0_v_lora: keep `blocks.0.att.v0/v1/v2` (unused by the math, spec §2) as buffers so a file
-        that has them loads strictly and saves back identical.
+      layer0_v_lora: keep `blocks.0.att.v0/v1/v2` (unused by the math; some BlinkDL files have them)
+        as buffers so a file that has them loads strictly and saves back identical.
     """
 
     vocab_size: int = 65536
@@ -70,7 +74,8 @@ class RWKV7Config:
 
     @classmethod
     def with_default_dims(cls, n_layer: int, n_embd: int, vocab_size: int = 65536, **kw) -> "RWKV7Config":
-        """A config whose LoRA ranks follow the formula the released models used (spec §2):
+        """A config whose LoRA ranks follow the formula the released models used (older
+        RWKV-LM `train_temp` versions):
         Dw = Da = max(32, round(1.8 sqrt(C) / 32) * 32), Dv = max(32, round(1.3 sqrt(C) / 32) * 32),
         Dg = max(32, round(0.6 C^0.8 / 32) * 32)."""
 
@@ -103,7 +108,7 @@ def wkv7_one_step(
     state: torch.Tensor, r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     a: torch.Tensor, b: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One WKV7 update for a batch of single positions, computed in float32 (spec §1.3).
+    """One WKV7 update for a batch of single positions, computed in float32 (see README.md here).
 
     `S <- S (diag(exp(w)) + a^T b) + v^T k`, `y = S r`, with S[i, j] indexed [value, key].
 
@@ -215,7 +220,7 @@ def _last_valid(x: torch.Tensor, lengths: Optional[torch.Tensor], old: Optional[
 
 
 class RWKV7TimeMix(nn.Module):
-    """Time-mix (attention replacement) of block `layer_id`, parameters `blocks.{i}.att.*` (spec §1.2)."""
+    """Time-mix (attention replacement) of block `layer_id`, parameters `blocks.{i}.att.*`."""
 
     def __init__(self, config: RWKV7Config, layer_id: int):
         super().__init__()
@@ -234,7 +239,7 @@ class RWKV7TimeMix(nn.Module):
         self.a0, self.a1, self.a2 = vec(), mat(C, config.d_aaa), mat(config.d_aaa, C)
         if layer_id > 0:
             self.v0, self.v1, self.v2 = vec(), mat(C, config.d_mv), mat(config.d_mv, C)
-        elif config.layer0_v_lora:  # present in some files, never used (spec §2)
+        elif config.layer0_v_lora:  # present in some files, never used
             self.register_buffer("v0", torch.zeros(1, 1, C))
             self.register_buffer("v1", torch.zeros(C, config.d_mv))
             self.register_buffer("v2", torch.zeros(config.d_mv, C))
@@ -407,7 +412,7 @@ class RWKV7TimeMix(nn.Module):
 
 
 class RWKV7ChannelMix(nn.Module):
-    """Channel-mix (squared-ReLU MLP, no receptance gate), parameters `blocks.{i}.ffn.*` (spec §1.4)."""
+    """Channel-mix (squared-ReLU MLP, no receptance gate), parameters `blocks.{i}.ffn.*`."""
 
     def __init__(self, config: RWKV7Config):
         super().__init__()
@@ -431,7 +436,7 @@ class RWKV7ChannelMix(nn.Module):
 
 
 class RWKV7Block(nn.Module):
-    """`blocks.{i}`: (ln0 in block 0) -> x + att(ln1 x) -> x + ffn(ln2 x) (spec §1.1)."""
+    """`blocks.{i}`: (ln0 in block 0) -> x + att(ln1 x) -> x + ffn(ln2 x)."""
 
     def __init__(self, config: RWKV7Config, layer_id: int):
         super().__init__()
@@ -513,10 +518,10 @@ class RWKV7Block(nn.Module):
 
 
 class RWKV7(nn.Module):
-    """RWKV-7 language model: `emb`, `blocks.{i}`, `ln_out`, `head` (untied), BlinkDL names (spec §2).
+    """RWKV-7 language model: `emb`, `blocks.{i}`, `ln_out`, `head` (untied), BlinkDL names.
 
-    Parameters are created in float32 and initialised per spec §3 (skipped on the meta device, where
-    `load.py` builds the model before assigning a checkpoint's tensors).
+    Parameters are created in float32 and initialised like BlinkDL's `train_temp` (skipped on the meta
+    device, where `load.py` builds the model before assigning a checkpoint's tensors).
 
     Args:
       config: the model's shape.
@@ -533,10 +538,10 @@ class RWKV7(nn.Module):
         if not self.emb.weight.is_meta:
             self.init_weights()
 
-    # ------------------------------------------------------------------ initialisation (spec §3)
+    # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
     def init_weights(self) -> None:
-        """From-scratch initialisation of BlinkDL's `RWKV-v7/train_temp` (spec §3), in place."""
+        """From-scratch initialisation of BlinkDL's `RWKV-v7/train_temp/src/model.py`, in place."""
         cfg = self.config
         L, C, V, K = cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.head_size
         n = torch.arange(C, dtype=torch.float64)
@@ -594,13 +599,14 @@ class RWKV7(nn.Module):
             if att.time_state is not None:
                 att.time_state.zero_()
 
-    # ------------------------------------------------------------------ state tuning (spec §6)
+    # ------------------------------------------------------------------ state tuning
     def enable_state_tuning(self) -> List[nn.Parameter]:
         """Add a trainable initial WKV state `blocks.{i}.att.time_state` (H, K, K) per layer (zeros).
 
-        The name and the BlinkDL [value, key] layout are RWKV-PEFT's (spec §6), so a merged `.pth`
-        holding `time_state` keys loads back here. When `forward` gets no explicit `state`, every
-        sequence starts from these states (token-shift states still start at zero). Idempotent.
+        The name and the BlinkDL [value, key] layout are those of RWKV-PEFT (JL-er/RWKV-PEFT), so a
+        merged `.pth` holding `time_state` keys loads back here. When `forward` gets no explicit
+        `state`, every sequence starts from these states (token-shift states still start at zero).
+        Idempotent.
 
         Returns:
           the per-layer `time_state` parameters (e.g. to give to the optimizer).
@@ -717,7 +723,7 @@ class RWKV7(nn.Module):
 
     # ------------------------------------------------------------------ recurrent mode
     def init_state(self, batch_size: int, device: Optional[torch.device] = None) -> State:
-        """Initial recurrent state for `batch_size` sequences (spec §1.5).
+        """Initial recurrent state for `batch_size` sequences.
 
         Token-shift states are zeros in the parameters' dtype; WKV states are float32 zeros, or the
         `time_state`s when state tuning is enabled (float64 for a float64 model).
@@ -738,7 +744,7 @@ class RWKV7(nn.Module):
         return state
 
     def step(self, x: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
-        """Advance every sequence of a batch by one position (O(1) per token; spec §1.5).
+        """Advance every sequence of a batch by one position (O(1) per token).
 
         Args:
           x: (N,) int64 token ids or (N, C) float embeddings.

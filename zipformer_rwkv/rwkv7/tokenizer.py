@@ -1,10 +1,11 @@
 """Tokenizers for the language model, behind one small interface:
 `encode(str) -> List[int]`, `decode(List[int]) -> str`, `eos_id`, `vocab_size`.
 
-* `RWKVWorldTokenizer`: the RWKV World vocabulary (`rwkv_vocab_v20230424.txt`, spec rwkv7.md §4),
-  greedy longest-byte-match encoding. The file is read from the `rwkv` PyPI package (listed in
-  requirements.txt), so the repository carries no 1 MB data copy and users get exactly BlinkDL's file;
-  an explicit `vocab_file` path may be given instead. Token 0 is end-of-document (`eos_id = 0`).
+* `RWKVWorldTokenizer`: the RWKV World vocabulary (`rwkv_vocab_v20230424.txt`), greedy
+  longest-byte-match encoding as in BlinkDL's `rwkv/rwkv_tokenizer.py` (`TRIE_TOKENIZER`). The file
+  is read from the `rwkv` PyPI package (listed in requirements.txt), so the repository carries no
+  1 MB data copy and users get exactly BlinkDL's file; an explicit `vocab_file` path may be given
+  instead. Token 0 is end-of-document (`eos_id = 0`).
 * `BpeTokenizer`: an icefall sentencepiece model (`data/lang_bpe_500/bpe.model`: `<blk>` = 0,
   `<sos/eos>` = 1, unk = 2; `eos_id = 1`).
 """
@@ -48,7 +49,8 @@ def world_vocab_path() -> Path:
 
 
 class RWKVWorldTokenizer(Tokenizer):
-    """RWKV World tokenizer: greedy longest match over a byte trie (spec §4).
+    """RWKV World tokenizer: greedy longest match over a byte trie (BlinkDL's `rwkv`
+    package, `rwkv/rwkv_tokenizer.py`).
 
     Args:
       vocab_file: `rwkv_vocab_v20230424.txt` (lines `<id> <python str or bytes literal> <byte length>`);
