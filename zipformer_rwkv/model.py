@@ -11,8 +11,9 @@ holds float sums for logging, with `stats["frames"]` the number of units (encode
 predicted tokens for the LM and the speech LLM) as in icefall's `MetricsTracker`.
 
 Frozen parts (`freeze(...)`) get `requires_grad=False` and stay in eval mode: `train()` is overridden
-so a `model.train()` after validation never wakes a frozen encoder's dropout (the bug noted for the
-Zipformer+Qwen2 recipe, spec icefall_recipe.md §4).
+so a `model.train()` after validation never wakes a frozen encoder's dropout (in zhu-han/SpeechLLM's
+Zipformer+Qwen2 recipe, `src/train.py` calls `model.train()` after validation and so puts its frozen
+encoder back into training mode).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -282,7 +283,8 @@ def apply_llm_peft(
     llm: nn.Module, peft: str, lora_r: int = 8, lora_alpha: int = 16,
     lora_targets: Sequence[str] = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"),
 ) -> None:
-    """Freeze an RWKV-7 and add trainable LoRA layers and/or initial WKV states (spec rwkv7.md §6).
+    """Freeze an RWKV-7 and add trainable LoRA layers and/or initial WKV states (the LoRA targets
+    and `time_state` of JL-er/RWKV-PEFT).
 
     Args:
       peft: "none" (nothing changes), "lora", "state" or "lora+state".

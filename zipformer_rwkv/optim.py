@@ -2,13 +2,13 @@
 
 - `ScaledAdam`: Adam whose step for each tensor is proportional to that tensor's RMS, which also
   learns each tensor's overall scale, with gradient clipping relative to recent gradient norms
-  (the optimizer Zipformer2 is designed for; specs/icefall_recipe.md §3.7).
-- `Eden`, `Eden2`, `FixedLRScheduler`: per-batch / per-epoch schedules (§3.7), all driven with
-  `step_batch(batch_idx)` and `step_epoch(epoch)`.
+  (the optimizer Zipformer2 is designed for; icefall's `zipformer/optim.py`).
+- `Eden`, `Eden2`, `FixedLRScheduler`: per-batch / per-epoch schedules (icefall's `Eden`, `Eden2`),
+  all driven with `step_batch(batch_idx)` and `step_epoch(epoch)`.
 - `get_parameter_groups_with_lrs`: icefall's named parameter groups honouring per-module `lr_scale`
   attributes and `freeze_modules`.
 - `get_adamw_param_groups`: AdamW groups with weight decay only on >=2-D `.weight` matrices, the
-  RWKV-LM convention (specs/rwkv7.md, "configure_optimizers").
+  RWKV-LM convention (`RWKV-v7/train_temp/src/model.py`, `configure_optimizers`).
 - `clip_grad_norm`: clip with torch and return the total norm as a float for logging.
 """
 import logging
@@ -204,8 +204,9 @@ def _split_named_params(params: ParamsLike) -> Tuple[List[dict], List[List[str]]
 class ScaledAdam(torch.optim.Optimizer):
     """Adam with updates scaled by each tensor's RMS and a learned per-tensor scale.
 
-    Written from the description in specs/icefall_recipe.md §3.7 (icefall `zipformer/optim.py`,
-    Yao et al., "Zipformer", ICLR 2024, §4). For a parameter tensor p with more than one element:
+    An own implementation of the algorithm of icefall's `egs/librispeech/ASR/zipformer/optim.py`,
+    described in the Zipformer paper (Yao et al., ICLR 2024, arXiv 2310.11230). For a parameter
+    tensor p with more than one element:
 
     - Adam direction `g / (sqrt(v_hat) + eps)` with `v = beta2 v + (1-beta2) g^2`, scaled by
       `lr * rms(p)` where rms(p) = sqrt(mean(p^2)) clamped below at `param_min_rms` and refreshed
@@ -618,7 +619,7 @@ class LRScheduler:
 
 
 class Eden(LRScheduler):
-    """Eden schedule (specs/icefall_recipe.md §3.7):
+    """Eden schedule (icefall's `zipformer/optim.py` `Eden`; Zipformer paper, arXiv 2310.11230):
 
     lr = base_lr * ((b^2 + B^2) / B^2)^-0.25 * ((e^2 + E^2) / E^2)^-0.25 * warmup(b),
     warmup(b) = warmup_start + (1 - warmup_start) * b / warmup_batches for b < warmup_batches,

@@ -6,7 +6,8 @@ One training sequence is, per utterance and with no padding inside it:
 
 The model reads everything up to the last transcript token; the cross-entropy targets are the
 transcript tokens and EOS only (every other position is `IGNORE_ID`). Rows are right-padded, so a
-recurrent model never reads padding between audio and text (spec rwkv7.md §5d item 10).
+recurrent model never reads padding between audio and text (with left padding, the pad positions
+would pass through the RWKV state before the real tokens and change it).
 
 Templates are strings with one `<audio>` marker; `<eos>` inserts the tokenizer's EOS id:
   World tokenizer (pretrained G1 models): "User: <audio>\\n\\nAssistant:" and transcript " text"

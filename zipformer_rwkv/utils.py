@@ -188,7 +188,7 @@ class MetricsTracker(collections.defaultdict):
 
 
 # --------------------------------------------------------------------------------------------------
-# results files (specs/icefall_recipe.md §3.3, §3.5)
+# results files (as icefall's `zipformer/decode.py` writes them with `icefall/utils.py`'s helpers)
 
 Result = Tuple[str, Sequence[str], Sequence[str]]
 
