@@ -2,8 +2,9 @@
 
 The reference is BlinkDL's own inference code, the `rwkv` PyPI package (`RWKV_x070`, strategy
 "cpu fp32"), run in a subprocess (it configures torch globally at import time) on a random tiny
-checkpoint written in BlinkDL's exact format: bf16 tensors, key names and shapes of spec rwkv7.md §2,
-built here from that table and not from our model. Metric as BlinkDL/johanwind use it:
+checkpoint written in BlinkDL's exact format: bf16 tensors, BlinkDL's key names and stored shapes
+(as in RWKV-LM's `RWKV-v7/rwkv_v7_demo.py`), built here from that list and not from our model.
+Metric as BlinkDL (RWKV-LM `RWKV-v7/rwkv_v7_numpy.py`) and johanwind/wind_rwkv use it:
 max|logits - ref| / std(ref) <= 1e-5.
 """
 import json
@@ -30,7 +31,7 @@ TOL = 1e-5
 
 
 def blinkdl_state_dict(n_layer, n_embd, vocab, d_decay, d_aaa, d_mv, d_gate, layer0_v=True, seed=0, device="cpu"):
-    """A random state dict with BlinkDL's key names, stored shapes and bf16 dtype (spec §2 table)."""
+    """A random state dict with BlinkDL's key names, stored shapes and bf16 dtype."""
     g = torch.Generator().manual_seed(seed)
     H, N = n_embd // 64, 64
     meta = device == "meta"
@@ -221,7 +222,7 @@ def test_reorder_state():
     assert new[0][1].shape == (3, C // 64, 64, 64)
 
 
-def test_init_weights_follow_spec():
+def test_init_weights_follow_rwkv_lm_train_temp():
     model = RWKV7(RWKV7Config(vocab_size=V, n_layer=4, n_embd=C, **DIMS))
     att0, att3 = model.blocks[0].att, model.blocks[3].att
     assert torch.all(att0.output.weight == 0) and torch.all(model.blocks[2].ffn.value.weight == 0)
@@ -285,7 +286,7 @@ def test_size_table_detection_on_meta(size):
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
     n_params = sum(p.numel() for p in model.parameters())
     expected = 2 * 65536 * n_embd + 4 * n_embd + n_layer * (19 * n_embd + 12 * n_embd**2 + 2 * n_embd * (dw + da + dv + dg))
-    # spec formula counts layer-0 v0/v1/v2, which this file lacks
+    # RWKV-LM README's parameter formula counts layer-0 v0/v1/v2, which this file lacks
     assert n_params == expected - (n_embd + 2 * n_embd * dv)
     assert detect_model_size(RWKV7Config(n_layer=n_layer, n_embd=n_embd, d_decay=dw + 32)) == "custom"
 

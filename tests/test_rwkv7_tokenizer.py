@@ -77,7 +77,7 @@ def test_bpe_tokenizer(tmp_path):
     words = ["HELLO", "WORLD", "SPEECH", "RECOGNITION", "MODEL", "RWKV", "ZIPFORMER", "DATA"]
     text.write_text("\n".join(" ".join(rng.choices(words, k=8)) for _ in range(200)))
     prefix = tmp_path / "unigram_30"
-    spm.SentencePieceTrainer.train(  # icefall's local/train_bpe_model.py settings (spec icefall_recipe.md)
+    spm.SentencePieceTrainer.train(  # settings of icefall's librispeech local/train_bpe_model.py
         input=str(text), vocab_size=30, model_type="unigram", model_prefix=str(prefix),
         character_coverage=1.0, user_defined_symbols=["<blk>", "<sos/eos>"], unk_id=2, bos_id=-1, eos_id=-1,
     )
