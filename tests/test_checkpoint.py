@@ -370,3 +370,24 @@ def test_load_decode_model_averages(tmp_path):
     target = _Tiny()
     load_decode_model(target, plan)
     assert torch.allclose(target.adapter.weight, (weights[1] + weights[2]) / 2, atol=1e-6)
+
+
+class _Evil:
+    """Unpickling this would create a marker file (a stand-in for any code execution)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_crafted_reduce_pickle_runs_nothing(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "epoch-3.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "exp_dir": Path("exp"), "x": _Evil(marker)}, path)
+    with pytest.raises(RuntimeError, match="epoch-3.pt"):
+        ckpt_mod.read_checkpoint(path)
+    with pytest.raises(Exception):
+        ckpt_mod.safe_torch_load(path)
+    assert not marker.exists()

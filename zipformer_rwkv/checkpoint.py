@@ -12,10 +12,13 @@ Layout of a checkpoint file (specs/icefall_recipe.md §3.2, §3.4): a dict with
 Everything is stored as tensors / containers / str / numbers so `torch.load(weights_only=True)`
 reads it; Path, torch.device, torch.dtype and other objects in `params` are stored as strings.
 Files are written atomically: a temp file in the same folder, fsync, then `os.replace`.
+Files are read with `safe_torch_load`: weights_only, plus the pathlib classes icefall's own
+`save_checkpoint` leaves in epoch-N.pt / checkpoint-N.pt (its `params.exp_dir` is a PosixPath).
 """
 import enum
 import logging
 import os
+import pathlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -173,8 +176,26 @@ def save_checkpoint(
     logging.info(f"Saved checkpoint to {filename}")
 
 
+# The only non-builtin globals icefall checkpoints hold besides what weights_only already accepts
+# (tensors, containers, torch.device/dtype): paths. Constructing one runs no user code.
+ICEFALL_SAFE_GLOBALS = (pathlib.PosixPath, pathlib.PurePosixPath,
+                        pathlib.WindowsPath, pathlib.PureWindowsPath)
+
+
+def safe_torch_load(filename: PathLike, map_location: Union[str, torch.device, None] = "cpu") -> Any:
+    """`torch.load(filename, map_location=..., weights_only=True)` that also accepts the pathlib
+    objects of `ICEFALL_SAFE_GLOBALS` (returned as Path objects). Any other global, e.g. a
+    pickle whose `__reduce__` calls a function, is still rejected without running it.
+
+    Raises: whatever `torch.load` raises (`pickle.UnpicklingError` for a rejected global,
+    RuntimeError / EOFError for a truncated file); callers add the file name.
+    """
+    with torch.serialization.safe_globals(list(ICEFALL_SAFE_GLOBALS)):
+        return torch.load(filename, map_location=map_location, weights_only=True)
+
+
 def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu") -> dict:
-    """`torch.load(filename, map_location=device, weights_only=True)` with clear errors.
+    """`safe_torch_load(filename, map_location=device)` with clear errors.
 
     Raises:
       FileNotFoundError: if the file does not exist.
@@ -184,7 +205,7 @@ def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu"
     if not filename.is_file():
         raise FileNotFoundError(f"checkpoint {filename} does not exist")
     try:
-        checkpoint = torch.load(filename, map_location=device, weights_only=True)
+        checkpoint = safe_torch_load(filename, map_location=device)
     except Exception as e:
         raise RuntimeError(f"cannot read checkpoint {filename} (weights_only=True): {e}") from None
     if not isinstance(checkpoint, dict):
