@@ -391,3 +391,32 @@ def test_crafted_reduce_pickle_runs_nothing(tmp_path):
     with pytest.raises(Exception):
         ckpt_mod.safe_torch_load(path)
     assert not marker.exists()
+
+
+def _disk_full_after_half(fsrc, fdst, *args):
+    fdst.write(fsrc.read(10))
+    raise OSError(28, "No space left on device")
+
+
+def test_best_loss_copy_is_atomic(tmp_path, monkeypatch):
+    """best-valid-loss.pt is replaced by a complete copy or not at all (a full disk mid-copy
+    used to leave it half-written, with the earlier good copy gone)."""
+    from types import SimpleNamespace
+
+    from zipformer_rwkv import train
+
+    params = AttributeDict(exp_dir=tmp_path, cur_epoch=1, best_train_epoch=1, best_valid_epoch=1)
+    opt = SimpleNamespace(state_dict=lambda: {}, scheduler=None)
+    train.save_epoch_checkpoint(params, _Tiny(), None, opt, None, None, rank=0)
+    good = (tmp_path / "best-valid-loss.pt").read_bytes()
+    assert good == (tmp_path / "epoch-1.pt").read_bytes()
+
+    import shutil
+
+    monkeypatch.setattr(shutil, "_USE_CP_SENDFILE", False)  # so any copy goes through copyfileobj
+    monkeypatch.setattr(shutil, "copyfileobj", _disk_full_after_half)
+    params.cur_epoch = params.best_valid_epoch = 2
+    with pytest.raises(OSError):
+        train.save_epoch_checkpoint(params, _Tiny(), None, opt, None, None, rank=0)
+    assert (tmp_path / "best-valid-loss.pt").read_bytes() == good
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]

@@ -20,9 +20,10 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -90,18 +91,16 @@ def _trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return out
 
 
-def atomic_torch_save(obj: Any, filename: PathLike) -> None:
-    """`torch.save(obj, filename)` that never leaves a partial file at `filename`.
-
-    Writes `.<name>.tmp-<pid>` in the same folder, flushes and fsyncs it, then `os.replace`s it
-    over `filename` (atomic on POSIX); the temp file is removed if anything fails.
-    """
+def _atomic_write(filename: PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(f)` on `.<name>.tmp-<pid>` in the folder of `filename`, flush and fsync it, then
+    `os.replace` it over `filename` (atomic on POSIX); the temp file is removed if anything fails,
+    so `filename` is either the old file or the complete new one."""
     filename = Path(filename)
     filename.parent.mkdir(parents=True, exist_ok=True)
     tmp = filename.parent / f".{filename.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
@@ -116,6 +115,17 @@ def atomic_torch_save(obj: Any, filename: PathLike) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def atomic_torch_save(obj: Any, filename: PathLike) -> None:
+    """`torch.save(obj, filename)` that never leaves a partial file at `filename` (`_atomic_write`)."""
+    _atomic_write(filename, lambda f: torch.save(obj, f))
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy `src` to `dst` atomically (`_atomic_write`): a failed copy leaves the old `dst`."""
+    with open(src, "rb") as fsrc:
+        _atomic_write(dst, lambda f: shutil.copyfileobj(fsrc, f, 1 << 20))
 
 
 def save_checkpoint(

@@ -38,7 +38,6 @@ import copy
 import logging
 import math
 import os
-import shutil
 import time
 from typing import Optional
 
@@ -49,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from zipformer_rwkv import recipe
 from zipformer_rwkv.asr_datamodule import AsrDataModule, encoder_output_frames, make_cut_filter
 from zipformer_rwkv.checkpoint import (
+    atomic_copy,
     atomic_torch_save,
     load_checkpoint,
     remove_checkpoints,
@@ -229,7 +229,7 @@ def save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, sampler, 
     if rank == 0:
         for kind in ("train", "valid"):
             if params[f"best_{kind}_epoch"] == params.cur_epoch:
-                shutil.copyfile(filename, params.exp_dir / f"best-{kind}-loss.pt")
+                atomic_copy(filename, params.exp_dir / f"best-{kind}-loss.pt")
 
 
 def _saved_params(params: AttributeDict) -> dict:
