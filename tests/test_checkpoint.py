@@ -420,3 +420,33 @@ def test_best_loss_copy_is_atomic(tmp_path, monkeypatch):
         train.save_epoch_checkpoint(params, _Tiny(), None, opt, None, None, rank=0)
     assert (tmp_path / "best-valid-loss.pt").read_bytes() == good
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def _torch_zip_writer_short_write(obj, fobj, *args, **kwargs):
+    """What torch.save does on a full disk: the zip writer's check fails after a short write."""
+    fobj.write(b"PK partial")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def _enospc_during_torch_save(obj, fobj, *args, **kwargs):
+    try:
+        _torch_zip_writer_short_write(obj, fobj)
+    except RuntimeError:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", [_torch_zip_writer_short_write, _enospc_during_torch_save])
+def test_full_disk_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch, writer):
+    from zipformer_rwkv.errors import CheckpointWriteError, known_error_message
+
+    f = tmp_path / "checkpoint-40.pt"
+    save_checkpoint(f, _Tiny(), params={"batch_idx_train": 40})
+    good = f.read_bytes()
+    monkeypatch.setattr(ckpt_mod.torch, "save", writer)
+    with pytest.raises(CheckpointWriteError) as info:
+        save_checkpoint(f, _Tiny(), params={"batch_idx_train": 80})
+    msg = known_error_message(info.value)
+    assert msg is not None and "\n" not in msg
+    assert str(f) in msg and "disk full" in msg
+    assert f.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-40.pt"]

@@ -16,6 +16,7 @@ Files are read with `safe_torch_load`: weights_only, plus the pathlib classes ic
 `save_checkpoint` leaves in epoch-N.pt / checkpoint-N.pt (its `params.exp_dir` is a PosixPath).
 """
 import enum
+import errno
 import logging
 import os
 import pathlib
@@ -27,6 +28,8 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
+
+from zipformer_rwkv.errors import CheckpointWriteError
 
 PathLike = Union[str, Path]
 
@@ -94,18 +97,26 @@ def _trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 def _atomic_write(filename: PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(f)` on `.<name>.tmp-<pid>` in the folder of `filename`, flush and fsync it, then
     `os.replace` it over `filename` (atomic on POSIX); the temp file is removed if anything fails,
-    so `filename` is either the old file or the complete new one."""
+    so `filename` is either the old file or the complete new one.
+
+    Raises:
+      CheckpointWriteError: an OS error or a short write of torch's zip writer (its
+        "[enforce fail at inline_container.cc] unexpected pos"), one line naming `filename` and
+        the reason ("disk full", or the OS error).
+    """
     filename = Path(filename)
-    filename.parent.mkdir(parents=True, exist_ok=True)
     tmp = filename.parent / f".{filename.name}.tmp-{os.getpid()}"
     try:
+        filename.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "inline_container" in str(e) or "PytorchStreamWriter" in str(e):
+            raise _write_error(filename, e) from e
         raise
     try:  # make the rename itself durable
         fd = os.open(filename.parent, os.O_RDONLY)
@@ -115,6 +126,25 @@ def _atomic_write(filename: PathLike, write: Callable[[BinaryIO], None]) -> None
             os.close(fd)
     except OSError:
         pass
+
+
+def _write_error(filename: Path, e: BaseException) -> CheckpointWriteError:
+    """One-line `CheckpointWriteError` for a failed write of `filename` (see `_atomic_write`)."""
+    cause: Optional[BaseException] = e
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = f"{'disk full' if full else 'OS error'} ({cause.strerror or cause})"
+    else:
+        try:
+            free = f"{shutil.disk_usage(filename.parent).free / 1e6:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        short = "unexpected pos" in what
+        reason = f"disk full? the write stopped short ({free})" if short else f"{what} ({free})"
+    return CheckpointWriteError(f"cannot write {filename}: {reason}; the previous file, if any, is kept")
 
 
 def atomic_torch_save(obj: Any, filename: PathLike) -> None:

@@ -26,6 +26,10 @@ Usage (from the repository root):
 
 Files in --exp-dir: epoch-N.pt, checkpoint-N.pt (with model_avg), best-{train,valid}-loss.pt,
 log/log-train-*, tensorboard/, bad-model-{rank}.pt after a failure.
+
+Known failures (a full disk, an unusable checkpoint, bad data) stop with one line
+`train.py: error: ...` naming the file/cut and the problem, also written to log/log-train-*;
+`--debug true` adds the traceback. Other exceptions are bugs and keep theirs.
 """
 import sys
 from pathlib import Path
@@ -57,6 +61,7 @@ from zipformer_rwkv.checkpoint import (
     unwrap_model,
     update_averaged_model,
 )
+from zipformer_rwkv.errors import RecipeError, known_error_message, log_to_files
 from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
@@ -99,6 +104,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-threads", type=int, default=0,
                         help="torch CPU threads per process; 0: CPU cores / world size")
     parser.add_argument("--log-level", type=str, default="info")
+    parser.add_argument("--debug", type=str2bool, default=False,
+                        help="show the traceback of known failures too (bad data, full disk, checkpoint "
+                             "mismatch), which are otherwise one 'train.py: error:' line and a log entry")
     parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
                         help="lm: folder with train.txt and valid.txt (one sentence per line)")
     parser.add_argument("--max-tokens", type=int, default=8000, help="lm: tokens per batch (with padding)")
@@ -152,7 +160,7 @@ def train_cut_filter(params: AttributeDict, tokenizers):
                            output_frames=lambda n: encoder_output_frames(n) // ds, extra_frames=1)
 
 
-class EmptyEpochError(RuntimeError):
+class EmptyEpochError(RecipeError, RuntimeError):
     """An epoch yielded no training batch (the message says why); raised before epoch-N.pt is saved."""
 
 
@@ -455,7 +463,19 @@ def set_autocast_params(params: AttributeDict) -> None:
 
 
 def run(rank: int, world_size: int, args) -> None:
-    """One training process (rank) of `world_size` (mp.spawn target, or called directly)."""
+    """One training process (rank) of `world_size` (mp.spawn target, or called directly).
+
+    A known failure (`errors.RecipeError`) is written to this rank's training log, then re-raised
+    for `main` to print as one line.
+    """
+    try:
+        _train(rank, world_size, args)
+    except RecipeError as e:
+        log_to_files(f"Training stopped: {e}")
+        raise
+
+
+def _train(rank: int, world_size: int, args) -> None:
     params = get_params()
     params.update(vars(args))
     if params.exp_dir is None:
@@ -509,9 +529,7 @@ def run(rank: int, world_size: int, args) -> None:
         resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
         if not resumed and _sum_over_ranks(num_batches, world_size, device) == 0:
             # (a mid-epoch resume may legitimately find the epoch finished)
-            msg = empty_epoch_message(params, args, tokenizers, train_dl, world_size)
-            logging.error(msg)
-            raise EmptyEpochError(msg)
+            raise EmptyEpochError(empty_epoch_message(params, args, tokenizers, train_dl, world_size))
         _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
         save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
     checksum = sum(float(p.detach().double().sum()) for p in unwrap_model(model).parameters())
@@ -538,12 +556,11 @@ def main() -> None:
             mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
         else:
             run(rank=0, world_size=1, args=args)
-    except EmptyEpochError as e:
-        sys.exit(f"train.py: error: {e}")
-    except mp.ProcessRaisedException as e:  # a spawned rank raised: show its message, not the trace
-        if "EmptyEpochError" not in str(e):
+    except Exception as e:  # a known failure is one line (and in the log); a bug keeps its traceback
+        msg = known_error_message(e)
+        if msg is None or args.debug:
             raise
-        sys.exit("train.py: error: " + str(e).strip().splitlines()[-1].split("EmptyEpochError: ", 1)[-1])
+        sys.exit(f"train.py: error: {msg}")
 
 
 if __name__ == "__main__":
