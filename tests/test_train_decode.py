@@ -238,9 +238,13 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
     from zipformer_rwkv.recipe import NOTE_SKIPPED
 
     assert capsys.readouterr().out.strip() == f"{short}\t<{NOTE_SKIPPED}>"
-    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(tmp_path / "missing.wav")])
-    with pytest.raises(SystemExit, match="missing.wav: no such audio file"):
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"),
+                                      str(tmp_path / "missing.wav"), str(wav)])
+    with pytest.raises(SystemExit) as info:
         transcribe.main()
+    assert info.value.code == 1  # one file failed; the one after it was still transcribed
+    out, err = capsys.readouterr()
+    assert "missing.wav: no such audio file" in err and out.startswith(f"{wav}\t")
 
 
 def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():
