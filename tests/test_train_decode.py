@@ -108,6 +108,58 @@ def test_kill_and_resume_gives_same_batches_and_losses(data, ctc_exp):
         torch.testing.assert_close(t, b["model_avg"][name], rtol=1e-5, atol=1e-7)
 
 
+CTC_RUN = ["--model-type", "ctc", "--num-epochs", 1, "--max-duration", 4, "--save-every-n", 2, "--average-period", 1,
+           "--base-lr", 0.05] + TINY_ENC
+
+
+def _new_log(exp: Path, before: set) -> Path:
+    (log,) = set((exp / "log").glob("log-train-*")) - before
+    return log
+
+
+def test_rerun_continues_and_overwrite_moves_the_old_run_aside(data, ctc_exp):
+    """Re-running the same command in an --exp-dir with a checkpoint continues from it (no
+    --start-batch needed); --overwrite true starts over and moves the old files aside. With
+    --save-every-minutes ~0 a time-based checkpoint-N.pt is written after every update, each
+    replacing the previous one, although --save-every-n is larger than the epoch."""
+    full = batch_losses(ctc_exp / "log")
+    exp = data["root"] / "exp_ctc_rerun"
+    exp.mkdir()
+    shutil.copy(ctc_exp / "checkpoint-2.pt", exp)  # as if killed right after batch 2
+    train(["--exp-dir", exp] + CTC_RUN + data["args"])
+    assert batch_losses(exp / "log") == {k: v for k, v in full.items() if k >= 3}
+    a = torch.load(ctc_exp / "epoch-1.pt", weights_only=True)
+    b = torch.load(exp / "epoch-1.pt", weights_only=True)
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+
+    old = {p.name: p.read_bytes() for p in exp.glob("*.pt")}
+    logs = set((exp / "log").glob("log-train-*"))
+    args = ["--exp-dir", exp] + CTC_RUN + data["args"]
+    args[args.index("--save-every-n") + 1] = 1000
+    train(args + ["--overwrite", "true", "--save-every-minutes", 1e-9])
+    (moved,) = exp.glob("superseded-*")
+    assert {p.name: p.read_bytes() for p in moved.iterdir()} == old  # nothing lost
+    text = _new_log(exp, logs).read_text()
+    assert {int(m) for m in re.findall(r"batch (\d+) loss", text)} == set(full)  # from batch 1
+    assert [p.name for p in exp.glob("checkpoint-*.pt")] == [f"checkpoint-{max(full)}.pt"]
+
+
+def test_resume_with_noise_and_a_prefetching_worker_gives_the_same_losses(data):
+    """CutMix noise on and --num-workers 1 (the default preset): a run resumed from a mid-epoch
+    checkpoint sees the same batches with the same noise, so the same losses."""
+    noise = ["--enable-musan", "true", "--noise-cuts", str(data["root"] / "corpus" / "fbank" / "tiny_cuts_train.jsonl.gz")]
+    args = [a for a in data["args"]]
+    args[args.index("--num-workers") + 1] = "1"
+    args[args.index("--enable-musan"):args.index("--enable-musan") + 2] = noise
+    full_exp, exp = data["root"] / "exp_noise_full", data["root"] / "exp_noise_resumed"
+    train(["--exp-dir", full_exp] + CTC_RUN + args)
+    full = batch_losses(full_exp / "log")
+    exp.mkdir()
+    shutil.copy(full_exp / "checkpoint-2.pt", exp)
+    train(["--exp-dir", exp] + CTC_RUN + args)
+    assert batch_losses(exp / "log") == {k: v for k, v in full.items() if k >= 3}
+
+
 def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monkeypatch):
     decode(monkeypatch, ["--exp-dir", ctc_exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
                          "--max-duration", 20] + data["args"])

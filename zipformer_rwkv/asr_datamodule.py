@@ -20,14 +20,23 @@ not yielded yet. With `--num-workers > 0` the DataLoader prefetches, so the samp
 training loop by up to `num_workers * prefetch_factor` batches; icefall saves the raw state and so
 skips those on resume. `sampler_state_dict(train_dl, batches_consumed)` instead records only the
 batches the training loop has received in this epoch, which makes the resume exact.
+
+Augmentation randomness (CutMix noise, perturbation, SpecAugment): `SeededBatches` draws each
+batch's from RNGs seeded by (--seed, epoch, the batch's cut ids), so a resumed run, any
+--num-workers and an uninterrupted run augment a batch alike; call `set_train_epoch(train_dl,
+epoch)` before iterating an epoch.
 """
 import argparse
+import hashlib
 import itertools
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
+import torch
 import yaml
 from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
 from lhotse.cut import Cut
@@ -192,6 +201,49 @@ def make_cut_filter(min_duration: float = 1.0, max_duration: float = 20.0,
 # Data module
 
 
+class SeededBatches(K2SpeechRecognitionDataset):
+    """The training dataset, with every batch's augmentation randomness drawn from RNGs seeded by
+    (seed, epoch, the batch's cut ids): the `rng` given to the cut transforms (CutMix noise and
+    SNR, speed/volume perturbation) and, for SpecAugment, `random`/numpy/torch, whose states are
+    restored afterwards (the training loop's dropout stream is untouched). A batch's augmentation
+    thus does not depend on the batches before it, on which process (DataLoader worker) builds it,
+    or on a resume: no augmentation RNG needs saving in checkpoints.
+
+    Args: seed: --seed; rng: the `random.Random` the cut transforms were built with; the rest go
+    to `K2SpeechRecognitionDataset`.
+    """
+
+    def __init__(self, seed: int, rng: random.Random, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed, self.epoch, self.rng = seed, 0, rng
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, cuts: CutSet) -> Dict[str, Any]:
+        key = f"{self.seed}|{self.epoch}|" + "|".join(c.id for c in cuts)
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+        self.rng.seed(seed)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                torch.manual_seed(seed)
+                return super().__getitem__(cuts)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def set_train_epoch(train_dl: Any, epoch: int) -> None:
+    """`set_epoch(epoch)` of `train_dl.sampler` and, if it has one, of `train_dl.dataset`
+    (`SeededBatches`); call before `iter(train_dl)` so DataLoader workers get it too."""
+    train_dl.sampler.set_epoch(epoch)
+    if hasattr(getattr(train_dl, "dataset", None), "set_epoch"):
+        train_dl.dataset.set_epoch(epoch)
+
+
 class _SeedWorkers:
     """DataLoader `worker_init_fn`: seeds python/numpy/torch RNGs with `seed + worker_id`."""
 
@@ -343,21 +395,21 @@ class AsrDataModule:
         """
         a = self.args
         transforms: List[Callable] = []
+        rng = random.Random(a.seed)  # re-seeded for every batch by SeededBatches
         if a.perturb_speed:
-            transforms.append(PerturbSpeed(factors=[0.9, 1.1], p=2 / 3))
+            transforms.append(PerturbSpeed(factors=[0.9, 1.1], p=2 / 3, randgen=rng))
         if a.perturb_volume:
-            transforms.append(PerturbVolume(p=0.2, scale_low=0.125, scale_high=2.0))
+            transforms.append(PerturbVolume(p=0.2, scale_low=0.125, scale_high=2.0, randgen=rng))
         if a.enable_musan:
             transforms.append(CutMix(cuts=self.noise_cuts(), p=0.5, snr=(10, 20), preserve_id=True,
-                                     pad_to_longest=False, seed=a.seed))
+                                     pad_to_longest=False, seed=rng))
         input_transforms = []
         if a.enable_spec_aug:
             input_transforms.append(SpecAugment(time_warp_factor=a.spec_aug_time_warp_factor,
                                                 num_frame_masks=10, features_mask_size=27,
                                                 num_feature_masks=2, frames_mask_size=100))
-        dataset = K2SpeechRecognitionDataset(input_strategy=self._input_strategy(),
-                                             cut_transforms=transforms, input_transforms=input_transforms,
-                                             return_cuts=a.return_cuts)
+        dataset = SeededBatches(a.seed, rng, input_strategy=self._input_strategy(), cut_transforms=transforms,
+                                input_transforms=input_transforms, return_cuts=a.return_cuts)
         sampler = self._sampler(cuts_train, shuffle=a.shuffle, drop_last=a.drop_last)
         if sampler_state_dict is not None:
             logging.info("Loading sampler state dict")

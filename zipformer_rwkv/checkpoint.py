@@ -222,20 +222,23 @@ ICEFALL_SAFE_GLOBALS = (pathlib.PosixPath, pathlib.PurePosixPath,
                         pathlib.WindowsPath, pathlib.PureWindowsPath)
 
 
-def safe_torch_load(filename: PathLike, map_location: Union[str, torch.device, None] = "cpu") -> Any:
+def safe_torch_load(filename: PathLike, map_location: Union[str, torch.device, None] = "cpu",
+                    mmap: bool = False) -> Any:
     """`torch.load(filename, map_location=..., weights_only=True)` that also accepts the pathlib
     objects of `ICEFALL_SAFE_GLOBALS` (returned as Path objects). Any other global, e.g. a
     pickle whose `__reduce__` calls a function, is still rejected without running it.
 
     Raises: whatever `torch.load` raises (`pickle.UnpicklingError` for a rejected global,
     RuntimeError / EOFError for a truncated file); callers add the file name.
+    `mmap=True` maps the tensors instead of reading them (to read a few numbers of a big file).
     """
     with torch.serialization.safe_globals(list(ICEFALL_SAFE_GLOBALS)):
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
 
 
-def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu") -> dict:
-    """`safe_torch_load(filename, map_location=device)` with clear errors.
+def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu",
+                    mmap: bool = False) -> dict:
+    """`safe_torch_load(filename, map_location=device, mmap=mmap)` with clear errors.
 
     Raises:
       FileNotFoundError: if the file does not exist.
@@ -245,7 +248,7 @@ def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu"
     if not filename.is_file():
         raise FileNotFoundError(f"checkpoint {filename} does not exist")
     try:
-        checkpoint = safe_torch_load(filename, map_location=device)
+        checkpoint = safe_torch_load(filename, map_location=device, mmap=mmap)
     except Exception as e:
         raise RuntimeError(f"cannot read checkpoint {filename} (weights_only=True): {e}") from None
     if not isinstance(checkpoint, dict):

@@ -20,9 +20,18 @@ Usage (from the repository root):
   python zipformer_rwkv/train.py --world-size 4 ...
   torchrun --nproc-per-node 4 zipformer_rwkv/train.py ...
 
-  # resume: from epoch-3.pt, or mid-epoch from checkpoint-4000.pt (same batch, same loss)
+  # resume: re-running the same command continues from the newest checkpoint-N.pt / epoch-N.pt in
+  # --exp-dir (same batches, same losses); or name the point: from epoch-3.pt, from checkpoint-4000.pt
+  python zipformer_rwkv/train.py ...
   python zipformer_rwkv/train.py --start-epoch 4 ...
   python zipformer_rwkv/train.py --start-batch 4000 ...
+  # start over in an --exp-dir that holds a run (its files move to --exp-dir/superseded-DATE/)
+  python zipformer_rwkv/train.py --overwrite true ...
+
+A mid-epoch checkpoint-N.pt is written every --save-every-n updates and, for crash recovery, after
+every --save-every-minutes of training (each such time-based file replaces the previous one unless N is
+a multiple of --save-every-n). Files past the point a run continues from (an earlier run's later
+checkpoints) are moved into --exp-dir/superseded-DATE/, never deleted.
 
 Files in --exp-dir: epoch-N.pt, checkpoint-N.pt (with model_avg), best-{train,valid}-loss.pt,
 log/log-train-*, tensorboard/, bad-model-{rank}.pt after a failure.
@@ -50,7 +59,12 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.asr_datamodule import AsrDataModule, encoder_output_frames, make_cut_filter
+from zipformer_rwkv.asr_datamodule import (
+    AsrDataModule,
+    encoder_output_frames,
+    make_cut_filter,
+    set_train_epoch,
+)
 from zipformer_rwkv.checkpoint import (
     atomic_copy,
     atomic_torch_save,
@@ -65,6 +79,7 @@ from zipformer_rwkv.errors import RecipeError, known_error_message, log_to_files
 from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
+from zipformer_rwkv.resume import CheckpointTimer, choose_start, move_aside, superseded_files
 from zipformer_rwkv.rng import get_rng_state, set_rng_state
 from zipformer_rwkv.utils import (
     AttributeDict,
@@ -93,6 +108,12 @@ def get_parser() -> argparse.ArgumentParser:
                         help="seconds of audio per reference batch (Zipformer batch count for schedules)")
     parser.add_argument("--inf-check", type=str2bool, default=False, help="install inf/nan hooks")
     parser.add_argument("--save-every-n", type=int, default=4000, help="save checkpoint-N.pt every N batches")
+    parser.add_argument("--save-every-minutes", type=float, default=5.0,
+                        help="also save checkpoint-N.pt after this many minutes of training (the newest "
+                             "such file replaces the previous one); 0: off")
+    parser.add_argument("--overwrite", type=str2bool, default=False,
+                        help="start over although --exp-dir holds checkpoints (they are moved to "
+                             "--exp-dir/superseded-DATE/); false: continue from the newest one")
     parser.add_argument("--keep-last-k", type=int, default=30, help="keep the last k checkpoint-N.pt")
     parser.add_argument("--average-period", type=int, default=200, help="batches between model_avg updates")
     parser.add_argument("--use-fp16", type=str2bool, default=False, help="fp16 autocast + grad scaler")
@@ -278,13 +299,16 @@ def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
 
 def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
                     device, tb_writer, world_size: int, rank: int, epoch_audio: float,
-                    rng_state: Optional[dict] = None) -> int:
+                    rng_state: Optional[dict] = None, timer: Optional[CheckpointTimer] = None,
+                    done_before: int = 0) -> int:
     """One epoch (icefall's train_one_epoch) with non-finite-loss skipping and checkpointing.
 
     Returns the number of batches this process received (0: nothing was trained).
 
     `rng_state` (mid-epoch resume) is restored after the DataLoader iterator is created, which
-    is where an uninterrupted run stood when it saved the state.
+    is where an uninterrupted run stood when it saved the state. `timer`: when a time-based
+    checkpoint is due (rank 0). `done_before`: batches of this epoch consumed before a mid-epoch
+    resume (the saved sampler state counts them).
     """
     model.train()
     tot = MetricsTracker()
@@ -334,10 +358,17 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
 
         if rank == 0 and params.batch_idx_train % params.average_period == 0:
             update_averaged_model(params, model, model_avg)
-        if params.batch_idx_train % params.save_every_n == 0:
-            save_checkpoint_with_global_batch_idx(
+        every_n = params.batch_idx_train % params.save_every_n == 0
+        if every_n or (rank == 0 and timer is not None and timer.due()):
+            path = save_checkpoint_with_global_batch_idx(
                 params.exp_dir, params.batch_idx_train, model, model_avg, _saved_params(params),
-                optimizer, optimizer.scheduler, scaler, train_dl.sampler, rank)
+                optimizer, optimizer.scheduler, scaler, _sampler_to_save(params, train_dl, done_before + num_batches),
+                rank)
+            if rank == 0 and timer is not None:
+                replaced = timer.saved(None if every_n else path)
+                if replaced is not None and replaced.stem.split("-")[1].isdigit() \
+                        and int(replaced.stem.split("-")[1]) % params.save_every_n != 0:
+                    replaced.unlink(missing_ok=True)
             remove_checkpoints(params.exp_dir, params.keep_last_k, rank)
         if params.use_fp16:
             _grad_scale_watchdog(params, model, scaler, rank)
@@ -373,6 +404,29 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     if loss < params.best_train_loss:
         params.best_train_epoch, params.best_train_loss = params.cur_epoch, loss
     return num_batches
+
+
+class _ConsumedSampler:
+    """Saved as a checkpoint's "sampler": the sampler state after the `consumed` batches the loop
+    received this epoch, not after those the DataLoader's workers prefetched."""
+
+    def __init__(self, train_dl, consumed: int) -> None:
+        self.train_dl, self.consumed = train_dl, consumed
+
+    def state_dict(self) -> dict:
+        return AsrDataModule.sampler_state_dict(self.train_dl, self.consumed)
+
+
+def _sampler_to_save(params, train_dl, consumed: int):
+    return train_dl.sampler if params.model_type == "lm" else _ConsumedSampler(train_dl, consumed)
+
+
+def _batches_in_saved_sampler(params, saved: Optional[dict]) -> int:
+    """Batches of the current epoch a mid-epoch checkpoint's sampler state had consumed."""
+    if not saved or params.model_type == "lm" or "sampler" not in saved:
+        return 0
+    diag = saved["sampler"]["diagnostics"]
+    return int(diag["stats_per_epoch"][diag["current_epoch"]]["kept_batches"])
 
 
 def _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer) -> None:
@@ -499,7 +553,13 @@ def _train(rank: int, world_size: int, args) -> None:
     model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
     optimizer = recipe.get_optimizer(params, model)
     scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
+    params.start_epoch, params.start_batch = choose_start(params.exp_dir, params.start_epoch,
+                                                          params.start_batch, params.overwrite)
     saved = load_checkpoint_if_available(params, model, model_avg, optimizer, scaler)
+    if world_size > 1:
+        torch.distributed.barrier()  # every rank has found and read its checkpoint
+    if rank == 0:
+        move_aside(superseded_files(params.exp_dir, params.batch_idx_train), params.exp_dir)
     if world_size > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=True)
@@ -507,6 +567,7 @@ def _train(rank: int, world_size: int, args) -> None:
         register_inf_check_hooks(model)
 
     sampler_state = saved.get("sampler") if saved and params.start_batch > 0 else None
+    done_before = _batches_in_saved_sampler(params, saved) if sampler_state else 0  # (lhotse's load pops)
     train_dl, valid_dl = get_dataloaders(params, args, tokenizers, world_size, rank, sampler_state)
     epoch_audio = _epoch_audio(params, train_dl, world_size)
     tb_writer = None
@@ -516,22 +577,26 @@ def _train(rank: int, world_size: int, args) -> None:
         tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
 
     first_epoch = params.cur_epoch if params.start_batch > 0 else params.start_epoch
+    timer = CheckpointTimer(params.save_every_minutes) if rank == 0 else None
     for epoch in range(first_epoch, params.num_epochs + 1):
         optimizer.scheduler.step_epoch(epoch - 1)
         fix_random_seed(params.seed + epoch - 1)
-        resume_rng = saved.get("rng_state") if saved and params.start_batch > 0 and epoch == first_epoch else None
-        train_dl.sampler.set_epoch(epoch - 1)
+        resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
+        resume_rng = saved.get("rng_state") if resumed else None
+        set_train_epoch(train_dl, epoch - 1)
         if tb_writer is not None:
             tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
         params.cur_epoch = epoch
         num_batches = train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl,
-                                      tokenizers, device, tb_writer, world_size, rank, epoch_audio, resume_rng)
-        resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
+                                      tokenizers, device, tb_writer, world_size, rank, epoch_audio, resume_rng,
+                                      timer, done_before if resumed else 0)
         if not resumed and _sum_over_ranks(num_batches, world_size, device) == 0:
             # (a mid-epoch resume may legitimately find the epoch finished)
             raise EmptyEpochError(empty_epoch_message(params, args, tokenizers, train_dl, world_size))
         _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
         save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
+        if timer is not None:
+            timer.saved()
     checksum = sum(float(p.detach().double().sum()) for p in unwrap_model(model).parameters())
     logging.info(f"Done! Parameter checksum on rank {rank}: {checksum!r}")
     if tb_writer is not None:
