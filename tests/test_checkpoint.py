@@ -393,6 +393,23 @@ def test_crafted_reduce_pickle_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def test_unreadable_checkpoints_are_one_line_known_failures(tmp_path):
+    from zipformer_rwkv.errors import CheckpointError, known_error_message
+
+    evil = tmp_path / "epoch-3.pt"
+    torch.save({"model": {}, "x": _Evil(tmp_path / "executed")}, evil)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _Tiny())
+    truncated = tmp_path / "checkpoint-8.pt"
+    truncated.write_bytes(good.read_bytes()[:700])
+    for path, why in ((evil, "a Python object that weights_only loading refuses"), (truncated, "truncated")):
+        with pytest.raises(CheckpointError) as info:
+            ckpt_mod.read_checkpoint(path)
+        msg = known_error_message(info.value)
+        assert msg.startswith(f"cannot read checkpoint {path}: ") and why in msg and "\n" not in msg, msg
+    assert not (tmp_path / "executed").exists()
+
+
 def _disk_full_after_half(fsrc, fdst, *args):
     fdst.write(fsrc.read(10))
     raise OSError(28, "No space left on device")

@@ -243,3 +243,25 @@ def test_augmented_batches_are_the_same_after_a_resume_and_in_a_worker(data):
     other_epoch = loader()
     set_train_epoch(other_epoch, 3)
     assert not all(torch.equal(a, b) for a, b in zip(full, [b["inputs"] for b in other_epoch]))
+
+
+def test_unreadable_cut_is_dropped_from_its_batch_and_named(data, tmp_path):
+    import shutil
+
+    fbank = tmp_path / "fbank"
+    shutil.copytree(data / "fbank", fbank, ignore=shutil.ignore_patterns("toy_cuts_train*"))
+    cuts = list(CutSet.from_file(data / "fbank" / "toy_cuts_train.jsonl.gz"))
+    junk = tmp_path / "junk.lca"
+    junk.write_bytes(b"\x00garbage" * 10)
+    bad = cuts[5]
+    bad.features.storage_path = str(junk)
+    CutSet.from_cuts(cuts).to_file(fbank / "toy_cuts_train.jsonl.gz")
+    args = make_args(data, "--max-duration", "6", "--enable-spec-aug", "false", "--enable-musan", "false",
+                     "--manifest-dir", str(fbank), "--drop-last", "false")
+    dm = AsrDataModule(args)
+    seen, reported = [], []
+    for batch in dm.train_dataloaders(dm.train_cuts()):
+        reported += batch.get("bad_cuts", [])
+        seen += ids(batch) if batch["inputs"] is not None else []
+    assert [cut_id for cut_id, _ in reported] == [bad.id]
+    assert sorted(seen) == sorted(c.id for c in cuts if c.id != bad.id)

@@ -160,6 +160,58 @@ def test_resume_with_noise_and_a_prefetching_worker_gives_the_same_losses(data):
     assert batch_losses(exp / "log") == {k: v for k, v in full.items() if k >= 3}
 
 
+def train_fails(args, timeout=120) -> str:
+    """Runs train.py expecting a known failure: returns its one stderr error line (no traceback)."""
+    cmd = [sys.executable, "zipformer_rwkv/train.py", "--tensorboard", "false", "--num-threads", "1",
+           "--min-utt-duration", "0.5"] + [str(a) for a in args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_known_failures_are_one_line_naming_the_file(data, ctc_exp):
+    exp = data["root"] / "exp_ctc_errors"
+    exp.mkdir()
+    good = (ctc_exp / "checkpoint-2.pt").read_bytes()
+    (exp / "checkpoint-2.pt").write_bytes(good[: len(good) // 2])  # truncated
+    line = train_fails(["--exp-dir", exp] + CTC_RUN + data["args"])
+    assert line.startswith(f"train.py: error: cannot read checkpoint {exp / 'checkpoint-2.pt'}: truncated")
+    (log,) = (exp / "log").glob("log-train-*")
+    assert line.split("error: ", 1)[1] in log.read_text()
+
+    (exp / "checkpoint-2.pt").write_bytes(good)  # a checkpoint of another architecture
+    wide = CTC_RUN + data["args"]
+    wide[wide.index("--encoder-dim") + 1] = "48,48"
+    line = train_fails(["--exp-dir", exp] + wide)
+    assert line.startswith(f"train.py: error: {exp / 'checkpoint-2.pt'}[model] does not match CtcModel: ")
+
+    args = CTC_RUN + data["args"]
+    args[args.index("--enable-musan") + 1] = "true"
+    line = train_fails(["--exp-dir", exp, "--overwrite", "true", "--noise-cuts", exp / "none.jsonl.gz"] + args)
+    assert line.startswith("train.py: error: --enable-musan true but no noise cuts found (tried: ")
+
+
+def test_unreadable_cut_is_skipped_named_and_counted(data, tmp_path):
+    from lhotse import CutSet
+
+    fbank = data["root"] / "corpus" / "fbank"
+    bad_dir = tmp_path / "fbank"
+    shutil.copytree(fbank, bad_dir, ignore=shutil.ignore_patterns("tiny_cuts_train*"))
+    cuts = list(CutSet.from_file(fbank / "tiny_cuts_train.jsonl.gz"))
+    (tmp_path / "junk.lca").write_bytes(b"\x00garbage" * 10)
+    bad = next(c for c in cuts if c.id == "train-7")  # in the first batch (seed 42)
+    bad.features.storage_path = str(tmp_path / "junk.lca")
+    CutSet.from_cuts(cuts).to_file(bad_dir / "tiny_cuts_train.jsonl.gz")
+    args = CTC_RUN + data["args"]
+    args[args.index("--manifest-dir") + 1] = str(bad_dir)
+    proc = train(["--exp-dir", tmp_path / "exp"] + args)
+    assert f"Skipped cut {bad.id} at batch 1: unreadable (" in proc.stderr and "1 so far, --max-bad-cuts 100" in proc.stderr
+    assert (tmp_path / "exp" / "epoch-1.pt").is_file()  # the epoch went on
+    line = train_fails(["--exp-dir", tmp_path / "exp0", "--max-bad-cuts", 0] + args)
+    assert line.startswith(f"train.py: error: 1 unreadable cuts, more than --max-bad-cuts 0; the last: {bad.id}: ")
+
+
 def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monkeypatch):
     decode(monkeypatch, ["--exp-dir", ctc_exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
                          "--max-duration", 20] + data["args"])

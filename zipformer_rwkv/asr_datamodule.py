@@ -33,7 +33,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeature
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
+from zipformer_rwkv.errors import ConfigError, MissingFileError
 from zipformer_rwkv.utils import str2bool
 
 FRAME_SHIFT = 0.01  # seconds: fbank frames are at 100 Hz
@@ -121,27 +122,27 @@ def load_data_conf(path: Path) -> DataConf:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"corpus conf not found: {path}")
+        raise MissingFileError(f"corpus conf not found: {path}")
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(d, dict) or not d.get("corpus"):
-        raise ValueError(f"{path}: needs a top-level mapping with a 'corpus' name")
+        raise ConfigError(f"{path}: needs a top-level mapping with a 'corpus' name")
     train = d.get("train") or []
     if not isinstance(train, list) or not train:
-        raise ValueError(f"{path}: 'train' must be a non-empty list of {{name, cuts, weight}}")
+        raise ConfigError(f"{path}: 'train' must be a non-empty list of {{name, cuts, weight}}")
     sources = []
     for i, t in enumerate(train):
         if not isinstance(t, dict) or "name" not in t or "cuts" not in t:
-            raise ValueError(f"{path}: train[{i}] needs 'name' and 'cuts'")
+            raise ConfigError(f"{path}: train[{i}] needs 'name' and 'cuts'")
         weight = float(t.get("weight", 1.0))
         if weight <= 0:
-            raise ValueError(f"{path}: train[{i}] ({t['name']}) has weight {weight}; must be > 0")
+            raise ConfigError(f"{path}: train[{i}] ({t['name']}) has weight {weight}; must be > 0")
         sources.append(TrainSource(str(t["name"]), str(t["cuts"]), weight))
     for key in ("dev", "test"):
         if not isinstance(d.get(key) or {}, dict):
-            raise ValueError(f"{path}: '{key}' must be a mapping name -> cut manifest")
+            raise ConfigError(f"{path}: '{key}' must be a mapping name -> cut manifest")
     noise = d.get("noise") or []
     noise = [noise] if isinstance(noise, str) else list(noise)
     return DataConf(corpus=str(d["corpus"]), source=str(d.get("source", "nemo")), train=sources,
@@ -221,6 +222,38 @@ class SeededBatches(K2SpeechRecognitionDataset):
         self.epoch = epoch
 
     def __getitem__(self, cuts: CutSet) -> Dict[str, Any]:
+        """The batch of `cuts` without those whose features/audio cannot be read; these are listed
+        as `batch["bad_cuts"] = [(cut_id, reason), ...]` (`batch["inputs"]` is None when no cut
+        is left). Other failures are raised."""
+        bad: List[Tuple[str, str]] = []
+        while True:
+            try:
+                batch = self._seeded_batch(cuts) if len(cuts) else {"inputs": None, "supervisions": {}}
+                break
+            except Exception:
+                found = [(c.id, why) for c in cuts if (why := self._unreadable(c)) is not None]
+                if not found:
+                    raise
+                bad += found
+                names = {cut_id for cut_id, _ in found}
+                cuts = cuts.filter(lambda c: c.id not in names).to_eager()
+        if bad:
+            batch["bad_cuts"] = bad
+        return batch
+
+    def _unreadable(self, cut: Cut) -> Optional[str]:
+        """Why `cut`'s features (or, for on-the-fly features, audio) cannot be loaded, else None."""
+        try:
+            if isinstance(self.input_strategy, PrecomputedFeatures):
+                cut.load_features()
+            else:
+                cut.load_audio()
+            return None
+        except Exception as e:
+            lines = [line for line in str(e).splitlines() if line.strip()] or [""]
+            return f"{type(e).__name__}: {lines[0][:200]}"
+
+    def _seeded_batch(self, cuts: CutSet) -> Dict[str, Any]:
         key = f"{self.seed}|{self.epoch}|" + "|".join(c.id for c in cuts)
         seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
         self.rng.seed(seed)
@@ -270,7 +303,7 @@ class AsrDataModule:
         self.conf = load_data_conf(args.conf)
         self._noise: Optional[CutSet] = None
         if (args.perturb_speed or args.perturb_volume) and not args.on_the_fly_feats:
-            raise ValueError("--perturb-speed/--perturb-volume change the audio and need "
+            raise ConfigError("--perturb-speed/--perturb-volume change the audio and need "
                              "--on-the-fly-feats true (precomputed features cannot be perturbed; "
                              "prepare.sh --perturb-speed true does offline 0.9/1.1 speed perturbation)")
 
@@ -312,7 +345,7 @@ class AsrDataModule:
     def _load(self, rel: str) -> CutSet:
         path = Path(self.args.manifest_dir) / rel
         if not path.is_file():
-            raise FileNotFoundError(f"cut manifest {path} (named in {self.args.conf}) not found; "
+            raise MissingFileError(f"cut manifest {path} (named in {self.args.conf}) not found; "
                                     f"run ./prepare.sh or check --manifest-dir")
         return load_manifest_lazy(path)
 
@@ -337,7 +370,7 @@ class AsrDataModule:
         """All dev sets concatenated (the validation set of train.py)."""
         sets = list(self.dev_cuts().values())
         if not sets:
-            raise ValueError(f"{self.args.conf} names no dev set")
+            raise ConfigError(f"{self.args.conf} names no dev set")
         return sets[0] if len(sets) == 1 else CutSet(LazyIteratorChain(*[c.data for c in sets]))
 
     def test_cuts(self) -> Dict[str, CutSet]:
@@ -362,7 +395,7 @@ class AsrDataModule:
                     cuts = cuts.drop_features()
                 self._noise = cuts.to_eager()
                 return self._noise
-        raise FileNotFoundError("--enable-musan true but no noise cuts found (tried: "
+        raise MissingFileError("--enable-musan true but no noise cuts found (tried: "
                                 + ", ".join(str(p) for p in cands) + "); run prepare.sh stage 3")
 
     # -------------------------------------------------------------------------- loaders

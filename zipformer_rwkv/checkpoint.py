@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from zipformer_rwkv.errors import CheckpointWriteError
+from zipformer_rwkv.errors import CheckpointError, CheckpointWriteError, MissingFileError
 
 PathLike = Union[str, Path]
 
@@ -241,19 +241,35 @@ def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu"
     """`safe_torch_load(filename, map_location=device, mmap=mmap)` with clear errors.
 
     Raises:
-      FileNotFoundError: if the file does not exist.
-      RuntimeError: if it cannot be read as a weights-only checkpoint dict (message names it).
+      MissingFileError (a FileNotFoundError): if the file does not exist.
+      CheckpointError (a RuntimeError): if it cannot be read as a weights-only checkpoint dict
+        (truncated/corrupted, or holding a Python object weights-only loading refuses); one line
+        naming the file.
     """
     filename = Path(filename)
     if not filename.is_file():
-        raise FileNotFoundError(f"checkpoint {filename} does not exist")
+        raise MissingFileError(f"checkpoint {filename} does not exist")
     try:
         checkpoint = safe_torch_load(filename, map_location=device, mmap=mmap)
     except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {filename} (weights_only=True): {e}") from None
+        raise CheckpointError(f"cannot read checkpoint {filename}: {_why_unreadable(e)}") from None
     if not isinstance(checkpoint, dict):
-        raise RuntimeError(f"checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
+
+
+def _why_unreadable(e: Exception) -> str:
+    """One line out of torch.load's multi-line errors: the refused global, or the zip reader's
+    complaint, without the advice paragraphs."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    refused = next((line for line in lines if "GLOBAL" in line), None)
+    if refused is not None:
+        refused = re.split(r"\. Please ", refused)[0].replace("WeightsUnpickler error: ", "")
+        return f"it holds a Python object that weights_only loading refuses, not run ({refused})"
+    first = re.split(r"\. This is an internal", lines[0])[0]
+    if "zip archive" in first or isinstance(e, EOFError):
+        return f"truncated or corrupted file ({first})"
+    return f"{type(e).__name__}: {first}"
 
 
 def _strip_module_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -278,7 +294,8 @@ def load_state_dict_checked(
         mismatches raise; if False they are logged as warnings and skipped.
       allow_missing: accept keys of `module` absent from `state` (trainable-only checkpoints).
     Raises:
-      RuntimeError: naming `source` and listing (up to 10 of) each kind of mismatch.
+      CheckpointError (a RuntimeError): naming `source` and listing (up to 10 of) each kind of
+        mismatch.
     """
     module = unwrap_model(module)
     state = _strip_module_prefix(state)
@@ -302,7 +319,7 @@ def load_state_dict_checked(
     if problems:
         msg = f"{source} does not match {type(module).__name__}: " + "; ".join(problems)
         if strict:
-            raise RuntimeError(msg)
+            raise CheckpointError(msg)
         logging.warning(msg)
     bad = {k.split(":")[0] for k in misshaped}
     usable = {k: v for k, v in state.items() if k in own and k not in bad}
@@ -340,7 +357,7 @@ def load_checkpoint(
     """
     checkpoint = read_checkpoint(filename)
     if "model" not in checkpoint:
-        raise RuntimeError(f"checkpoint {filename} has no 'model' entry (keys: {list(checkpoint)})")
+        raise CheckpointError(f"checkpoint {filename} has no 'model' entry (keys: {list(checkpoint)[:10]})")
     allow_missing = bool(checkpoint.get("trainable_only", False))
     state = checkpoint.pop("model")
     if model is not None:
@@ -362,7 +379,7 @@ def load_checkpoint(
         try:
             obj.load_state_dict(checkpoint.pop(key))
         except Exception as e:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"cannot restore {key} from {filename}: {type(e).__name__}: {e}"
             ) from None
     return checkpoint

@@ -19,12 +19,20 @@ class CheckpointError(RecipeError, RuntimeError):
     matching the model."""
 
 
+class ConfigError(RecipeError, ValueError):
+    """An option or a configuration file (conf.yaml, LM text) cannot be used."""
+
+
+class MissingFileError(RecipeError, FileNotFoundError):
+    """A file the run needs does not exist (the message names it and what makes it)."""
+
+
 class CheckpointWriteError(RecipeError, OSError):
     """A checkpoint could not be written (disk full, permissions, ...); the old file is kept."""
 
 
 class DataError(RecipeError, RuntimeError):
-    """Training data cannot be used: missing noise cuts, too many unreadable cuts, ..."""
+    """Training data cannot be used: too many unreadable cuts, ..."""
 
 
 def _known_classes() -> set:

@@ -38,7 +38,9 @@ log/log-train-*, tensorboard/, bad-model-{rank}.pt after a failure.
 
 Known failures (a full disk, an unusable checkpoint, bad data) stop with one line
 `train.py: error: ...` naming the file/cut and the problem, also written to log/log-train-*;
-`--debug true` adds the traceback. Other exceptions are bugs and keep theirs.
+`--debug true` adds the traceback. Other exceptions are bugs and keep theirs. A training cut whose
+features/audio cannot be read is skipped, named in the log and counted (the epoch goes on) up to
+--max-bad-cuts; non-finite-loss warnings name the batch's cuts.
 """
 import sys
 from pathlib import Path
@@ -75,7 +77,14 @@ from zipformer_rwkv.checkpoint import (
     unwrap_model,
     update_averaged_model,
 )
-from zipformer_rwkv.errors import RecipeError, known_error_message, log_to_files
+from zipformer_rwkv.errors import (
+    CheckpointError,
+    DataError,
+    MissingFileError,
+    RecipeError,
+    known_error_message,
+    log_to_files,
+)
 from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
@@ -120,6 +129,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-bf16", type=str2bool, default=False, help="bf16 autocast")
     parser.add_argument("--log-interval", type=int, default=50, help="batches between progress lines")
     parser.add_argument("--valid-interval", type=int, default=3000, help="batches between validations")
+    parser.add_argument("--max-bad-cuts", type=int, default=100,
+                        help="skip training cuts whose features/audio cannot be read (each logged), but "
+                             "stop once more than this many were")
     parser.add_argument("--max-bad-batches", type=int, default=20,
                         help="stop after this many non-finite losses in a row (dumping bad-model-{rank}.pt)")
     parser.add_argument("--num-threads", type=int, default=0,
@@ -146,7 +158,7 @@ def get_params() -> AttributeDict:
         best_train_loss=float("inf"), best_valid_loss=float("inf"),
         best_train_epoch=-1, best_valid_epoch=-1,
         batch_idx_train=0, cur_epoch=1, feature_dim=80, subsampling_factor=4,
-        reset_interval=200, num_bad_batches=0, env_info=get_env_info(),
+        reset_interval=200, num_bad_batches=0, num_bad_cuts=0, env_info=get_env_info(),
     )
 
 
@@ -235,14 +247,14 @@ def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) ->
     else:
         return None
     if not filename.is_file():
-        raise FileNotFoundError(f"cannot resume: {filename} does not exist")
+        raise MissingFileError(f"cannot resume: {filename} does not exist")
     saved = load_checkpoint(filename, model, model_avg, optimizer=optimizer,
                             scheduler=optimizer.scheduler, scaler=scaler)
     if saved.get("model_type", params.model_type) != params.model_type:
-        raise ValueError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
+        raise CheckpointError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
                          f"this run is --model-type {params.model_type}")
     for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
-                "best_valid_loss", "num_bad_batches"):
+                "best_valid_loss", "num_bad_batches", "num_bad_cuts"):
         if key in saved:
             params[key] = saved[key]
     if params.start_batch > 0:
@@ -320,6 +332,8 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     grad_norm, num_batches = 0.0, 0
     for batch_idx, batch in enumerate(batches):
         num_batches += 1
+        if not _usable_after_bad_cuts(params, batch, world_size):
+            continue
         if set_batch_count is not None and (params.batch_idx_train % 10 == 0 or batch_idx == 0):
             # every 10 batches (icefall), counted globally so a resumed run sets the same values
             count = params.batch_idx_train // 10 * 10
@@ -330,8 +344,9 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
                 loss, stats = recipe.compute_loss(params, model, batch, tokenizers, device)
             if not _all_finite(loss, world_size):
                 params.num_bad_batches += 1
-                logging.warning(f"Non-finite loss at batch {params.batch_idx_train}: skipped "
-                                f"({params.num_bad_batches} in a row, {params.max_bad_batches} allowed)")
+                logging.warning(f"Non-finite loss at batch {params.batch_idx_train} (cuts "
+                                f"{_batch_fingerprint(batch, 20)}): skipped ({params.num_bad_batches} in a "
+                                f"row, {params.max_bad_batches} allowed)")
                 optimizer.zero_grad()
                 if params.num_bad_batches >= params.max_bad_batches:
                     raise FloatingPointError(f"{params.num_bad_batches} non-finite losses in a row")
@@ -474,13 +489,38 @@ def _batch_count_setter(params):
     return lambda model, n: set_batch_count(unwrap_model(model), n)
 
 
-def _batch_fingerprint(batch: dict) -> str:
-    """Identifies a batch in debug logs: its first cut ids, or a checksum of LM tokens."""
+def _batch_fingerprint(batch: dict, max_cuts: int = 3) -> str:
+    """Identifies a batch in logs: its first `max_cuts` cut ids, or a checksum of LM tokens."""
     if "tokens" in batch:
         t = batch["tokens"]
         return f"tokens{tuple(t.shape)}:{int((t * torch.arange(1, t.numel() + 1).view(t.shape)).sum())}"
     cuts = batch["supervisions"].get("cut") or []
-    return ",".join(c.id for c in cuts[:3])
+    more = f",...+{len(cuts) - max_cuts}" if len(cuts) > max_cuts else ""
+    return ",".join(c.id for c in cuts[:max_cuts]) + more
+
+
+def _usable_after_bad_cuts(params, batch: dict, world_size: int) -> bool:
+    """Log and count the cuts the dataset dropped as unreadable (`batch["bad_cuts"]`); False when
+    none of the batch is left (it is skipped).
+
+    Raises:
+      DataError: more than --max-bad-cuts in the run so far, or (DDP) a batch with no cut left,
+        which the other ranks could not skip in step.
+    """
+    bad = batch.pop("bad_cuts", None) or []
+    for cut_id, why in bad:
+        params.num_bad_cuts += 1
+        logging.warning(f"Skipped cut {cut_id} at batch {params.batch_idx_train + 1}: unreadable ({why}); "
+                        f"{params.num_bad_cuts} so far, --max-bad-cuts {params.max_bad_cuts}")
+        if params.num_bad_cuts > params.max_bad_cuts:
+            raise DataError(f"{params.num_bad_cuts} unreadable cuts, more than --max-bad-cuts "
+                            f"{params.max_bad_cuts}; the last: {cut_id}: {why}")
+    if "tokens" in batch or batch.get("inputs") is not None:
+        return True
+    if world_size > 1:
+        raise DataError(f"every cut of a batch was unreadable ({[c for c, _ in bad]}); with --world-size > 1 "
+                        "the ranks cannot skip it in step: fix or filter these cuts")
+    return False
 
 
 def _fmt(m: MetricsTracker) -> str:

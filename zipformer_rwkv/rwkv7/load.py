@@ -11,6 +11,7 @@ from typing import Dict, Optional, Union
 
 import torch
 
+from zipformer_rwkv.errors import MissingFileError
 from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config
 
 # name -> (n_layer, n_embd, d_decay, d_aaa, d_mv, d_gate), spec §2 size table (V = 65536, head 64).
@@ -83,7 +84,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"RWKV-7 checkpoint not found: {path}")
+        raise MissingFileError(f"RWKV-7 checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from zipformer_rwkv.checkpoint import safe_torch_load
+from zipformer_rwkv.errors import RecipeError
 from zipformer_rwkv.utils import str2bool
 from zipformer_rwkv.zipformer.config import ENCODER_CONFIGS, ZipformerConfig
 from zipformer_rwkv.zipformer.encoder import ZipformerEncoder
@@ -22,7 +23,7 @@ _ANCHOR = "encoder_embed.conv.0.weight"
 _SHOW = 5  # keys listed per category in error messages
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RecipeError, ValueError):
     """A checkpoint cannot be loaded into the Zipformer encoder: unreadable file, no encoder
     keys, or missing / unexpected / misshaped keys (listed, with counts, in the message)."""
 
