@@ -34,7 +34,8 @@
 #   --nj N                      [2] parallel jobs of prepare.sh
 #   --exp-dir DIR               [exp]
 #   --dl-dir DIR, --data-dir DIR  [download, data] as in prepare.sh
-#   --corpus NAME               [tts_en] corpus of prepare.sh / egs/NAME/conf.yaml
+#   --corpus NAME               [tts_en] corpus of prepare.sh / egs/NAME/conf.yaml (else
+#                               $data_dir/egs/NAME/conf.yaml, written by prepare.sh)
 #   --vocab-size N              [500] BPE vocabulary (CTC targets and the RWKV-7 vocabulary)
 #   --perturb-speed true|false  []  prepare.sh offline 0.9/1.1 speed perturbation (tiny: false)
 #   --install-deps true|false   [true] run local/install_deps.sh first
@@ -159,6 +160,7 @@ case "$use_gpu" in
 esac
 
 conf=$root/egs/$corpus/conf.yaml
+[ -f "$conf" ] || conf=$data_dir/egs/$corpus/conf.yaml  # prepare.sh writes an imported corpus's here
 lang_dir=$data_dir/lang_bpe_$vocab_size
 bpe_model=$lang_dir/bpe.model
 data_opts=(--conf "$conf" --manifest-dir "$data_dir/fbank" --bpe-model "$bpe_model")

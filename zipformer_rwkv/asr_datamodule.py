@@ -202,6 +202,12 @@ def make_cut_filter(min_duration: float = 1.0, max_duration: float = 20.0,
 # Data module
 
 
+def read_cuts(path: Path) -> CutSet:
+    """The lazy CutSet of a manifest, its relative feature paths (local/compute_fbank.py) taken as
+    relative to the manifest's folder; absolute ones are kept."""
+    return load_manifest_lazy(path).with_features_path_prefix(str(path.parent))
+
+
 class SeededBatches(K2SpeechRecognitionDataset):
     """The training dataset, with every batch's augmentation randomness drawn from RNGs seeded by
     (seed, epoch, the batch's cut ids): the `rng` given to the cut transforms (CutMix noise and
@@ -347,7 +353,7 @@ class AsrDataModule:
         if not path.is_file():
             raise MissingFileError(f"cut manifest {path} (named in {self.args.conf}) not found; "
                                     f"run ./prepare.sh or check --manifest-dir")
-        return load_manifest_lazy(path)
+        return read_cuts(path)
 
     def train_cuts(self) -> CutSet:
         """The training cuts: `CutSet.mux` of the conf's sources with their weights (lazy).
@@ -390,7 +396,7 @@ class AsrDataModule:
         for p in cands:
             if Path(p).is_file():
                 logging.info(f"Noise cuts for CutMix: {p}")
-                cuts = load_manifest_lazy(p)
+                cuts = read_cuts(Path(p))
                 if self.args.on_the_fly_feats:
                     cuts = cuts.drop_features()
                 self._noise = cuts.to_eager()
