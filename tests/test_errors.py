@@ -48,3 +48,27 @@ def test_error_of_a_spawned_rank_is_recognised():
           "zipformer_rwkv.errors.CheckpointWriteError: cannot write exp/epoch-1.pt: disk full (x)\n")
     assert known_error_message(mp.ProcessRaisedException(tb, 0, 1)) == "cannot write exp/epoch-1.pt: disk full (x)"
     assert known_error_message(mp.ProcessRaisedException(tb.replace("CheckpointWriteError", "KeyError"), 0, 1)) is None
+
+
+def test_non_finite_loss_warning_names_the_cuts(tmp_path, monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from zipformer_rwkv import recipe
+    from zipformer_rwkv.utils import AttributeDict
+
+    params = train.get_params()
+    params.update(AttributeDict(
+        model_type="ctc", exp_dir=tmp_path, max_duration=1.0, ref_duration=1.0, use_autocast=False,
+        dtype=torch.float32, max_bad_batches=5, max_bad_cuts=0, save_every_n=1000, average_period=1000,
+        use_fp16=False, log_interval=1000, valid_interval=1000, num_epochs=1))
+    cuts = [SimpleNamespace(id=f"utt-{i}") for i in range(4)]
+    batches = [{"inputs": torch.zeros(4, 10, 80), "supervisions": {"cut": cuts}}]
+    monkeypatch.setattr(recipe, "compute_loss", lambda *a: (torch.tensor(float("nan")), {}))
+    optimizer = SimpleNamespace(zero_grad=lambda: None)
+    with caplog.at_level(logging.WARNING):
+        train.train_one_epoch(params, torch.nn.Linear(1, 1), None, optimizer, None, batches, None, {},
+                              torch.device("cpu"), None, 1, 0, 0.0)
+    assert "Non-finite loss at batch 1 (cuts utt-0,utt-1,utt-2,utt-3): skipped" in caplog.text
