@@ -1,5 +1,5 @@
-"""Crash recovery for train.py: where a re-run continues, what an earlier run leaves behind, and
-when a mid-epoch checkpoint is due.
+"""Crash recovery for train.py: where a re-run continues, what an earlier run leaves behind, when a
+mid-epoch checkpoint is due, and the sampler state that makes the continuation exact.
 
 Rule (train.py's usage block): with the default --start-epoch 1 --start-batch 0, a run continues
 from the newest checkpoint in --exp-dir (`latest_checkpoint`); `--overwrite true` starts over
@@ -118,3 +118,31 @@ class CheckpointTimer:
             return None
         old, self.rolling = self.rolling, path
         return old if old is not None and old != path else None
+
+
+class _ConsumedSampler:
+    """Saved as a checkpoint's "sampler": the sampler state after the `consumed` batches the loop
+    received this epoch, not after those the DataLoader's workers prefetched."""
+
+    def __init__(self, train_dl, consumed: int) -> None:
+        self.train_dl, self.consumed = train_dl, consumed
+
+    def state_dict(self) -> dict:
+        from zipformer_rwkv.asr_datamodule import AsrDataModule
+
+        return AsrDataModule.sampler_state_dict(self.train_dl, self.consumed)
+
+
+def sampler_to_save(model_type: str, train_dl, consumed: int):
+    """What train.py passes as `sampler` to save_checkpoint after `consumed` batches of this
+    epoch: the text sampler itself (lm: no workers), else the consumed-batches state."""
+    return train_dl.sampler if model_type == "lm" else _ConsumedSampler(train_dl, consumed)
+
+
+def batches_in_saved_sampler(model_type: str, saved: Optional[dict]) -> int:
+    """Batches of the current epoch that a mid-epoch checkpoint's sampler state had consumed
+    (read it before the sampler loads the state: lhotse's load_state_dict pops from it)."""
+    if not saved or model_type == "lm" or "sampler" not in saved:
+        return 0
+    diag = saved["sampler"]["diagnostics"]
+    return int(diag["stats_per_epoch"][diag["current_epoch"]]["kept_batches"])

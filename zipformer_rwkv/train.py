@@ -88,7 +88,14 @@ from zipformer_rwkv.errors import (
 from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
-from zipformer_rwkv.resume import CheckpointTimer, choose_start, move_aside, superseded_files
+from zipformer_rwkv.resume import (
+    CheckpointTimer,
+    batches_in_saved_sampler,
+    choose_start,
+    move_aside,
+    sampler_to_save,
+    superseded_files,
+)
 from zipformer_rwkv.rng import get_rng_state, set_rng_state
 from zipformer_rwkv.utils import (
     AttributeDict,
@@ -252,7 +259,7 @@ def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) ->
                             scheduler=optimizer.scheduler, scaler=scaler)
     if saved.get("model_type", params.model_type) != params.model_type:
         raise CheckpointError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
-                         f"this run is --model-type {params.model_type}")
+                              f"this run is --model-type {params.model_type}")
     for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
                 "best_valid_loss", "num_bad_batches", "num_bad_cuts"):
         if key in saved:
@@ -374,15 +381,14 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
         if rank == 0 and params.batch_idx_train % params.average_period == 0:
             update_averaged_model(params, model, model_avg)
         every_n = params.batch_idx_train % params.save_every_n == 0
-        if every_n or (rank == 0 and timer is not None and timer.due()):
+        if every_n or (rank == 0 and timer is not None and timer.due()):  # (only rank 0 writes)
+            sampler = sampler_to_save(params.model_type, train_dl, done_before + num_batches)
             path = save_checkpoint_with_global_batch_idx(
                 params.exp_dir, params.batch_idx_train, model, model_avg, _saved_params(params),
-                optimizer, optimizer.scheduler, scaler, _sampler_to_save(params, train_dl, done_before + num_batches),
-                rank)
-            if rank == 0 and timer is not None:
+                optimizer, optimizer.scheduler, scaler, sampler, rank)
+            if rank == 0 and timer is not None:  # a time-based file replaces the previous one
                 replaced = timer.saved(None if every_n else path)
-                if replaced is not None and replaced.stem.split("-")[1].isdigit() \
-                        and int(replaced.stem.split("-")[1]) % params.save_every_n != 0:
+                if replaced is not None:
                     replaced.unlink(missing_ok=True)
             remove_checkpoints(params.exp_dir, params.keep_last_k, rank)
         if params.use_fp16:
@@ -419,29 +425,6 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     if loss < params.best_train_loss:
         params.best_train_epoch, params.best_train_loss = params.cur_epoch, loss
     return num_batches
-
-
-class _ConsumedSampler:
-    """Saved as a checkpoint's "sampler": the sampler state after the `consumed` batches the loop
-    received this epoch, not after those the DataLoader's workers prefetched."""
-
-    def __init__(self, train_dl, consumed: int) -> None:
-        self.train_dl, self.consumed = train_dl, consumed
-
-    def state_dict(self) -> dict:
-        return AsrDataModule.sampler_state_dict(self.train_dl, self.consumed)
-
-
-def _sampler_to_save(params, train_dl, consumed: int):
-    return train_dl.sampler if params.model_type == "lm" else _ConsumedSampler(train_dl, consumed)
-
-
-def _batches_in_saved_sampler(params, saved: Optional[dict]) -> int:
-    """Batches of the current epoch a mid-epoch checkpoint's sampler state had consumed."""
-    if not saved or params.model_type == "lm" or "sampler" not in saved:
-        return 0
-    diag = saved["sampler"]["diagnostics"]
-    return int(diag["stats_per_epoch"][diag["current_epoch"]]["kept_batches"])
 
 
 def _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer) -> None:
@@ -607,7 +590,7 @@ def _train(rank: int, world_size: int, args) -> None:
         register_inf_check_hooks(model)
 
     sampler_state = saved.get("sampler") if saved and params.start_batch > 0 else None
-    done_before = _batches_in_saved_sampler(params, saved) if sampler_state else 0  # (lhotse's load pops)
+    done_before = batches_in_saved_sampler(params.model_type, saved) if sampler_state else 0
     train_dl, valid_dl = get_dataloaders(params, args, tokenizers, world_size, rank, sampler_state)
     epoch_audio = _epoch_audio(params, train_dl, world_size)
     tb_writer = None
