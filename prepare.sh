@@ -11,15 +11,18 @@
 #                           download_musan when --download-musan true and $dl_dir/musan is absent
 #        any other NAME:    NeMo (--manifest-format nemo) or SLAM/WeNet (jsonl) manifests
 #                           $nemo_dir/{split}.jsonl (default $dl_dir/NAME); without egs/NAME/conf.yaml a
-#                           conf is written (train* -> train, dev*/valid* -> dev, others -> test)
+#                           conf is written to $data_dir/egs/NAME/conf.yaml, outside the repository
+#                           (train* -> train, dev*/valid* -> dev, others -> test)
 #   1  lhotse manifests  $data_dir/manifests/{corpus}_{recordings,supervisions,cuts}_{split}.jsonl.gz
 #                        and the bad-input report $data_dir/manifests/{corpus}_{split}_skipped.txt
 #   2  fbank             $data_dir/fbank/{corpus}_cuts_{split}.jsonl.gz + {corpus}_feats_{split}/
-#                        (80-dim lhotse.Fbank, 100 Hz, lilcom); train splits x3 with speed 0.9/1.1
-#                        when --perturb-speed true
+#                        (80-dim lhotse.Fbank, 100 Hz, lilcom; feature paths relative to
+#                        $data_dir/fbank); train splits x3 with speed 0.9/1.1 when --perturb-speed true
 #   3  noise             $data_dir/fbank/musan_cuts.jsonl.gz when $dl_dir/musan exists (10 s windows,
 #                        keep > 5 s), else the built-in noise (local/prepare_noise.py) as
-#                        $data_dir/fbank/tts_en_noise_cuts.jsonl.gz
+#                        $data_dir/fbank/tts_en_noise_cuts.jsonl.gz (babble read from
+#                        $dl_dir/tts_en/lm_text.txt or $dl_dir/{corpus}/lm_text.txt; coloured noise
+#                        only when neither exists, e.g. an imported corpus on a fresh --dl-dir)
 #   4  tokenizer + LM text
 #                        $data_dir/lang_bpe_{vocab_size}/{transcript_words.txt,bpe.model,tokens.txt}
 #                        (sentencepiece unigram, <blk>=0, <sos/eos>=1, unk=2);
@@ -29,7 +32,8 @@
 #
 # Options (defaults in brackets):
 #   --stage N, --stop-stage N   [0, 4]
-#   --corpus NAME               [tts_en]; its conf is egs/NAME/conf.yaml unless --conf is given
+#   --corpus NAME               [tts_en]; its conf is egs/NAME/conf.yaml, else $data_dir/egs/NAME/conf.yaml,
+#                               unless --conf is given
 #   --conf FILE                 corpus conf (train/dev/test sets, mux weights, noise)
 #   --nj N                      [2] parallel jobs
 #   --size tiny|default         [default] size of the built-in corpus and noise (and the LM text cap)
@@ -69,7 +73,10 @@ python=${PYTHON:-python3}
 
 . "$root/local/log.sh"
 
-conf=${conf:-$root/egs/$corpus/conf.yaml}
+if [ -z "$conf" ]; then
+  conf=$root/egs/$corpus/conf.yaml
+  [ -f "$conf" ] || conf=$data_dir/egs/$corpus/conf.yaml  # a written conf stays out of the repository
+fi
 if [ -z "$lm_max_sentences" ]; then
   case "$size" in
     tiny) lm_max_sentences=2000 ;;
@@ -184,7 +191,11 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     noise_dir=$dl_dir/tts_en_noise
     if [ ! -f "$noise_dir/noise.jsonl" ]; then
       log "No $dl_dir/musan: making the built-in noise set in $noise_dir"
-      $python "$root/local/prepare_noise.py" --out-dir "$noise_dir" --text "$dl_dir/tts_en/lm_text.txt" \
+      babble_text=()
+      for t in "$dl_dir/tts_en/lm_text.txt" "$dl_dir/$corpus/lm_text.txt"; do
+        if [ -f "$t" ]; then babble_text=(--text "$t"); break; fi
+      done
+      $python "$root/local/prepare_noise.py" --out-dir "$noise_dir" "${babble_text[@]}" \
         --size "$size" --nj "$nj" --seed "$seed"
     fi
     $python "$root/local/compute_fbank_noise.py" --noise-manifest "$noise_dir/noise.jsonl" \

@@ -5,7 +5,7 @@
 # Usage: ./run.sh [--size default|tiny] [--stage N] [--stop-stage 5] [--exp-dir exp] ...
 #
 #   ./run.sh                           # everything; re-running skips finished stages and resumes
-#                                      # an interrupted training from its last epoch-N.pt
+#                                      # an interrupted training from its newest checkpoint
 #   ./run.sh --stage 4                 # re-run stages 4..5 (speech LLM and its decoding) only
 #   ./run.sh --size tiny --exp-dir exp_tiny   # tiny corpus, tiny models, a few steps (CI)
 #
@@ -34,7 +34,8 @@
 #   --nj N                      [2] parallel jobs of prepare.sh
 #   --exp-dir DIR               [exp]
 #   --dl-dir DIR, --data-dir DIR  [download, data] as in prepare.sh
-#   --corpus NAME               [tts_en] corpus of prepare.sh / egs/NAME/conf.yaml
+#   --corpus NAME               [tts_en] corpus of prepare.sh / egs/NAME/conf.yaml (else
+#                               $data_dir/egs/NAME/conf.yaml, written by prepare.sh)
 #   --vocab-size N              [500] BPE vocabulary (CTC targets and the RWKV-7 vocabulary)
 #   --perturb-speed true|false  []  prepare.sh offline 0.9/1.1 speed perturbation (tiny: false)
 #   --install-deps true|false   [true] run local/install_deps.sh first
@@ -160,6 +161,7 @@ case "$use_gpu" in
 esac
 
 conf=$root/egs/$corpus/conf.yaml
+[ -f "$conf" ] || conf=$data_dir/egs/$corpus/conf.yaml  # prepare.sh writes an imported corpus's here
 lang_dir=$data_dir/lang_bpe_$vocab_size
 bpe_model=$lang_dir/bpe.model
 data_opts=(--conf "$conf" --manifest-dir "$data_dir/fbank" --bpe-model "$bpe_model")
@@ -239,17 +241,16 @@ last_epoch() {
 
 train() {
   # train DIR NUM_EPOCHS [train.py options]: train into DIR unless DIR/.train.done exists; an
-  # interrupted run resumes from its last epoch-N.pt.
+  # interrupted run continues from its newest epoch-N.pt or mid-epoch checkpoint-N.pt (train.py
+  # finds it; a time-based checkpoint-N.pt is written every --save-every-minutes, default 5).
   local dir=$1 epochs=$2; shift 2
   if [ -f "$dir/.train.done" ]; then
     log "$dir/.train.done exists: skipping training"; return 0
   fi
-  local start=$(( $(last_epoch "$dir") + 1 ))
-  if [ "$start" -gt 1 ]; then log "resuming $dir from epoch-$((start - 1)).pt"; fi
-  if [ "$start" -le "$epochs" ]; then
+  if [ "$(last_epoch "$dir")" -lt "$epochs" ]; then
     stage_work=true
     run "${py[@]}" "$root/zipformer_rwkv/train.py" --exp-dir "$dir" --num-epochs "$epochs" \
-      --start-epoch "$start" --world-size "$world_size" "$@"
+      --world-size "$world_size" "$@"
   fi
   touch "$dir/.train.done"
 }

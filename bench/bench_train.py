@@ -31,11 +31,13 @@ RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
 
 
 def newest_checkpoint(exp_dir: Path) -> Path:
-    files = sorted(exp_dir.glob("epoch-*.pt"), key=lambda p: p.stat().st_mtime) or \
-        sorted(exp_dir.glob("checkpoint-*.pt"), key=lambda p: p.stat().st_mtime)
-    if not files:
+    """The checkpoint a re-run of train.py would continue from (`resume.latest_checkpoint`)."""
+    from zipformer_rwkv.resume import latest_checkpoint
+
+    found = latest_checkpoint(exp_dir)
+    if found is None:
         raise FileNotFoundError(f"{exp_dir}: no epoch-N.pt or checkpoint-N.pt (not a train.py --exp-dir?)")
-    return files[-1]
+    return found
 
 
 def logged_rate(exp_dir: Path) -> Optional[str]:

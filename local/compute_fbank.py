@@ -9,10 +9,12 @@ For each split, reads {src-dir}/{prefix}_cuts_{split}.jsonl.gz and writes the fe
 {output-dir}/{prefix}_feats_{split}/ (lilcom, LilcomChunkyWriter) and the cuts that reference them to
 {output-dir}/{prefix}_cuts_{split}.jsonl.gz. Splits named in --perturb-speed-splits also get speed
 perturbed copies at 0.9 and 1.1 (ids suffixed `_sp0.9` / `_sp1.1`), i.e. 3x the audio (icefall).
-A split whose output cuts already exist is left alone.
+A split whose output cuts already exist is left alone. Feature paths in the written cuts are relative
+to {output-dir} (`relative_feature_paths`), so the data folder can be moved or mounted elsewhere.
 """
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +61,19 @@ def compute_fbank(cuts: CutSet, storage_path: Path, nj: int) -> CutSet:
                                            storage_type=LilcomChunkyWriter)
 
 
+def relative_feature_paths(cuts: CutSet, manifest_dir: Path) -> CutSet:
+    """`cuts` with each feature storage path relative to `manifest_dir`, the folder their manifest
+    is written to (AsrDataModule reads them back relative to that folder)."""
+    base = Path(manifest_dir).resolve()
+
+    def rel(c):
+        if c.has_features:
+            c.features.storage_path = os.path.relpath(Path(c.features.storage_path).resolve(), base)
+        return c
+
+    return CutSet.from_cuts(rel(c) for c in cuts)
+
+
 def main() -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s",
                         level=logging.INFO)
@@ -81,7 +96,7 @@ def main() -> int:
         hours = sum(c.duration for c in cuts) / 3600
         logging.info(f"{split}: {len(cuts)} cuts, {hours:.2f} h")
         cuts = compute_fbank(cuts, args.output_dir / f"{args.prefix}_feats_{split}", args.nj)
-        cuts.to_file(out)
+        relative_feature_paths(cuts, args.output_dir).to_file(out)
         logging.info(f"wrote {out}")
     return 0
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lhotse import CutSet, combine  # noqa: E402
 from lhotse.recipes import prepare_musan  # noqa: E402
 
-from local.compute_fbank import compute_fbank  # noqa: E402
+from local.compute_fbank import compute_fbank, relative_feature_paths  # noqa: E402
 from local.import_manifest import import_manifest  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     cuts = compute_fbank(cuts, args.output_dir / f"{name}_feats", args.nj)
     out = args.output_dir / f"{name}_cuts.jsonl.gz"
-    cuts.to_file(out)
+    relative_feature_paths(cuts, args.output_dir).to_file(out)
     logging.info(f"wrote {out}")
     return 0
 

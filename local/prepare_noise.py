@@ -4,9 +4,10 @@
 Stands in for MUSAN where none can be downloaded. Kinds:
   white / pink / brown   ``sox -R`` (repeatable) noise; each file is a different window of the stream
                          with a random high-pass, low-pass and tremolo, peak-normalised to -20..-6 dBFS
-  babble                 3..7 overlapping talkers; sentences from --text (by default the corpus's
+  babble                 3..7 overlapping talkers; sentences from --text (the built-in corpus's
                          lm_text.txt, i.e. in no train/dev/test split) read by voices used in no split
-                         (local/tts_corpus/voices.py NOISE_VOICES), looped and summed at random levels
+                         (local/tts_corpus/voices.py NOISE_VOICES), looped and summed at random levels;
+                         without --text (an imported corpus on a fresh --dl-dir) only coloured noise
 
 Usage:
     python local/prepare_noise.py --out-dir download/tts_en_noise --text download/tts_en/lm_text.txt --size tiny
@@ -43,8 +44,9 @@ SIZES = {"tiny": (2, 3, 16, (5.0, 8.0)), "default": (30, 60, 240, (10.0, 30.0))}
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=Path("download/tts_en_noise"))
-    p.add_argument("--text", type=Path, default=Path("download/tts_en/lm_text.txt"),
-                   help="sentences for babble, one per line; must hold no train/dev/test sentence")
+    p.add_argument("--text", type=Path, default=None,
+                   help="sentences for babble, one per line; must hold no train/dev/test sentence; "
+                        "none: no babble, coloured noise only")
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
@@ -81,11 +83,14 @@ def babble(clips: list[np.ndarray], num_samples: int, rng: random.Random) -> np.
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_parser().parse_args(argv)
-    if not args.text.is_file():
+    if args.text is not None and not args.text.is_file():
         sys.exit(f"prepare_noise.py: {args.text}: no such file (run local/make_tts_corpus.py first or pass --text)")
-    sentences = [ln.strip() for ln in args.text.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    sentences = ([] if args.text is None else
+                 [ln.strip() for ln in args.text.read_text(encoding="utf-8").splitlines() if ln.strip()])
     n_colour, n_babble, n_bank, (dmin, dmax) = SIZES[args.size]
-    if len(sentences) < n_bank:
+    if args.text is None:
+        print("prepare_noise.py: no --text: coloured noise only, no babble", file=sys.stderr)
+    elif len(sentences) < n_bank:
         sys.exit(f"prepare_noise.py: {args.text}: {len(sentences)} sentences, need at least {n_bank} for babble")
     start, rng = time.time(), random.Random(args.seed)
     out_dir = args.out_dir
@@ -103,36 +108,36 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"prepare_noise.py: {out_dir / nid}.flac: {err}")
     entries = [{"id": nid, "noise_type": c} for nid, c, _, _ in plan]
 
-    # Babble: a bank of TTS clips from held-apart sentences and voices, then mixed.
-    skipped = ["# utt_id\tspeaker\treason\ttext"]
-    with tempfile.TemporaryDirectory(prefix="babble_") as tmp:
-        bank = sorted(random.Random(f"{args.seed}/babble").sample(sentences, n_bank))
-        random.Random(f"{args.seed}/babble-order").shuffle(bank)
-        jobs, texts = [], {}
-        for v_idx, voice in enumerate(NOISE_VOICES):
-            utts = []
-            for k, text in enumerate(bank[v_idx::len(NOISE_VOICES)]):
-                uid = f"{voice.speaker}-babble-{k:04d}"
-                texts[uid] = (voice.speaker, text)
-                utts.append(Utterance(uid, text.capitalize() + ".", str(Path(tmp) / f"{uid}.flac"),
-                                      sample_params(voice, f"{args.seed}/{voice.speaker}/{uid}")))
-            if utts:
-                jobs.append(SynthJob(voice, tuple(utts)))
-        results = run_jobs(jobs, args.nj, desc="babble tts")
-        clips = []
-        for uid in sorted(results):
-            r = results[uid]
-            if r.duration is None:
-                skipped.append("\t".join([uid, texts[uid][0], r.reason, texts[uid][1]]))
-            else:
-                clips.append(sf.read(str(Path(tmp) / f"{uid}.flac"), dtype="int16")[0])
-        if len(clips) < 3:
-            sys.exit(f"prepare_noise.py: only {len(clips)} babble clips could be synthesised (see skipped.txt)")
-        for i in range(n_babble):
-            b_rng = random.Random(f"{args.seed}/babble/{i}")
-            audio = babble(clips, int(round(b_rng.uniform(dmin, dmax), 2) * SAMPLE_RATE), b_rng)
-            sf.write(str(out_dir / f"babble-{i:04d}.flac"), audio, SAMPLE_RATE, subtype="PCM_16")
-            entries.append({"id": f"babble-{i:04d}", "noise_type": "babble"})
+    skipped, clips = ["# utt_id\tspeaker\treason\ttext"], []
+    if args.text is not None:  # babble: a bank of TTS clips from held-apart sentences and voices, mixed
+        with tempfile.TemporaryDirectory(prefix="babble_") as tmp:
+            bank = sorted(random.Random(f"{args.seed}/babble").sample(sentences, n_bank))
+            random.Random(f"{args.seed}/babble-order").shuffle(bank)
+            jobs, texts = [], {}
+            for v_idx, voice in enumerate(NOISE_VOICES):
+                utts = []
+                for k, text in enumerate(bank[v_idx::len(NOISE_VOICES)]):
+                    uid = f"{voice.speaker}-babble-{k:04d}"
+                    texts[uid] = (voice.speaker, text)
+                    utts.append(Utterance(uid, text.capitalize() + ".", str(Path(tmp) / f"{uid}.flac"),
+                                          sample_params(voice, f"{args.seed}/{voice.speaker}/{uid}")))
+                if utts:
+                    jobs.append(SynthJob(voice, tuple(utts)))
+            results = run_jobs(jobs, args.nj, desc="babble tts")
+            clips = []
+            for uid in sorted(results):
+                r = results[uid]
+                if r.duration is None:
+                    skipped.append("\t".join([uid, texts[uid][0], r.reason, texts[uid][1]]))
+                else:
+                    clips.append(sf.read(str(Path(tmp) / f"{uid}.flac"), dtype="int16")[0])
+            if len(clips) < 3:
+                sys.exit(f"prepare_noise.py: only {len(clips)} babble clips could be synthesised (see skipped.txt)")
+            for i in range(n_babble):
+                b_rng = random.Random(f"{args.seed}/babble/{i}")
+                audio = babble(clips, int(round(b_rng.uniform(dmin, dmax), 2) * SAMPLE_RATE), b_rng)
+                sf.write(str(out_dir / f"babble-{i:04d}.flac"), audio, SAMPLE_RATE, subtype="PCM_16")
+                entries.append({"id": f"babble-{i:04d}", "noise_type": "babble"})
 
     lines = []
     for e in entries:

@@ -370,3 +370,100 @@ def test_load_decode_model_averages(tmp_path):
     target = _Tiny()
     load_decode_model(target, plan)
     assert torch.allclose(target.adapter.weight, (weights[1] + weights[2]) / 2, atol=1e-6)
+
+
+class _Evil:
+    """Unpickling this would create a marker file (a stand-in for any code execution)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_crafted_reduce_pickle_runs_nothing(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "epoch-3.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "exp_dir": Path("exp"), "x": _Evil(marker)}, path)
+    with pytest.raises(RuntimeError, match="epoch-3.pt"):
+        ckpt_mod.read_checkpoint(path)
+    with pytest.raises(Exception):
+        ckpt_mod.safe_torch_load(path)
+    assert not marker.exists()
+
+
+def test_unreadable_checkpoints_are_one_line_known_failures(tmp_path):
+    from zipformer_rwkv.errors import CheckpointError, known_error_message
+
+    evil = tmp_path / "epoch-3.pt"
+    torch.save({"model": {}, "x": _Evil(tmp_path / "executed")}, evil)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _Tiny())
+    truncated = tmp_path / "checkpoint-8.pt"
+    truncated.write_bytes(good.read_bytes()[:700])
+    for path, why in ((evil, "a Python object that weights_only loading refuses"), (truncated, "truncated")):
+        with pytest.raises(CheckpointError) as info:
+            ckpt_mod.read_checkpoint(path)
+        msg = known_error_message(info.value)
+        assert msg.startswith(f"cannot read checkpoint {path}: ") and why in msg and "\n" not in msg, msg
+    assert not (tmp_path / "executed").exists()
+
+
+def _disk_full_after_half(fsrc, fdst, *args):
+    fdst.write(fsrc.read(10))
+    raise OSError(28, "No space left on device")
+
+
+def test_best_loss_copy_is_atomic(tmp_path, monkeypatch):
+    """best-valid-loss.pt is replaced by a complete copy or not at all (a full disk mid-copy
+    used to leave it half-written, with the earlier good copy gone)."""
+    from types import SimpleNamespace
+
+    from zipformer_rwkv import train
+
+    params = AttributeDict(exp_dir=tmp_path, cur_epoch=1, best_train_epoch=1, best_valid_epoch=1)
+    opt = SimpleNamespace(state_dict=lambda: {}, scheduler=None)
+    train.save_epoch_checkpoint(params, _Tiny(), None, opt, None, None, rank=0)
+    good = (tmp_path / "best-valid-loss.pt").read_bytes()
+    assert good == (tmp_path / "epoch-1.pt").read_bytes()
+
+    import shutil
+
+    monkeypatch.setattr(shutil, "_USE_CP_SENDFILE", False)  # so any copy goes through copyfileobj
+    monkeypatch.setattr(shutil, "copyfileobj", _disk_full_after_half)
+    params.cur_epoch = params.best_valid_epoch = 2
+    with pytest.raises(OSError):
+        train.save_epoch_checkpoint(params, _Tiny(), None, opt, None, None, rank=0)
+    assert (tmp_path / "best-valid-loss.pt").read_bytes() == good
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def _torch_zip_writer_short_write(obj, fobj, *args, **kwargs):
+    """What torch.save does on a full disk: the zip writer's check fails after a short write."""
+    fobj.write(b"PK partial")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def _enospc_during_torch_save(obj, fobj, *args, **kwargs):
+    try:
+        _torch_zip_writer_short_write(obj, fobj)
+    except RuntimeError:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", [_torch_zip_writer_short_write, _enospc_during_torch_save])
+def test_full_disk_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch, writer):
+    from zipformer_rwkv.errors import CheckpointWriteError, known_error_message
+
+    f = tmp_path / "checkpoint-40.pt"
+    save_checkpoint(f, _Tiny(), params={"batch_idx_train": 40})
+    good = f.read_bytes()
+    monkeypatch.setattr(ckpt_mod.torch, "save", writer)
+    with pytest.raises(CheckpointWriteError) as info:
+        save_checkpoint(f, _Tiny(), params={"batch_idx_train": 80})
+    msg = known_error_message(info.value)
+    assert msg is not None and "\n" not in msg
+    assert str(f) in msg and "disk full" in msg
+    assert f.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-40.pt"]

@@ -193,3 +193,75 @@ def test_cut_filter_duration_and_tokens():
     # 2.0 s = 200 frames -> 48 output frames: 46 tokens fit (46 + 2), 47 do not
     assert keep(with_text(ok, 46)) and not keep(with_text(ok, 47))
     assert not make_cut_filter(1.0, 1.5)(with_text(ok, 1))
+
+
+def test_second_resume_with_prefetching_workers_counts_batches_before_the_first(data):
+    """A run resumed mid-epoch and interrupted again: its checkpoint counts the batches consumed
+    before the first resume plus those after it."""
+    args = make_args(data, "--max-duration", "4", "--enable-spec-aug", "false", "--enable-musan", "false",
+                     "--num-workers", "2")
+    dm = AsrDataModule(args)
+    full = [ids(b) for b in dm.train_dataloaders(dm.train_cuts())]
+    assert len(full) >= 6
+    dl = dm.train_dataloaders(dm.train_cuts())
+    it = iter(dl)
+    [next(it) for _ in range(2)]
+    state = AsrDataModule.sampler_state_dict(dl, batches_consumed=2)
+    del it
+    dl2 = dm.train_dataloaders(dm.train_cuts(), sampler_state_dict=state)
+    it2 = iter(dl2)
+    assert [ids(next(it2)) for _ in range(2)] == full[2:4]
+    state2 = AsrDataModule.sampler_state_dict(dl2, batches_consumed=4)
+    del it2
+    assert [ids(b) for b in dm.train_dataloaders(dm.train_cuts(), sampler_state_dict=state2)] == full[4:]
+
+
+def test_augmented_batches_are_the_same_after_a_resume_and_in_a_worker(data):
+    """CutMix noise and SpecAugment masks of a batch depend on (seed, epoch, its cuts) only: a
+    loader resumed mid-epoch, in a DataLoader worker, yields the very same tensors."""
+    import torch
+
+    from zipformer_rwkv.asr_datamodule import set_train_epoch
+
+    def loader(*extra, state=None):
+        args = make_args(data, "--max-duration", "4", "--enable-spec-aug", "true", "--enable-musan", "true",
+                         *extra)
+        dl = AsrDataModule(args).train_dataloaders(AsrDataModule(args).train_cuts(), sampler_state_dict=state)
+        set_train_epoch(dl, 2)
+        return dl
+
+    dl = loader()
+    full = [b["inputs"] for b in dl]
+    assert len(full) >= 4
+    dl = loader()
+    it = iter(dl)
+    [next(it) for _ in range(2)]
+    state = AsrDataModule.sampler_state_dict(dl, batches_consumed=2)
+    resumed = [b["inputs"] for b in loader("--num-workers", "1", state=state)]
+    assert len(resumed) == len(full) - 2
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
+    other_epoch = loader()
+    set_train_epoch(other_epoch, 3)
+    assert not all(torch.equal(a, b) for a, b in zip(full, [b["inputs"] for b in other_epoch]))
+
+
+def test_unreadable_cut_is_dropped_from_its_batch_and_named(data, tmp_path):
+    import shutil
+
+    fbank = tmp_path / "fbank"
+    shutil.copytree(data / "fbank", fbank, ignore=shutil.ignore_patterns("toy_cuts_train*"))
+    cuts = list(CutSet.from_file(data / "fbank" / "toy_cuts_train.jsonl.gz"))
+    junk = tmp_path / "junk.lca"
+    junk.write_bytes(b"\x00garbage" * 10)
+    bad = cuts[5]
+    bad.features.storage_path = str(junk)
+    CutSet.from_cuts(cuts).to_file(fbank / "toy_cuts_train.jsonl.gz")
+    args = make_args(data, "--max-duration", "6", "--enable-spec-aug", "false", "--enable-musan", "false",
+                     "--manifest-dir", str(fbank), "--drop-last", "false")
+    dm = AsrDataModule(args)
+    seen, reported = [], []
+    for batch in dm.train_dataloaders(dm.train_cuts()):
+        reported += batch.get("bad_cuts", [])
+        seen += ids(batch) if batch["inputs"] is not None else []
+    assert [cut_id for cut_id, _ in reported] == [bad.id]
+    assert sorted(seen) == sorted(c.id for c in cuts if c.id != bad.id)

@@ -120,6 +120,28 @@ def test_prepare_nemo_import_writes_conf_and_reports(tmp_path):
     assert len(load_manifest(tmp_path / "data/manifests/mycorp_cuts_valid.jsonl.gz")) == 2
 
 
+def test_imported_corpus_on_a_fresh_dl_dir_gets_noise_and_a_movable_data_dir(tmp_path):
+    """No $dl_dir/tts_en (so no babble text): stage 3 makes coloured noise; the written conf goes to
+    data/egs/NAME/, not into the repository; feature paths are relative, so data/ can move."""
+    import shutil
+
+    from zipformer_rwkv.asr_datamodule import read_cuts
+
+    make_toy_corpus(tmp_path / "imported", {"train": 5, "dev": 2, "test": 2}, seed=4)
+    r = prepare(tmp_path, "--corpus", "freshcorp", "--nemo-dir", "imported", "--stop-stage", "3",
+                "--size", "tiny", "--perturb-speed", "false")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no --text: coloured noise only" in r.stderr
+    assert not (ROOT / "egs" / "freshcorp").exists()
+    assert "name: train" in (tmp_path / "data" / "egs" / "freshcorp" / "conf.yaml").read_text()
+    with gzip.open(tmp_path / "data" / "fbank" / "freshcorp_cuts_train.jsonl.gz", "rt") as f:
+        assert not json.loads(f.readline())["features"]["storage_path"].startswith("/")
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    for name, n in (("freshcorp_cuts_train.jsonl.gz", 5), ("tts_en_noise_cuts.jsonl.gz", 6)):
+        cuts = list(read_cuts(tmp_path / "moved" / "fbank" / name))
+        assert len(cuts) >= n and all(c.load_features().shape[1] == 80 for c in cuts)
+
+
 def test_prepare_librispeech_fake_tree(tmp_path):
     make_fake_librispeech(tmp_path / "dl")
     conf = tmp_path / "ls.yaml"

@@ -108,6 +108,110 @@ def test_kill_and_resume_gives_same_batches_and_losses(data, ctc_exp):
         torch.testing.assert_close(t, b["model_avg"][name], rtol=1e-5, atol=1e-7)
 
 
+CTC_RUN = ["--model-type", "ctc", "--num-epochs", 1, "--max-duration", 4, "--save-every-n", 2, "--average-period", 1,
+           "--base-lr", 0.05] + TINY_ENC
+
+
+def _new_log(exp: Path, before: set) -> Path:
+    (log,) = set((exp / "log").glob("log-train-*")) - before
+    return log
+
+
+def test_rerun_continues_and_overwrite_moves_the_old_run_aside(data, ctc_exp):
+    """Re-running the same command in an --exp-dir with a checkpoint continues from it (no
+    --start-batch needed); --overwrite true starts over and moves the old files aside. With
+    --save-every-minutes ~0 a time-based checkpoint-N.pt is written after every update, each
+    replacing the previous one, although --save-every-n is larger than the epoch."""
+    full = batch_losses(ctc_exp / "log")
+    exp = data["root"] / "exp_ctc_rerun"
+    exp.mkdir()
+    shutil.copy(ctc_exp / "checkpoint-2.pt", exp)  # as if killed right after batch 2
+    train(["--exp-dir", exp] + CTC_RUN + data["args"])
+    assert batch_losses(exp / "log") == {k: v for k, v in full.items() if k >= 3}
+    a = torch.load(ctc_exp / "epoch-1.pt", weights_only=True)
+    b = torch.load(exp / "epoch-1.pt", weights_only=True)
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+
+    old = {p.name: p.read_bytes() for p in exp.glob("*.pt")}
+    logs = set((exp / "log").glob("log-train-*"))
+    args = ["--exp-dir", exp] + CTC_RUN + data["args"]
+    args[args.index("--save-every-n") + 1] = 1000
+    train(args + ["--overwrite", "true", "--save-every-minutes", 1e-9])
+    (moved,) = exp.glob("superseded-*")
+    assert {p.name: p.read_bytes() for p in moved.iterdir()} == old  # nothing lost
+    text = _new_log(exp, logs).read_text()
+    assert {int(m) for m in re.findall(r"batch (\d+) loss", text)} == set(full)  # from batch 1
+    assert [p.name for p in exp.glob("checkpoint-*.pt")] == [f"checkpoint-{max(full)}.pt"]
+
+
+def test_resume_with_noise_and_a_prefetching_worker_gives_the_same_losses(data):
+    """CutMix noise on and --num-workers 1 (the default preset): a run resumed from a mid-epoch
+    checkpoint sees the same batches with the same noise, so the same losses."""
+    noise = ["--enable-musan", "true", "--noise-cuts", str(data["root"] / "corpus" / "fbank" / "tiny_cuts_train.jsonl.gz")]
+    args = [a for a in data["args"]]
+    args[args.index("--num-workers") + 1] = "1"
+    args[args.index("--enable-musan"):args.index("--enable-musan") + 2] = noise
+    full_exp, exp = data["root"] / "exp_noise_full", data["root"] / "exp_noise_resumed"
+    train(["--exp-dir", full_exp] + CTC_RUN + args)
+    full = batch_losses(full_exp / "log")
+    exp.mkdir()
+    shutil.copy(full_exp / "checkpoint-2.pt", exp)
+    train(["--exp-dir", exp] + CTC_RUN + args)
+    assert batch_losses(exp / "log") == {k: v for k, v in full.items() if k >= 3}
+
+
+def train_fails(args, timeout=120) -> str:
+    """Runs train.py expecting a known failure: returns its one stderr error line (no traceback)."""
+    cmd = [sys.executable, "zipformer_rwkv/train.py", "--tensorboard", "false", "--num-threads", "1",
+           "--min-utt-duration", "0.5"] + [str(a) for a in args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_known_failures_are_one_line_naming_the_file(data, ctc_exp):
+    exp = data["root"] / "exp_ctc_errors"
+    exp.mkdir()
+    good = (ctc_exp / "checkpoint-2.pt").read_bytes()
+    (exp / "checkpoint-2.pt").write_bytes(good[: len(good) // 2])  # truncated
+    line = train_fails(["--exp-dir", exp] + CTC_RUN + data["args"])
+    assert line.startswith(f"train.py: error: cannot read checkpoint {exp / 'checkpoint-2.pt'}: truncated")
+    (log,) = (exp / "log").glob("log-train-*")
+    assert line.split("error: ", 1)[1] in log.read_text()
+
+    (exp / "checkpoint-2.pt").write_bytes(good)  # a checkpoint of another architecture
+    wide = CTC_RUN + data["args"]
+    wide[wide.index("--encoder-dim") + 1] = "48,48"
+    line = train_fails(["--exp-dir", exp] + wide)
+    assert line.startswith(f"train.py: error: {exp / 'checkpoint-2.pt'}[model] does not match CtcModel: ")
+
+    args = CTC_RUN + data["args"]
+    args[args.index("--enable-musan") + 1] = "true"
+    line = train_fails(["--exp-dir", exp, "--overwrite", "true", "--noise-cuts", exp / "none.jsonl.gz"] + args)
+    assert line.startswith("train.py: error: --enable-musan true but no noise cuts found (tried: ")
+
+
+def test_unreadable_cut_is_skipped_named_and_counted(data, tmp_path):
+    from lhotse import CutSet
+
+    fbank = data["root"] / "corpus" / "fbank"
+    bad_dir = tmp_path / "fbank"
+    shutil.copytree(fbank, bad_dir, ignore=shutil.ignore_patterns("tiny_cuts_train*"))
+    cuts = list(CutSet.from_file(fbank / "tiny_cuts_train.jsonl.gz"))
+    (tmp_path / "junk.lca").write_bytes(b"\x00garbage" * 10)
+    bad = next(c for c in cuts if c.id == "train-7")  # in the first batch (seed 42)
+    bad.features.storage_path = str(tmp_path / "junk.lca")
+    CutSet.from_cuts(cuts).to_file(bad_dir / "tiny_cuts_train.jsonl.gz")
+    args = CTC_RUN + data["args"]
+    args[args.index("--manifest-dir") + 1] = str(bad_dir)
+    proc = train(["--exp-dir", tmp_path / "exp"] + args)
+    assert f"Skipped cut {bad.id} at batch 1: unreadable (" in proc.stderr and "1 so far, --max-bad-cuts 100" in proc.stderr
+    assert (tmp_path / "exp" / "epoch-1.pt").is_file()  # the epoch went on
+    line = train_fails(["--exp-dir", tmp_path / "exp0", "--max-bad-cuts", 0] + args)
+    assert line.startswith(f"train.py: error: 1 unreadable cuts, more than --max-bad-cuts 0; the last: {bad.id}: ")
+
+
 def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monkeypatch):
     decode(monkeypatch, ["--exp-dir", ctc_exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
                          "--max-duration", 20] + data["args"])
@@ -238,9 +342,13 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
     from zipformer_rwkv.recipe import NOTE_SKIPPED
 
     assert capsys.readouterr().out.strip() == f"{short}\t<{NOTE_SKIPPED}>"
-    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(tmp_path / "missing.wav")])
-    with pytest.raises(SystemExit, match="missing.wav: no such audio file"):
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"),
+                                      str(tmp_path / "missing.wav"), str(wav)])
+    with pytest.raises(SystemExit) as info:
         transcribe.main()
+    assert info.value.code == 1  # one file failed; the one after it was still transcribed
+    out, err = capsys.readouterr()
+    assert "missing.wav: no such audio file" in err and out.startswith(f"{wav}\t")
 
 
 def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():

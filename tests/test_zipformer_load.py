@@ -46,6 +46,25 @@ def test_icefall_epoch_checkpoint_loads_and_config_is_inferred(enc, tmp_path):
     assert same_output(loaded, enc)
 
 
+def test_icefall_layout_with_top_level_params_and_paths_loads(enc, tmp_path):
+    """icefall's save_checkpoint stores every params key at the top level: exp_dir and
+    manifest_dir as pathlib paths, env_info, the sampler/scheduler state."""
+    from pathlib import Path, PurePosixPath
+
+    from zipformer_rwkv.checkpoint import read_checkpoint
+
+    path = tmp_path / "epoch-30.pt"
+    torch.save({"model": icefall_model_dict(enc), "optimizer": {"state": {}}, "scheduler": {"epoch": 30},
+                "grad_scaler": {"scale": 1024.0}, "sampler": {"seed": 0, "shuffle": True},
+                "exp_dir": Path("zipformer/exp"), "manifest_dir": Path("data/fbank"),
+                "lang_dir": PurePosixPath("data/lang_bpe_500"), "device": torch.device("cpu"),
+                "env_info": {"torch-version": "2.1", "IP address": "127.0.0.1"},
+                "batch_idx_train": 123, "best_valid_loss": 0.5, "cur_epoch": 30}, path)
+    assert same_output(load_encoder_checkpoint(path), enc)
+    saved = read_checkpoint(path)  # what recipe.load_encoder_weights reads the ctc head from
+    assert saved["exp_dir"] == Path("zipformer/exp") and saved["batch_idx_train"] == 123
+
+
 def test_pretrained_pt_into_given_model(enc, tmp_path):
     path = tmp_path / "pretrained.pt"
     torch.save({"model": icefall_model_dict(enc)}, path)

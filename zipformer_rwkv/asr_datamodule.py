@@ -20,14 +20,23 @@ not yielded yet. With `--num-workers > 0` the DataLoader prefetches, so the samp
 training loop by up to `num_workers * prefetch_factor` batches; icefall saves the raw state and so
 skips those on resume. `sampler_state_dict(train_dl, batches_consumed)` instead records only the
 batches the training loop has received in this epoch, which makes the resume exact.
+
+Augmentation randomness (CutMix noise, perturbation, SpecAugment): `SeededBatches` draws each
+batch's from RNGs seeded by (--seed, epoch, the batch's cut ids), so a resumed run, any
+--num-workers and an uninterrupted run augment a batch alike; call `set_train_epoch(train_dl,
+epoch)` before iterating an epoch.
 """
 import argparse
+import hashlib
 import itertools
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+import torch
 import yaml
 from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
 from lhotse.cut import Cut
@@ -45,6 +54,7 @@ from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeature
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
+from zipformer_rwkv.errors import ConfigError, MissingFileError
 from zipformer_rwkv.utils import str2bool
 
 FRAME_SHIFT = 0.01  # seconds: fbank frames are at 100 Hz
@@ -112,27 +122,27 @@ def load_data_conf(path: Path) -> DataConf:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"corpus conf not found: {path}")
+        raise MissingFileError(f"corpus conf not found: {path}")
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(d, dict) or not d.get("corpus"):
-        raise ValueError(f"{path}: needs a top-level mapping with a 'corpus' name")
+        raise ConfigError(f"{path}: needs a top-level mapping with a 'corpus' name")
     train = d.get("train") or []
     if not isinstance(train, list) or not train:
-        raise ValueError(f"{path}: 'train' must be a non-empty list of {{name, cuts, weight}}")
+        raise ConfigError(f"{path}: 'train' must be a non-empty list of {{name, cuts, weight}}")
     sources = []
     for i, t in enumerate(train):
         if not isinstance(t, dict) or "name" not in t or "cuts" not in t:
-            raise ValueError(f"{path}: train[{i}] needs 'name' and 'cuts'")
+            raise ConfigError(f"{path}: train[{i}] needs 'name' and 'cuts'")
         weight = float(t.get("weight", 1.0))
         if weight <= 0:
-            raise ValueError(f"{path}: train[{i}] ({t['name']}) has weight {weight}; must be > 0")
+            raise ConfigError(f"{path}: train[{i}] ({t['name']}) has weight {weight}; must be > 0")
         sources.append(TrainSource(str(t["name"]), str(t["cuts"]), weight))
     for key in ("dev", "test"):
         if not isinstance(d.get(key) or {}, dict):
-            raise ValueError(f"{path}: '{key}' must be a mapping name -> cut manifest")
+            raise ConfigError(f"{path}: '{key}' must be a mapping name -> cut manifest")
     noise = d.get("noise") or []
     noise = [noise] if isinstance(noise, str) else list(noise)
     return DataConf(corpus=str(d["corpus"]), source=str(d.get("source", "nemo")), train=sources,
@@ -192,6 +202,87 @@ def make_cut_filter(min_duration: float = 1.0, max_duration: float = 20.0,
 # Data module
 
 
+def read_cuts(path: Path) -> CutSet:
+    """The lazy CutSet of a manifest, its relative feature paths (local/compute_fbank.py) taken as
+    relative to the manifest's folder; absolute ones are kept."""
+    return load_manifest_lazy(path).with_features_path_prefix(str(path.parent))
+
+
+class SeededBatches(K2SpeechRecognitionDataset):
+    """The training dataset, with every batch's augmentation randomness drawn from RNGs seeded by
+    (seed, epoch, the batch's cut ids): the `rng` given to the cut transforms (CutMix noise and
+    SNR, speed/volume perturbation) and, for SpecAugment, `random`/numpy/torch, whose states are
+    restored afterwards (the training loop's dropout stream is untouched). A batch's augmentation
+    thus does not depend on the batches before it, on which process (DataLoader worker) builds it,
+    or on a resume: no augmentation RNG needs saving in checkpoints.
+
+    Args: seed: --seed; rng: the `random.Random` the cut transforms were built with; the rest go
+    to `K2SpeechRecognitionDataset`.
+    """
+
+    def __init__(self, seed: int, rng: random.Random, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed, self.epoch, self.rng = seed, 0, rng
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, cuts: CutSet) -> Dict[str, Any]:
+        """The batch of `cuts` without those whose features/audio cannot be read; these are listed
+        as `batch["bad_cuts"] = [(cut_id, reason), ...]` (`batch["inputs"]` is None when no cut
+        is left). Other failures are raised."""
+        bad: List[Tuple[str, str]] = []
+        while True:
+            try:
+                batch = self._seeded_batch(cuts) if len(cuts) else {"inputs": None, "supervisions": {}}
+                break
+            except Exception:
+                found = [(c.id, why) for c in cuts if (why := self._unreadable(c)) is not None]
+                if not found:
+                    raise
+                bad += found
+                names = {cut_id for cut_id, _ in found}
+                cuts = cuts.filter(lambda c: c.id not in names).to_eager()
+        if bad:
+            batch["bad_cuts"] = bad
+        return batch
+
+    def _unreadable(self, cut: Cut) -> Optional[str]:
+        """Why `cut`'s features (or, for on-the-fly features, audio) cannot be loaded, else None."""
+        try:
+            if isinstance(self.input_strategy, PrecomputedFeatures):
+                cut.load_features()
+            else:
+                cut.load_audio()
+            return None
+        except Exception as e:
+            lines = [line for line in str(e).splitlines() if line.strip()] or [""]
+            return f"{type(e).__name__}: {lines[0][:200]}"
+
+    def _seeded_batch(self, cuts: CutSet) -> Dict[str, Any]:
+        key = f"{self.seed}|{self.epoch}|" + "|".join(c.id for c in cuts)
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+        self.rng.seed(seed)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                torch.manual_seed(seed)
+                return super().__getitem__(cuts)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def set_train_epoch(train_dl: Any, epoch: int) -> None:
+    """`set_epoch(epoch)` of `train_dl.sampler` and, if it has one, of `train_dl.dataset`
+    (`SeededBatches`); call before `iter(train_dl)` so DataLoader workers get it too."""
+    train_dl.sampler.set_epoch(epoch)
+    if hasattr(getattr(train_dl, "dataset", None), "set_epoch"):
+        train_dl.dataset.set_epoch(epoch)
+
+
 class _SeedWorkers:
     """DataLoader `worker_init_fn`: seeds python/numpy/torch RNGs with `seed + worker_id`."""
 
@@ -218,7 +309,7 @@ class AsrDataModule:
         self.conf = load_data_conf(args.conf)
         self._noise: Optional[CutSet] = None
         if (args.perturb_speed or args.perturb_volume) and not args.on_the_fly_feats:
-            raise ValueError("--perturb-speed/--perturb-volume change the audio and need "
+            raise ConfigError("--perturb-speed/--perturb-volume change the audio and need "
                              "--on-the-fly-feats true (precomputed features cannot be perturbed; "
                              "prepare.sh --perturb-speed true does offline 0.9/1.1 speed perturbation)")
 
@@ -260,9 +351,9 @@ class AsrDataModule:
     def _load(self, rel: str) -> CutSet:
         path = Path(self.args.manifest_dir) / rel
         if not path.is_file():
-            raise FileNotFoundError(f"cut manifest {path} (named in {self.args.conf}) not found; "
+            raise MissingFileError(f"cut manifest {path} (named in {self.args.conf}) not found; "
                                     f"run ./prepare.sh or check --manifest-dir")
-        return load_manifest_lazy(path)
+        return read_cuts(path)
 
     def train_cuts(self) -> CutSet:
         """The training cuts: `CutSet.mux` of the conf's sources with their weights (lazy).
@@ -285,7 +376,7 @@ class AsrDataModule:
         """All dev sets concatenated (the validation set of train.py)."""
         sets = list(self.dev_cuts().values())
         if not sets:
-            raise ValueError(f"{self.args.conf} names no dev set")
+            raise ConfigError(f"{self.args.conf} names no dev set")
         return sets[0] if len(sets) == 1 else CutSet(LazyIteratorChain(*[c.data for c in sets]))
 
     def test_cuts(self) -> Dict[str, CutSet]:
@@ -305,12 +396,12 @@ class AsrDataModule:
         for p in cands:
             if Path(p).is_file():
                 logging.info(f"Noise cuts for CutMix: {p}")
-                cuts = load_manifest_lazy(p)
+                cuts = read_cuts(Path(p))
                 if self.args.on_the_fly_feats:
                     cuts = cuts.drop_features()
                 self._noise = cuts.to_eager()
                 return self._noise
-        raise FileNotFoundError("--enable-musan true but no noise cuts found (tried: "
+        raise MissingFileError("--enable-musan true but no noise cuts found (tried: "
                                 + ", ".join(str(p) for p in cands) + "); run prepare.sh stage 3")
 
     # -------------------------------------------------------------------------- loaders
@@ -343,21 +434,21 @@ class AsrDataModule:
         """
         a = self.args
         transforms: List[Callable] = []
+        rng = random.Random(a.seed)  # re-seeded for every batch by SeededBatches
         if a.perturb_speed:
-            transforms.append(PerturbSpeed(factors=[0.9, 1.1], p=2 / 3))
+            transforms.append(PerturbSpeed(factors=[0.9, 1.1], p=2 / 3, randgen=rng))
         if a.perturb_volume:
-            transforms.append(PerturbVolume(p=0.2, scale_low=0.125, scale_high=2.0))
+            transforms.append(PerturbVolume(p=0.2, scale_low=0.125, scale_high=2.0, randgen=rng))
         if a.enable_musan:
             transforms.append(CutMix(cuts=self.noise_cuts(), p=0.5, snr=(10, 20), preserve_id=True,
-                                     pad_to_longest=False, seed=a.seed))
+                                     pad_to_longest=False, seed=rng))
         input_transforms = []
         if a.enable_spec_aug:
             input_transforms.append(SpecAugment(time_warp_factor=a.spec_aug_time_warp_factor,
                                                 num_frame_masks=10, features_mask_size=27,
                                                 num_feature_masks=2, frames_mask_size=100))
-        dataset = K2SpeechRecognitionDataset(input_strategy=self._input_strategy(),
-                                             cut_transforms=transforms, input_transforms=input_transforms,
-                                             return_cuts=a.return_cuts)
+        dataset = SeededBatches(a.seed, rng, input_strategy=self._input_strategy(), cut_transforms=transforms,
+                                input_transforms=input_transforms, return_cuts=a.return_cuts)
         sampler = self._sampler(cuts_train, shuffle=a.shuffle, drop_last=a.drop_last)
         if sampler_state_dict is not None:
             logging.info("Loading sampler state dict")

@@ -12,17 +12,24 @@ Layout of a checkpoint file (specs/icefall_recipe.md §3.2, §3.4): a dict with
 Everything is stored as tensors / containers / str / numbers so `torch.load(weights_only=True)`
 reads it; Path, torch.device, torch.dtype and other objects in `params` are stored as strings.
 Files are written atomically: a temp file in the same folder, fsync, then `os.replace`.
+Files are read with `safe_torch_load`: weights_only, plus the pathlib classes icefall's own
+`save_checkpoint` leaves in epoch-N.pt / checkpoint-N.pt (its `params.exp_dir` is a PosixPath).
 """
 import enum
+import errno
 import logging
 import os
+import pathlib
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
+
+from zipformer_rwkv.errors import CheckpointError, CheckpointWriteError, MissingFileError
 
 PathLike = Union[str, Path]
 
@@ -87,23 +94,29 @@ def _trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return out
 
 
-def atomic_torch_save(obj: Any, filename: PathLike) -> None:
-    """`torch.save(obj, filename)` that never leaves a partial file at `filename`.
+def _atomic_write(filename: PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(f)` on `.<name>.tmp-<pid>` in the folder of `filename`, flush and fsync it, then
+    `os.replace` it over `filename` (atomic on POSIX); the temp file is removed if anything fails,
+    so `filename` is either the old file or the complete new one.
 
-    Writes `.<name>.tmp-<pid>` in the same folder, flushes and fsyncs it, then `os.replace`s it
-    over `filename` (atomic on POSIX); the temp file is removed if anything fails.
+    Raises:
+      CheckpointWriteError: an OS error or a short write of torch's zip writer (its
+        "[enforce fail at inline_container.cc] unexpected pos"), one line naming `filename` and
+        the reason ("disk full", or the OS error).
     """
     filename = Path(filename)
-    filename.parent.mkdir(parents=True, exist_ok=True)
     tmp = filename.parent / f".{filename.name}.tmp-{os.getpid()}"
     try:
+        filename.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "inline_container" in str(e) or "PytorchStreamWriter" in str(e):
+            raise _write_error(filename, e) from e
         raise
     try:  # make the rename itself durable
         fd = os.open(filename.parent, os.O_RDONLY)
@@ -113,6 +126,36 @@ def atomic_torch_save(obj: Any, filename: PathLike) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def _write_error(filename: Path, e: BaseException) -> CheckpointWriteError:
+    """One-line `CheckpointWriteError` for a failed write of `filename` (see `_atomic_write`)."""
+    cause: Optional[BaseException] = e
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = f"{'disk full' if full else 'OS error'} ({cause.strerror or cause})"
+    else:
+        try:
+            free = f"{shutil.disk_usage(filename.parent).free / 1e6:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        short = "unexpected pos" in what
+        reason = f"disk full? the write stopped short ({free})" if short else f"{what} ({free})"
+    return CheckpointWriteError(f"cannot write {filename}: {reason}; the previous file, if any, is kept")
+
+
+def atomic_torch_save(obj: Any, filename: PathLike) -> None:
+    """`torch.save(obj, filename)` that never leaves a partial file at `filename` (`_atomic_write`)."""
+    _atomic_write(filename, lambda f: torch.save(obj, f))
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    """Copy `src` to `dst` atomically (`_atomic_write`): a failed copy leaves the old `dst`."""
+    with open(src, "rb") as fsrc:
+        _atomic_write(dst, lambda f: shutil.copyfileobj(fsrc, f, 1 << 20))
 
 
 def save_checkpoint(
@@ -173,23 +216,60 @@ def save_checkpoint(
     logging.info(f"Saved checkpoint to {filename}")
 
 
-def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu") -> dict:
-    """`torch.load(filename, map_location=device, weights_only=True)` with clear errors.
+# The only non-builtin globals icefall checkpoints hold besides what weights_only already accepts
+# (tensors, containers, torch.device/dtype): paths. Constructing one runs no user code.
+ICEFALL_SAFE_GLOBALS = (pathlib.PosixPath, pathlib.PurePosixPath,
+                        pathlib.WindowsPath, pathlib.PureWindowsPath)
+
+
+def safe_torch_load(filename: PathLike, map_location: Union[str, torch.device, None] = "cpu",
+                    mmap: bool = False) -> Any:
+    """`torch.load(filename, map_location=..., weights_only=True)` that also accepts the pathlib
+    objects of `ICEFALL_SAFE_GLOBALS` (returned as Path objects). Any other global, e.g. a
+    pickle whose `__reduce__` calls a function, is still rejected without running it.
+
+    Raises: whatever `torch.load` raises (`pickle.UnpicklingError` for a rejected global,
+    RuntimeError / EOFError for a truncated file); callers add the file name.
+    `mmap=True` maps the tensors instead of reading them (to read a few numbers of a big file).
+    """
+    with torch.serialization.safe_globals(list(ICEFALL_SAFE_GLOBALS)):
+        return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
+
+
+def read_checkpoint(filename: PathLike, device: Union[str, torch.device] = "cpu",
+                    mmap: bool = False) -> dict:
+    """`safe_torch_load(filename, map_location=device, mmap=mmap)` with clear errors.
 
     Raises:
-      FileNotFoundError: if the file does not exist.
-      RuntimeError: if it cannot be read as a weights-only checkpoint dict (message names it).
+      MissingFileError (a FileNotFoundError): if the file does not exist.
+      CheckpointError (a RuntimeError): if it cannot be read as a weights-only checkpoint dict
+        (truncated/corrupted, or holding a Python object weights-only loading refuses); one line
+        naming the file.
     """
     filename = Path(filename)
     if not filename.is_file():
-        raise FileNotFoundError(f"checkpoint {filename} does not exist")
+        raise MissingFileError(f"checkpoint {filename} does not exist")
     try:
-        checkpoint = torch.load(filename, map_location=device, weights_only=True)
+        checkpoint = safe_torch_load(filename, map_location=device, mmap=mmap)
     except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {filename} (weights_only=True): {e}") from None
+        raise CheckpointError(f"cannot read checkpoint {filename}: {_why_unreadable(e)}") from None
     if not isinstance(checkpoint, dict):
-        raise RuntimeError(f"checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
+
+
+def _why_unreadable(e: Exception) -> str:
+    """One line out of torch.load's multi-line errors: the refused global, or the zip reader's
+    complaint, without the advice paragraphs."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    refused = next((line for line in lines if "GLOBAL" in line), None)
+    if refused is not None:
+        refused = re.split(r"\. Please ", refused)[0].replace("WeightsUnpickler error: ", "")
+        return f"it holds a Python object that weights_only loading refuses, not run ({refused})"
+    first = re.split(r"\. This is an internal", lines[0])[0]
+    if "zip archive" in first or isinstance(e, EOFError):
+        return f"truncated or corrupted file ({first})"
+    return f"{type(e).__name__}: {first}"
 
 
 def _strip_module_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -214,7 +294,8 @@ def load_state_dict_checked(
         mismatches raise; if False they are logged as warnings and skipped.
       allow_missing: accept keys of `module` absent from `state` (trainable-only checkpoints).
     Raises:
-      RuntimeError: naming `source` and listing (up to 10 of) each kind of mismatch.
+      CheckpointError (a RuntimeError): naming `source` and listing (up to 10 of) each kind of
+        mismatch.
     """
     module = unwrap_model(module)
     state = _strip_module_prefix(state)
@@ -238,7 +319,7 @@ def load_state_dict_checked(
     if problems:
         msg = f"{source} does not match {type(module).__name__}: " + "; ".join(problems)
         if strict:
-            raise RuntimeError(msg)
+            raise CheckpointError(msg)
         logging.warning(msg)
     bad = {k.split(":")[0] for k in misshaped}
     usable = {k: v for k, v in state.items() if k in own and k not in bad}
@@ -276,7 +357,7 @@ def load_checkpoint(
     """
     checkpoint = read_checkpoint(filename)
     if "model" not in checkpoint:
-        raise RuntimeError(f"checkpoint {filename} has no 'model' entry (keys: {list(checkpoint)})")
+        raise CheckpointError(f"checkpoint {filename} has no 'model' entry (keys: {list(checkpoint)[:10]})")
     allow_missing = bool(checkpoint.get("trainable_only", False))
     state = checkpoint.pop("model")
     if model is not None:
@@ -298,7 +379,7 @@ def load_checkpoint(
         try:
             obj.load_state_dict(checkpoint.pop(key))
         except Exception as e:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"cannot restore {key} from {filename}: {type(e).__name__}: {e}"
             ) from None
     return checkpoint

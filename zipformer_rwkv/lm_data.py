@@ -11,6 +11,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
+from zipformer_rwkv.errors import ConfigError, MissingFileError
+
 
 def read_text_lines(path: Path, encode: Callable[[str], List[int]], max_len: int = 0) -> List[List[int]]:
     """Token ids of each non-empty line of a UTF-8 text file.
@@ -24,7 +26,7 @@ def read_text_lines(path: Path, encode: Callable[[str], List[int]], max_len: int
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LM text file {path} does not exist (run prepare.sh first)")
+        raise MissingFileError(f"LM text file {path} does not exist (run prepare.sh first)")
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -37,7 +39,7 @@ def read_text_lines(path: Path, encode: Callable[[str], List[int]], max_len: int
             if ids:
                 out.append(ids)
     if not out:
-        raise ValueError(f"LM text file {path} contains no non-empty lines")
+        raise ConfigError(f"LM text file {path} contains no non-empty lines")
     return out
 
 

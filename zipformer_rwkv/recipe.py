@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from zipformer_rwkv.errors import CheckpointError
 from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
 from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
 from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
@@ -161,9 +162,9 @@ def _build_rwkv(params: AttributeDict, load_pretrained: bool) -> nn.Module:
     if "model" in ckpt and isinstance(ckpt["model"], dict):
         sd = {k[len("llm."):]: v for k, v in ckpt["model"].items() if k.startswith("llm.")}
         if not sd:
-            raise ValueError(f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
+            raise CheckpointError(f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
         if any(".lora_" in k or ".base_layer." in k for k in sd):
-            raise ValueError(f"--rwkv-checkpoint {path}: holds LoRA layers; export a merged model first")
+            raise CheckpointError(f"--rwkv-checkpoint {path}: holds LoRA layers; export a merged model first")
         model = RWKV7(config_from_state_dict(sd, path))
         if any(k.endswith("att.time_state") for k in sd):
             model.enable_state_tuning()

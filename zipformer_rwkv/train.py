@@ -20,12 +20,27 @@ Usage (from the repository root):
   python zipformer_rwkv/train.py --world-size 4 ...
   torchrun --nproc-per-node 4 zipformer_rwkv/train.py ...
 
-  # resume: from epoch-3.pt, or mid-epoch from checkpoint-4000.pt (same batch, same loss)
+  # resume: re-running the same command continues from the newest checkpoint-N.pt / epoch-N.pt in
+  # --exp-dir (same batches, same losses); or name the point: from epoch-3.pt, from checkpoint-4000.pt
+  python zipformer_rwkv/train.py ...
   python zipformer_rwkv/train.py --start-epoch 4 ...
   python zipformer_rwkv/train.py --start-batch 4000 ...
+  # start over in an --exp-dir that holds a run (its files move to --exp-dir/superseded-DATE/)
+  python zipformer_rwkv/train.py --overwrite true ...
+
+A mid-epoch checkpoint-N.pt is written every --save-every-n updates and, for crash recovery, after
+every --save-every-minutes of training (each such time-based file replaces the previous one unless N is
+a multiple of --save-every-n). Files past the point a run continues from (an earlier run's later
+checkpoints) are moved into --exp-dir/superseded-DATE/, never deleted.
 
 Files in --exp-dir: epoch-N.pt, checkpoint-N.pt (with model_avg), best-{train,valid}-loss.pt,
 log/log-train-*, tensorboard/, bad-model-{rank}.pt after a failure.
+
+Known failures (a full disk, an unusable checkpoint, bad data) stop with one line
+`train.py: error: ...` naming the file/cut and the problem, also written to log/log-train-*;
+`--debug true` adds the traceback. Other exceptions are bugs and keep theirs. A training cut whose
+features/audio cannot be read is skipped, named in the log and counted (the epoch goes on) up to
+--max-bad-cuts; non-finite-loss warnings name the batch's cuts.
 """
 import sys
 from pathlib import Path
@@ -38,7 +53,6 @@ import copy
 import logging
 import math
 import os
-import shutil
 import time
 from typing import Optional
 
@@ -47,8 +61,14 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.asr_datamodule import AsrDataModule, encoder_output_frames, make_cut_filter
+from zipformer_rwkv.asr_datamodule import (
+    AsrDataModule,
+    encoder_output_frames,
+    make_cut_filter,
+    set_train_epoch,
+)
 from zipformer_rwkv.checkpoint import (
+    atomic_copy,
     atomic_torch_save,
     load_checkpoint,
     remove_checkpoints,
@@ -57,9 +77,25 @@ from zipformer_rwkv.checkpoint import (
     unwrap_model,
     update_averaged_model,
 )
+from zipformer_rwkv.errors import (
+    CheckpointError,
+    DataError,
+    MissingFileError,
+    RecipeError,
+    known_error_message,
+    log_to_files,
+)
 from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
+from zipformer_rwkv.resume import (
+    CheckpointTimer,
+    batches_in_saved_sampler,
+    choose_start,
+    move_aside,
+    sampler_to_save,
+    superseded_files,
+)
 from zipformer_rwkv.rng import get_rng_state, set_rng_state
 from zipformer_rwkv.utils import (
     AttributeDict,
@@ -88,17 +124,29 @@ def get_parser() -> argparse.ArgumentParser:
                         help="seconds of audio per reference batch (Zipformer batch count for schedules)")
     parser.add_argument("--inf-check", type=str2bool, default=False, help="install inf/nan hooks")
     parser.add_argument("--save-every-n", type=int, default=4000, help="save checkpoint-N.pt every N batches")
+    parser.add_argument("--save-every-minutes", type=float, default=5.0,
+                        help="also save checkpoint-N.pt after this many minutes of training (the newest "
+                             "such file replaces the previous one); 0: off")
+    parser.add_argument("--overwrite", type=str2bool, default=False,
+                        help="start over although --exp-dir holds checkpoints (they are moved to "
+                             "--exp-dir/superseded-DATE/); false: continue from the newest one")
     parser.add_argument("--keep-last-k", type=int, default=30, help="keep the last k checkpoint-N.pt")
     parser.add_argument("--average-period", type=int, default=200, help="batches between model_avg updates")
     parser.add_argument("--use-fp16", type=str2bool, default=False, help="fp16 autocast + grad scaler")
     parser.add_argument("--use-bf16", type=str2bool, default=False, help="bf16 autocast")
     parser.add_argument("--log-interval", type=int, default=50, help="batches between progress lines")
     parser.add_argument("--valid-interval", type=int, default=3000, help="batches between validations")
+    parser.add_argument("--max-bad-cuts", type=int, default=100,
+                        help="skip training cuts whose features/audio cannot be read (each logged), but "
+                             "stop once more than this many were")
     parser.add_argument("--max-bad-batches", type=int, default=20,
                         help="stop after this many non-finite losses in a row (dumping bad-model-{rank}.pt)")
     parser.add_argument("--num-threads", type=int, default=0,
                         help="torch CPU threads per process; 0: CPU cores / world size")
     parser.add_argument("--log-level", type=str, default="info")
+    parser.add_argument("--debug", type=str2bool, default=False,
+                        help="show the traceback of known failures too (bad data, full disk, checkpoint "
+                             "mismatch), which are otherwise one 'train.py: error:' line and a log entry")
     parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
                         help="lm: folder with train.txt and valid.txt (one sentence per line)")
     parser.add_argument("--max-tokens", type=int, default=8000, help="lm: tokens per batch (with padding)")
@@ -117,7 +165,7 @@ def get_params() -> AttributeDict:
         best_train_loss=float("inf"), best_valid_loss=float("inf"),
         best_train_epoch=-1, best_valid_epoch=-1,
         batch_idx_train=0, cur_epoch=1, feature_dim=80, subsampling_factor=4,
-        reset_interval=200, num_bad_batches=0, env_info=get_env_info(),
+        reset_interval=200, num_bad_batches=0, num_bad_cuts=0, env_info=get_env_info(),
     )
 
 
@@ -152,7 +200,7 @@ def train_cut_filter(params: AttributeDict, tokenizers):
                            output_frames=lambda n: encoder_output_frames(n) // ds, extra_frames=1)
 
 
-class EmptyEpochError(RuntimeError):
+class EmptyEpochError(RecipeError, RuntimeError):
     """An epoch yielded no training batch (the message says why); raised before epoch-N.pt is saved."""
 
 
@@ -206,14 +254,14 @@ def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) ->
     else:
         return None
     if not filename.is_file():
-        raise FileNotFoundError(f"cannot resume: {filename} does not exist")
+        raise MissingFileError(f"cannot resume: {filename} does not exist")
     saved = load_checkpoint(filename, model, model_avg, optimizer=optimizer,
                             scheduler=optimizer.scheduler, scaler=scaler)
     if saved.get("model_type", params.model_type) != params.model_type:
-        raise ValueError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
-                         f"this run is --model-type {params.model_type}")
+        raise CheckpointError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
+                              f"this run is --model-type {params.model_type}")
     for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
-                "best_valid_loss", "num_bad_batches"):
+                "best_valid_loss", "num_bad_batches", "num_bad_cuts"):
         if key in saved:
             params[key] = saved[key]
     if params.start_batch > 0:
@@ -229,7 +277,7 @@ def save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, sampler, 
     if rank == 0:
         for kind in ("train", "valid"):
             if params[f"best_{kind}_epoch"] == params.cur_epoch:
-                shutil.copyfile(filename, params.exp_dir / f"best-{kind}-loss.pt")
+                atomic_copy(filename, params.exp_dir / f"best-{kind}-loss.pt")
 
 
 def _saved_params(params: AttributeDict) -> dict:
@@ -270,13 +318,16 @@ def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
 
 def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl, tokenizers,
                     device, tb_writer, world_size: int, rank: int, epoch_audio: float,
-                    rng_state: Optional[dict] = None) -> int:
+                    rng_state: Optional[dict] = None, timer: Optional[CheckpointTimer] = None,
+                    done_before: int = 0) -> int:
     """One epoch (icefall's train_one_epoch) with non-finite-loss skipping and checkpointing.
 
     Returns the number of batches this process received (0: nothing was trained).
 
     `rng_state` (mid-epoch resume) is restored after the DataLoader iterator is created, which
-    is where an uninterrupted run stood when it saved the state.
+    is where an uninterrupted run stood when it saved the state. `timer`: when a time-based
+    checkpoint is due (rank 0). `done_before`: batches of this epoch consumed before a mid-epoch
+    resume (the saved sampler state counts them).
     """
     model.train()
     tot = MetricsTracker()
@@ -288,6 +339,8 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     grad_norm, num_batches = 0.0, 0
     for batch_idx, batch in enumerate(batches):
         num_batches += 1
+        if not _usable_after_bad_cuts(params, batch, world_size):
+            continue
         if set_batch_count is not None and (params.batch_idx_train % 10 == 0 or batch_idx == 0):
             # every 10 batches (icefall), counted globally so a resumed run sets the same values
             count = params.batch_idx_train // 10 * 10
@@ -298,8 +351,9 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
                 loss, stats = recipe.compute_loss(params, model, batch, tokenizers, device)
             if not _all_finite(loss, world_size):
                 params.num_bad_batches += 1
-                logging.warning(f"Non-finite loss at batch {params.batch_idx_train}: skipped "
-                                f"({params.num_bad_batches} in a row, {params.max_bad_batches} allowed)")
+                logging.warning(f"Non-finite loss at batch {params.batch_idx_train} (cuts "
+                                f"{_batch_fingerprint(batch, 20)}): skipped ({params.num_bad_batches} in a "
+                                f"row, {params.max_bad_batches} allowed)")
                 optimizer.zero_grad()
                 if params.num_bad_batches >= params.max_bad_batches:
                     raise FloatingPointError(f"{params.num_bad_batches} non-finite losses in a row")
@@ -326,10 +380,16 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
 
         if rank == 0 and params.batch_idx_train % params.average_period == 0:
             update_averaged_model(params, model, model_avg)
-        if params.batch_idx_train % params.save_every_n == 0:
-            save_checkpoint_with_global_batch_idx(
+        every_n = params.batch_idx_train % params.save_every_n == 0
+        if every_n or (rank == 0 and timer is not None and timer.due()):  # (only rank 0 writes)
+            sampler = sampler_to_save(params.model_type, train_dl, done_before + num_batches)
+            path = save_checkpoint_with_global_batch_idx(
                 params.exp_dir, params.batch_idx_train, model, model_avg, _saved_params(params),
-                optimizer, optimizer.scheduler, scaler, train_dl.sampler, rank)
+                optimizer, optimizer.scheduler, scaler, sampler, rank)
+            if rank == 0 and timer is not None:  # a time-based file replaces the previous one
+                replaced = timer.saved(None if every_n else path)
+                if replaced is not None:
+                    replaced.unlink(missing_ok=True)
             remove_checkpoints(params.exp_dir, params.keep_last_k, rank)
         if params.use_fp16:
             _grad_scale_watchdog(params, model, scaler, rank)
@@ -412,13 +472,38 @@ def _batch_count_setter(params):
     return lambda model, n: set_batch_count(unwrap_model(model), n)
 
 
-def _batch_fingerprint(batch: dict) -> str:
-    """Identifies a batch in debug logs: its first cut ids, or a checksum of LM tokens."""
+def _batch_fingerprint(batch: dict, max_cuts: int = 3) -> str:
+    """Identifies a batch in logs: its first `max_cuts` cut ids, or a checksum of LM tokens."""
     if "tokens" in batch:
         t = batch["tokens"]
         return f"tokens{tuple(t.shape)}:{int((t * torch.arange(1, t.numel() + 1).view(t.shape)).sum())}"
     cuts = batch["supervisions"].get("cut") or []
-    return ",".join(c.id for c in cuts[:3])
+    more = f",...+{len(cuts) - max_cuts}" if len(cuts) > max_cuts else ""
+    return ",".join(c.id for c in cuts[:max_cuts]) + more
+
+
+def _usable_after_bad_cuts(params, batch: dict, world_size: int) -> bool:
+    """Log and count the cuts the dataset dropped as unreadable (`batch["bad_cuts"]`); False when
+    none of the batch is left (it is skipped).
+
+    Raises:
+      DataError: more than --max-bad-cuts in the run so far, or (DDP) a batch with no cut left,
+        which the other ranks could not skip in step.
+    """
+    bad = batch.pop("bad_cuts", None) or []
+    for cut_id, why in bad:
+        params.num_bad_cuts += 1
+        logging.warning(f"Skipped cut {cut_id} at batch {params.batch_idx_train + 1}: unreadable ({why}); "
+                        f"{params.num_bad_cuts} so far, --max-bad-cuts {params.max_bad_cuts}")
+        if params.num_bad_cuts > params.max_bad_cuts:
+            raise DataError(f"{params.num_bad_cuts} unreadable cuts, more than --max-bad-cuts "
+                            f"{params.max_bad_cuts}; the last: {cut_id}: {why}")
+    if "tokens" in batch or batch.get("inputs") is not None:
+        return True
+    if world_size > 1:
+        raise DataError(f"every cut of a batch was unreadable ({[c for c, _ in bad]}); with --world-size > 1 "
+                        "the ranks cannot skip it in step: fix or filter these cuts")
+    return False
 
 
 def _fmt(m: MetricsTracker) -> str:
@@ -455,7 +540,19 @@ def set_autocast_params(params: AttributeDict) -> None:
 
 
 def run(rank: int, world_size: int, args) -> None:
-    """One training process (rank) of `world_size` (mp.spawn target, or called directly)."""
+    """One training process (rank) of `world_size` (mp.spawn target, or called directly).
+
+    A known failure (`errors.RecipeError`) is written to this rank's training log, then re-raised
+    for `main` to print as one line.
+    """
+    try:
+        _train(rank, world_size, args)
+    except RecipeError as e:
+        log_to_files(f"Training stopped: {e}")
+        raise
+
+
+def _train(rank: int, world_size: int, args) -> None:
     params = get_params()
     params.update(vars(args))
     if params.exp_dir is None:
@@ -479,7 +576,13 @@ def run(rank: int, world_size: int, args) -> None:
     model_avg = copy.deepcopy(model).to(torch.float64) if rank == 0 else None
     optimizer = recipe.get_optimizer(params, model)
     scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
+    params.start_epoch, params.start_batch = choose_start(params.exp_dir, params.start_epoch,
+                                                          params.start_batch, params.overwrite)
     saved = load_checkpoint_if_available(params, model, model_avg, optimizer, scaler)
+    if world_size > 1:
+        torch.distributed.barrier()  # every rank has found and read its checkpoint
+    if rank == 0:
+        move_aside(superseded_files(params.exp_dir, params.batch_idx_train), params.exp_dir)
     if world_size > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=True)
@@ -487,6 +590,7 @@ def run(rank: int, world_size: int, args) -> None:
         register_inf_check_hooks(model)
 
     sampler_state = saved.get("sampler") if saved and params.start_batch > 0 else None
+    done_before = batches_in_saved_sampler(params.model_type, saved) if sampler_state else 0
     train_dl, valid_dl = get_dataloaders(params, args, tokenizers, world_size, rank, sampler_state)
     epoch_audio = _epoch_audio(params, train_dl, world_size)
     tb_writer = None
@@ -496,24 +600,26 @@ def run(rank: int, world_size: int, args) -> None:
         tb_writer = SummaryWriter(log_dir=str(params.exp_dir / "tensorboard"))
 
     first_epoch = params.cur_epoch if params.start_batch > 0 else params.start_epoch
+    timer = CheckpointTimer(params.save_every_minutes) if rank == 0 else None
     for epoch in range(first_epoch, params.num_epochs + 1):
         optimizer.scheduler.step_epoch(epoch - 1)
         fix_random_seed(params.seed + epoch - 1)
-        resume_rng = saved.get("rng_state") if saved and params.start_batch > 0 and epoch == first_epoch else None
-        train_dl.sampler.set_epoch(epoch - 1)
+        resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
+        resume_rng = saved.get("rng_state") if resumed else None
+        set_train_epoch(train_dl, epoch - 1)
         if tb_writer is not None:
             tb_writer.add_scalar("train/epoch", epoch, params.batch_idx_train)
         params.cur_epoch = epoch
         num_batches = train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid_dl,
-                                      tokenizers, device, tb_writer, world_size, rank, epoch_audio, resume_rng)
-        resumed = saved is not None and params.start_batch > 0 and epoch == first_epoch
+                                      tokenizers, device, tb_writer, world_size, rank, epoch_audio, resume_rng,
+                                      timer, done_before if resumed else 0)
         if not resumed and _sum_over_ranks(num_batches, world_size, device) == 0:
             # (a mid-epoch resume may legitimately find the epoch finished)
-            msg = empty_epoch_message(params, args, tokenizers, train_dl, world_size)
-            logging.error(msg)
-            raise EmptyEpochError(msg)
+            raise EmptyEpochError(empty_epoch_message(params, args, tokenizers, train_dl, world_size))
         _validate(params, model, valid_dl, tokenizers, device, world_size, tb_writer)
         save_epoch_checkpoint(params, model, model_avg, optimizer, scaler, train_dl.sampler, rank)
+        if timer is not None:
+            timer.saved()
     checksum = sum(float(p.detach().double().sum()) for p in unwrap_model(model).parameters())
     logging.info(f"Done! Parameter checksum on rank {rank}: {checksum!r}")
     if tb_writer is not None:
@@ -538,12 +644,11 @@ def main() -> None:
             mp.spawn(run, args=(world_size, args), nprocs=world_size, join=True)
         else:
             run(rank=0, world_size=1, args=args)
-    except EmptyEpochError as e:
-        sys.exit(f"train.py: error: {e}")
-    except mp.ProcessRaisedException as e:  # a spawned rank raised: show its message, not the trace
-        if "EmptyEpochError" not in str(e):
+    except Exception as e:  # a known failure is one line (and in the log); a bug keeps its traceback
+        msg = known_error_message(e)
+        if msg is None or args.debug:
             raise
-        sys.exit("train.py: error: " + str(e).strip().splitlines()[-1].split("EmptyEpochError: ", 1)[-1])
+        sys.exit(f"train.py: error: {msg}")
 
 
 if __name__ == "__main__":

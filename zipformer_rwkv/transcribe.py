@@ -8,9 +8,16 @@ Usage (from the repository root):
     --beam-size 4 --use-averaged-model true --ctc-weight 0.7 recordings/*.flac
 
 Prints one line per file: `{path}\t{transcript}`. The model structure is read from the checkpoint
-(written by train.py); `--use-averaged-model true` uses its running average `model_avg`.
-Audio is read with lhotse/soundfile, mixed down to mono, resampled to 16 kHz and turned into
-80-dim fbank (100 Hz) exactly as in training.
+(written by train.py); `--use-averaged-model true` uses its running average `model_avg` (an error
+when the run made fewer updates than --average-period, whose average is still the initial weights).
+Audio is read with lhotse/soundfile; of a multi-channel file channel 0 is used, as the data import
+(local/cut_builder.py) does for training cuts (no mixdown); it is resampled to 16 kHz and turned
+into 80-dim fbank (100 Hz) exactly as in training.
+
+Every file is tried. A file that cannot be transcribed (missing, unreadable, no samples) gets one
+line `transcribe.py: {path}: {reason}` on stderr; a transcript that hit --max-new-tokens without
+EOS is printed and flagged on stderr. Exit status: 0 if every file was transcribed, else the number
+of failed files (at most 100); 1 with one `transcribe.py: error:` line if the model cannot be loaded.
 """
 import sys
 from pathlib import Path
@@ -20,6 +27,7 @@ if __name__ == "__main__":  # run as a script: make the repository root importab
 
 import argparse
 import logging
+import re
 
 import torch
 
@@ -45,10 +53,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def load_fbank(path: Path) -> torch.Tensor:
-    """(T, 80) fbank at 100 Hz of an audio file (mono, resampled to 16 kHz).
+    """(T, 80) fbank at 100 Hz of channel 0 of an audio file, resampled to 16 kHz.
 
     Raises:
-      FileNotFoundError / ValueError: naming the file if it is missing or unreadable.
+      FileNotFoundError / ValueError: naming the file if it is missing, unreadable or holds no
+        samples.
     """
     from lhotse import Fbank, FbankConfig, Recording
 
@@ -58,11 +67,21 @@ def load_fbank(path: Path) -> torch.Tensor:
         rec = Recording.from_file(path)
         if rec.sampling_rate != SAMPLE_RATE:
             rec = rec.resample(SAMPLE_RATE)
-        audio = rec.load_audio().mean(axis=0)  # (channels, samples) -> mono
+        audio = rec.load_audio(channels=rec.channel_ids[0]).reshape(-1)  # as local/cut_builder.py
     except Exception as e:
-        raise ValueError(f"{path}: cannot read audio ({e})") from None
+        raise ValueError(f"{path}: cannot read audio ({_first_reason(e)})") from None
+    if audio.size == 0:
+        raise ValueError(f"{path}: no audio samples (header only?)")
     feats = Fbank(FbankConfig(num_mel_bins=80)).extract(audio.astype("float32"), SAMPLE_RATE)
     return torch.from_numpy(feats)
+
+
+def _first_reason(e: Exception) -> str:
+    """One line of an audio-reading error: lhotse lists one line per backend it tried; the first
+    backend's (soundfile) is kept, without the class names."""
+    lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    first = next((line for line in lines if line.startswith("Exception #")), lines[0])
+    return re.sub(r"^Exception #\d+ \(<[^>]*>\): (<class '[^']*'>: )?", "", first)
 
 
 def load_model(args) -> tuple:
@@ -73,24 +92,31 @@ def load_model(args) -> tuple:
                                                                       "scheduler", "grad_scaler", "sampler")})
     if params.model_type == "lm":
         raise ValueError(f"{args.checkpoint} is a language model (--model-type lm); it cannot transcribe audio")
+    updates, period = saved.get("batch_idx_train"), saved.get("average_period")
+    if args.use_averaged_model and updates is not None and period and updates < period:
+        raise ValueError(f"{args.checkpoint}: model_avg is still the initial weights ({updates} updates < "
+                         f"--average-period {period}); use --use-averaged-model false")
     if args.bpe_model:
         params.bpe_model = args.bpe_model
     model, tokenizers = recipe.get_model(params, load_pretrained=False)
     key = "model_avg" if args.use_averaged_model else "model"
     if key not in saved:
         raise ValueError(f"{args.checkpoint} has no {key}")
+
     load_state_dict_checked(model, saved[key], f"{args.checkpoint}[{key}]",
                             allow_missing=bool(saved.get("trainable_only")))
     return params, model.eval(), tokenizers
 
 
-def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> str:
-    """Transcript of one (T, 80) fbank tensor, or `<NOTE>` when recipe.recognize skips it."""
+def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> tuple:
+    """(transcript, note) of one (T, 80) fbank tensor; the transcript is `<NOTE>` when
+    recipe.recognize skips it, the note recipe.NOTE_TRUNCATED when it hit --max-new-tokens."""
     params = AttributeDict(params, decoding_method=args.decoding_method, beam_size=args.beam_size,
                            max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight)
     hyps, notes = recipe.recognize(params, model, tokenizers, feats.unsqueeze(0),
                                    torch.tensor([feats.shape[0]]))
-    return f"<{notes[0]}>" if notes[0] == recipe.NOTE_SKIPPED else hyps[0].strip()
+    text = f"<{notes[0]}>" if notes[0] == recipe.NOTE_SKIPPED else hyps[0].strip()
+    return text, notes[0]
 
 
 def main() -> None:
@@ -98,11 +124,27 @@ def main() -> None:
     args = get_parser().parse_args()
     try:
         params, model, tokenizers = load_model(args)
-        for path in args.files:
-            feats = load_fbank(path)
-            print(f"{path}\t{transcribe(params, model, tokenizers, feats, args)}", flush=True)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"transcribe.py: error: {e}")
+    failed, truncated = 0, 0
+    for path in args.files:
+        try:
+            text, note = transcribe(params, model, tokenizers, load_fbank(path), args)
+        except (ValueError, OSError, RuntimeError) as e:
+            failed += 1
+            msg = str(e) if str(path) in str(e) else f"{path}: {type(e).__name__}: {e}"
+            print(f"transcribe.py: {msg}", file=sys.stderr, flush=True)
+            continue
+        print(f"{path}\t{text}", flush=True)
+        if note == recipe.NOTE_TRUNCATED:
+            truncated += 1
+            print(f"transcribe.py: {path}: {note}: stopped after --max-new-tokens {args.max_new_tokens}, "
+                  f"the transcript may be cut short", file=sys.stderr, flush=True)
+    if failed or truncated:
+        print(f"transcribe.py: {len(args.files) - failed} of {len(args.files)} files transcribed, "
+              f"{failed} failed, {truncated} hit --max-new-tokens", file=sys.stderr)
+    if failed:
+        sys.exit(min(failed, 100))
 
 
 if __name__ == "__main__":

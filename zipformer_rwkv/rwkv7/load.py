@@ -13,6 +13,7 @@ from typing import Dict, Optional, Union
 
 import torch
 
+from zipformer_rwkv.errors import MissingFileError
 from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config
 
 # name -> (n_layer, n_embd, d_decay, d_aaa, d_mv, d_gate) of BlinkDL's released World/G1 files, as read
@@ -86,7 +87,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"RWKV-7 checkpoint not found: {path}")
+        raise MissingFileError(f"RWKV-7 checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

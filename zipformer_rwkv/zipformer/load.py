@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from zipformer_rwkv.checkpoint import safe_torch_load
+from zipformer_rwkv.errors import RecipeError
 from zipformer_rwkv.utils import str2bool
 from zipformer_rwkv.zipformer.config import ENCODER_CONFIGS, ZipformerConfig
 from zipformer_rwkv.zipformer.encoder import ZipformerEncoder
@@ -21,7 +23,7 @@ _ANCHOR = "encoder_embed.conv.0.weight"
 _SHOW = 5  # keys listed per category in error messages
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RecipeError, ValueError):
     """A checkpoint cannot be loaded into the Zipformer encoder: unreadable file, no encoder
     keys, or missing / unexpected / misshaped keys (listed, with counts, in the message)."""
 
@@ -35,7 +37,7 @@ def read_state_dict(path: Union[str, Path], key: Optional[str] = None) -> Dict[s
     """All tensors of a checkpoint file as a flat state dict (CPU).
 
     For a dict checkpoint the entry `key` is used (default: "model", else "state_dict", else the
-    dict itself when it maps names to tensors). Uses `torch.load(weights_only=True)` or
+    dict itself when it maps names to tensors). Uses `checkpoint.safe_torch_load` (weights_only) or
     safetensors.
 
     Raises:
@@ -56,7 +58,7 @@ def _read_file(path: Union[str, Path]) -> Mapping[str, Any]:
 
             obj: Any = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = safe_torch_load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise CheckpointMismatchError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(obj, Mapping):
