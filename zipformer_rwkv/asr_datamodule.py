@@ -158,7 +158,7 @@ def load_data_conf(path: Path) -> DataConf:
 def encoder_output_frames(num_frames: int) -> int:
     """Frames after the Zipformer2 front end: `((num_frames - 7) // 2 + 1) // 2` (25 Hz from 100 Hz).
 
-    Source: icefall `zipformer/train.py` (`remove_short_and_long_utt`), specs icefall_recipe.md §3.2.
+    Source: icefall `zipformer/train.py` (`remove_short_and_long_utt`).
     """
     return ((num_frames - 7) // 2 + 1) // 2
 

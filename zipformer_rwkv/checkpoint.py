@@ -1,6 +1,6 @@
 """Checkpoints: save/load, model averaging and decode-time checkpoint selection (icefall's API).
 
-Layout of a checkpoint file (specs/icefall_recipe.md §3.2, §3.4): a dict with
+Layout of a checkpoint file (as icefall's `icefall/checkpoint.py` `save_checkpoint` writes it): a dict with
   "model"        state dict of the (DDP-unwrapped) model; with `trainable_only=True` only the
                  trainable parameters and the buffers of the modules that own them,
   "model_avg"    the running average (`update_averaged_model`), saved as a float32 *copy*
@@ -479,7 +479,7 @@ def average_state_dict(
 def update_averaged_model(
     params: Dict[str, Any], model_cur: nn.Module, model_avg: nn.Module
 ) -> None:
-    """Running mean of all parameters since the start (specs §3.4), in place on `model_avg`.
+    """Running mean of all parameters since the start (icefall's `update_averaged_model`), in place on `model_avg`.
 
     `avg = avg * (1 - p/b) + cur * (p/b)` with p = params["average_period"] and
     b = params["batch_idx_train"] (call it when b is a multiple of p, b > 0).
@@ -514,7 +514,7 @@ def _check_same_layout(ref: dict, other: dict, ref_name: str, other_name: str) -
 def average_checkpoints(
     filenames: List[PathLike], device: Union[str, torch.device] = "cpu"
 ) -> Dict[str, torch.Tensor]:
-    """Arithmetic mean of the "model" entries of `filenames` (specs §3.4).
+    """Arithmetic mean of the "model" entries of `filenames` (icefall's `average_checkpoints`).
 
     Floating tensors are summed in float64 and divided by n, then cast back to their dtype;
     integer tensors are summed and floor-divided by n; tensors sharing storage (tied weights)
@@ -547,7 +547,8 @@ def average_checkpoints_with_averaged_model(
     filename_end: PathLike,
     device: Union[str, torch.device] = "cpu",
 ) -> Dict[str, torch.Tensor]:
-    """Mean of all weights between two checkpoints from their running averages (specs §3.4).
+    """Mean of all weights between two checkpoints from their running averages (icefall's
+    `average_checkpoints_with_averaged_model`).
 
     With s, e = each file's `batch_idx_train` rounded down to a multiple of `average_period`
     (read from `filename_end`): `avg = (avg_e * e - avg_s * s) / (e - s)`, computed in float64
@@ -618,7 +619,8 @@ def _require_files(files: List[Path], exp_dir: Path, what: str) -> None:
 def resolve_decode_checkpoints(
     exp_dir: PathLike, epoch: int, iter: int, avg: int, use_averaged_model: bool
 ) -> DecodeCheckpoints:
-    """Decide which checkpoints `--epoch/--iter/--avg/--use-averaged-model` mean (specs §3.3).
+    """Decide which checkpoints `--epoch/--iter/--avg/--use-averaged-model` mean (as icefall's
+    `egs/librispeech/ASR/zipformer/decode.py` picks them).
 
     - iter > 0: the newest `avg` (or `avg + 1` with use_averaged_model) files
       `checkpoint-N.pt` with N <= iter.

@@ -3,5 +3,5 @@
 Modules: ``rdata`` (reader for R's XDR serialisation, used for the Jane Austen novels), ``debian``
 (fetch/extract Debian packages), ``text`` (sentences, normalisation, disjoint splits), ``voices``
 (voice inventory and per-split mixes), ``synth`` (espeak-ng / flite / festival + sox workers).
-Facts and measured speeds: ``shared/specs/offline_corpus.md``.
+Voices, text sources and measured speeds: ``egs/tts_en/README.md``.
 """

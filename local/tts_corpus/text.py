@@ -1,6 +1,6 @@
 """Transcript text for the built-in corpus: Jane Austen (``r-cran-janeaustenr``) and WordNet examples.
 
-Pipeline (facts: ``shared/specs/offline_corpus.md`` §2): paragraphs -> sentences -> ``clean_sentence``
+Pipeline (sources: ``egs/tts_en/README.md``, "Text"): paragraphs -> sentences -> ``clean_sentence``
 (the text a TTS engine reads) -> ``normalize_transcript`` (LibriSpeech style: upper case, words and
 apostrophes only). A sentence is kept when its transcript has 5..30 words and its cleaned text holds
 only letters, apostrophes and ``,.;:!?``. *Sense and Sensibility* is reserved for an outside evaluation:

@@ -1,4 +1,4 @@
-"""Voice inventory of the built-in corpus and the per-split voice mixes (spec ``offline_corpus.md`` §1, §5).
+"""Voice inventory of the built-in corpus and the per-split voice mixes (``egs/tts_en/README.md``, "Voices").
 
 Only five recorded speakers exist (kal, ked, awb, rms, slt; kal and slt in both flite and festival),
 plus espeak-ng's formant voices (accent x variant). Train uses "seen" voices; test only speakers never
@@ -34,7 +34,7 @@ FLITE_KAL16, FLITE_AWB, FLITE_SLT, FLITE_RMS = (Voice("flite", n) for n in ("kal
 FEST_KAL, FEST_KED, FEST_SLT_HTS = (Voice("festival", n) for n in
                                     ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"))
 
-# Relative shares (hours of the spec's measured pilot) per split.
+# Relative shares (hours of a measured pilot run of this corpus) per split.
 TRAIN_MIX: dict[Voice, float] = {**{v: 2.8 / len(TRAIN_ESPEAK) for v in TRAIN_ESPEAK},
                                  FLITE_KAL16: 0.8, FLITE_AWB: 1.2, FLITE_SLT: 1.2,
                                  FEST_KAL: 0.8, FEST_SLT_HTS: 1.2}
@@ -66,7 +66,7 @@ def allocate(mix: dict[Voice, float], num_utts: int, rng: random.Random) -> list
 
 
 def sample_params(voice: Voice, key: str) -> dict[str, float]:
-    """Seeded per-utterance prosody for ``voice`` (spec §5); ``key`` is e.g. ``"42/flite-rms/<utt_id>"``.
+    """Seeded per-utterance prosody for ``voice``; ``key`` is e.g. ``"42/flite-rms/<utt_id>"``.
 
     espeak: ``rate`` 140..200 wpm, ``pitch`` 25..75; flite: ``duration_stretch`` 0.85..1.2 and
     ``f0_mean`` 85..150 Hz (slt 150..230); festival diphones: ``duration_stretch`` 0.85..1.2 and
