@@ -124,12 +124,15 @@ def measure_point(params, built, device, max_duration, utt_seconds, warmup, batc
 
 
 def scale_table(args, device: torch.device) -> List[str]:
-    """Markdown rows of the throughput table, one per (freeze-encoder, max-duration) point."""
+    """Markdown rows of the throughput table, one per (freeze-encoder, max-duration) point. The model
+    is built once, unfrozen; the frozen-encoder points follow with the encoder frozen and new optimizers."""
+    from zipformer_rwkv import recipe
+
     durations = args.max_durations or ([20.0, 30.0] if args.dry_run else [600.0, 1000.0])
     utt = args.utt_seconds or (5.0 if args.dry_run else 15.0)
     warmup = args.warmup if args.warmup is not None else (1 if args.dry_run else 2)
     batches = args.batches or (1 if args.dry_run else 5)
-    freezes = {"true": [True], "false": [False], "both": [True, False]}[args.freeze_encoder]
+    freezes = {"true": [True], "false": [False], "both": [False, True]}[args.freeze_encoder]
     mem = "peak CUDA GiB" if device.type == "cuda" else "max RSS GiB (process)"
     rows = [f"Training throughput, random fbank, bf16 autocast, {utt:g} s utterances, {warmup} warm-up + "
             f"{batches} timed steps per point, device {device}"
@@ -138,10 +141,17 @@ def scale_table(args, device: torch.device) -> List[str]:
             f"| freeze encoder | max-duration s (utts) | params (trainable) | audio s/s | {mem} | h per 960 h epoch |",
             "|---|---|---|---|---|---|"]
     print("\n".join(rows), flush=True)
+    params = scale_params(freezes[0], durations[0], args.dry_run, args.rwkv_layers, args.rwkv_width)
+    built = build_for_training(params, device)  # one build (RWKV-7's orthogonal init is slow on CPU)
+    model = built[0]
     for freeze in freezes:
-        params = scale_params(freeze, durations[0], args.dry_run, args.rwkv_layers, args.rwkv_width)
-        built = build_for_training(params, device)
-        model = built[0]
+        if freeze and not params.freeze_encoder:  # as recipe.get_model does for --freeze-encoder true
+            params.freeze_encoder = True
+            model.freeze("encoder")
+            tokenizers, scaler = built[1], built[3]
+            built = None  # free the first run's optimizer state before making the new optimizers
+            gc.collect()
+            built = (model, tokenizers, recipe.get_optimizer(params, model), scaler)
         n_all = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         for d in durations:
@@ -155,10 +165,10 @@ def scale_table(args, device: torch.device) -> List[str]:
                 cell += " OOM | OOM | - |"
             rows.append(cell)
             print(cell, flush=True)
-        del built, model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    del built, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 

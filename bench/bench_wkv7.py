@@ -161,6 +161,13 @@ def bench_shape(device: str, shape, args) -> List[str]:
             base = (name.split()[0], fwd, fwd_bwd)
         rows.append(head.format(name) + f" {fwd:.2f} | {fwd_bwd:.2f} | {speed} |")
         print(rows[-1], flush=True)
+    fns = dict((name, fn) for name, fn, _ in impls)
+    if not cpu and fns.get("fla chunk_rwkv7") and "triton" in fns:  # same contract? (a check, not a test)
+        with torch.no_grad():
+            o_fla, s_fla = fns["fla chunk_rwkv7"](*xs, state)
+            o_tri, s_tri = fns["triton"](*xs, state)
+        diff = [float((x.float() - y.float()).norm() / y.float().norm()) for x, y in ((o_fla, o_tri), (s_fla, s_tri))]
+        print(f"fla vs triton at {shape}: relative difference out {diff[0]:.2e}, final state {diff[1]:.2e}")
     return rows
 
 
