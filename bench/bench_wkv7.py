@@ -185,8 +185,9 @@ def main() -> None:
     gpu = f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else ""
     print(f"torch {torch.__version__}{gpu}, threads {torch.get_num_threads()}, timer {args.timer}, "
           f"tri-inv {chunked._TRI_INV_METHOD}, "
-          f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'not installed'}; "
-          f"CPU: best of runs; CUDA: median of {args.repeats or 20} after {args.warmup} warm-up (CUDA events)")
+          f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'not installed'}"
+          + (f"; CUDA: median of {args.repeats or 20} after {args.warmup} warm-up (CUDA events)" if gpu else "")
+          + ("; CPU: best of runs" if "cpu" in devices else ""))
     unit = "CPU ms" if args.timer == "cpu" else "ms"
     print(f"| device | impl | (B, T, H, K) dtype | fwd {unit} | fwd+bwd {unit} | speed-up (fwd / fwd+bwd) |")
     print("|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """bench/bench_scale.py (the real-scale training-throughput bench of bench/gpu_check.sh) keeps working:
 its --dry-run on CPU (tiny shapes) writes a table row with a positive throughput, and its random batches
-hold the audio they claim."""
+hold the audio they claim; gpu_check.sh refuses bad use."""
 import os
 import random
 import re
@@ -36,3 +36,16 @@ def test_dry_run_writes_a_throughput_row(tmp_path):
     assert m, text
     rate, hours = float(m.group(1)), float(m.group(3))
     assert rate > 0 and abs(hours - 960 / rate) < 0.01 * hours + 0.01
+
+
+def test_gpu_check_rejects_bad_use(tmp_path):
+    """gpu_check.sh: an unknown option, or a real run without CUDA, stops at once with exit status 2."""
+    bad = subprocess.run(["bash", "bench/gpu_check.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
+    import torch
+
+    if not torch.cuda.is_available():
+        out = tmp_path / "g.md"
+        proc = subprocess.run(["bash", "bench/gpu_check.sh", "--out", str(out)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and "no CUDA device" in proc.stderr, proc.stderr
