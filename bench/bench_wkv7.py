@@ -26,6 +26,7 @@ Usage:
   TRITON_INTERPRET=1 python bench/bench_wkv7.py --device cpu --shape 1 64 2 64 --chunk-sizes 16  # dry run
 """
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -67,6 +68,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fwd-only", action="store_true", help="skip the fwd+bwd column")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--naive-on-cuda", action="store_true")
+    p.add_argument("--triton-num-warps", type=int, nargs="+", default=[4, 8],
+                   help="CUDA: time the Triton kernels at each of these warps per program (the default is 4)")
     return p
 
 
@@ -97,6 +100,21 @@ def fla_fn() -> Optional[Callable]:
         return o, s.transpose(-1, -2)
 
     return run
+
+
+@contextlib.contextmanager
+def num_warps(n: Optional[int]):
+    """Launch the Triton WKV7 kernels at `n` warps per program inside the block (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    from zipformer_rwkv.rwkv7.wkv7 import triton_kernel
+
+    old, triton_kernel.NUM_WARPS = triton_kernel.NUM_WARPS, n
+    try:
+        yield
+    finally:
+        triton_kernel.NUM_WARPS = old
 
 
 def time_ms(fn: Callable, xs: List[torch.Tensor], state: torch.Tensor, backward: bool, repeats: int,
@@ -147,6 +165,9 @@ def bench_shape(device: str, shape, args) -> List[str]:
         impls.append((f"chunked L={L}", lambda *x, L=L: wkv7(*x, impl="chunked", chunk_size=L), reps))
     if triton_available() and (not cpu or interp):
         impls.append(("triton" + (" (interpreter)" if cpu else ""), lambda *x: wkv7(*x, impl="triton"), reps))
+        for nw in [] if cpu else args.triton_num_warps:
+            if nw != 4:  # timed with triton_kernel.NUM_WARPS = nw (forward and backward)
+                impls.append((f"triton num_warps={nw}", lambda *x: wkv7(*x, impl="triton"), reps))
     rows, base = [], None
     head = f"| {device} | {{}} | ({B}, {T}, {H}, {K}) {str(dtype)[6:]} |"
     for name, fn, n in impls:
@@ -154,8 +175,9 @@ def bench_shape(device: str, shape, args) -> List[str]:
             rows.append(head.format(name) + " not installed | not installed | - |")
             print(rows[-1], flush=True)
             continue
-        fwd = time_ms(fn, xs, state, False, n, timer, args.warmup)
-        fwd_bwd = float("nan") if args.fwd_only else time_ms(fn, xs, state, True, n, timer, args.warmup)
+        with num_warps(int(name.split("=")[1]) if name.startswith("triton num_warps=") else None):
+            fwd = time_ms(fn, xs, state, False, n, timer, args.warmup)
+            fwd_bwd = float("nan") if args.fwd_only else time_ms(fn, xs, state, True, n, timer, args.warmup)
         speed = f"{base[1] / fwd:.2f}x / {base[2] / fwd_bwd:.2f}x vs {base[0]}" if base else "-"
         if base is None and name in ("naive", "fla chunk_rwkv7"):
             base = (name.split()[0], fwd, fwd_bwd)

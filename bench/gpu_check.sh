@@ -5,6 +5,7 @@
 #   2. bench/bench_wkv7.py --device cuda: ours vs fla's chunk_rwkv7, (8, 4096, 64, 64) and (1, 65536, 16, 64) bf16
 #   3. bench/bench_scale.py: Zipformer2 large + RWKV-7 0.4B-shape training throughput, then one epoch of
 #      train.py via mp.spawn (NCCL) on a tiny synthetic corpus
+# --dry-run also compiles the kernels ahead of time for sm_90 (bench/wkv7_compile_check.py).
 # Tables go to --out FILE (default $OUT/gpu_check.md when OUT is set, else ./gpu_check.md), the full
 # output to the same name with .log. flash-linear-attention is optional: wheels found in .whl/
 # (fla_core, flash_linear_attention, einops) are installed into a temporary folder for this run only.
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
     --out) [ $# -ge 2 ] || { echo "gpu_check.sh: --out needs a FILE" >&2; exit 2; }; MD=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (--dry-run, --out FILE)" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +77,8 @@ if [ "$DRY" = 1 ]; then
   export TRITON_INTERPRET=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   step "WKV7 kernel vs float64 reference (interpreter; CUDA tests skip)" 300 \
     $PY -m pytest -q -rs -p no:cacheprovider tests/test_wkv7_triton.py tests/test_wkv7_cuda.py
+  step "Compiled WKV7 kernels build for sm_90 (ahead of time, no GPU)" 300 \
+    $PY bench/wkv7_compile_check.py --num-warps 4 8
   step "WKV7 speed (dry run shape)" 300 \
     $PY bench/bench_wkv7.py --device cpu --shape 1 64 2 64 --chunk-sizes 16 --repeats 1 --naive-repeats 1
   step "Training throughput (dry run) and train.py via mp.spawn" 600 \
