@@ -55,7 +55,7 @@ step() {  # step TITLE SECONDS CMD... : run CMD with a time limit; its stdout ta
   timeout "$limit" "$@" > "$TMP/out" 2>> "$LOG"
   rc=$?
   cat "$TMP/out" >> "$LOG"
-  grep -E '^$|^\||^(torch|fla vs|Training|train\.py via|[0-9]+ (passed|failed|skipped)|SKIPPED|FAILED|ERROR)' "$TMP/out" \
+  grep -E '^$|^\||^(torch|triton|fla vs|Training|train\.py via|[0-9]+ (passed|failed|skipped)|SKIPPED|FAILED|ERROR)' "$TMP/out" \
     | cat -s >> "$MD"
   [ $rc = 124 ] && echo "TIMED OUT after ${limit} s" >> "$MD"
   printf '\nexit status %s, %s s\n' "$rc" "$((SECONDS - t0))" >> "$MD"
