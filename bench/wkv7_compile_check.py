@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.pop("TRITON_INTERPRET", None)  # compile, never interpret (Triton reads this at first import)
 
 import torch  # noqa: E402
 import triton  # noqa: E402

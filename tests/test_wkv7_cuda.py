@@ -16,8 +16,6 @@ If TRITON_INTERPRET=1 is already in force in this process, the file re-runs itse
 without it, so the compiled kernel is what gets tested.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,7 +25,7 @@ if not torch.cuda.is_available():
                 allow_module_level=True)
 pytest.importorskip("triton", reason="triton is not installed")
 
-from tests.wkv7_inputs import errors_vs_reference  # noqa: E402
+from tests.wkv7_inputs import errors_vs_reference, run_test_file_in_subprocess  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7 import resolve_impl, wkv7  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7.triton_kernel import interpreter_active, wkv7_triton  # noqa: E402
 
@@ -42,13 +40,7 @@ def _check(errs, tol):
 if interpreter_active():
 
     def test_compiled_kernel_in_subprocess():
-        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
-            cwd=root, env=env, capture_output=True, text=True,
-        )
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        run_test_file_in_subprocess(__file__, {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
 
 else:
 

@@ -10,15 +10,13 @@ tests/test_wkv7_cuda.py's included, into the interpreter): unless the interprete
 (TRITON_INTERPRET=1 set by the caller), it re-runs itself in a subprocess with TRITON_INTERPRET=1.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
 
-from tests.wkv7_inputs import errors_vs_reference, make_inputs, rel_err  # noqa: E402
+from tests.wkv7_inputs import errors_vs_reference, make_inputs, rel_err, run_test_file_in_subprocess  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7 import wkv7  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7.triton_kernel import interpreter_active, wkv7_triton  # noqa: E402
 
@@ -27,13 +25,7 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 if not interpreter_active():
 
     def test_triton_kernel_in_subprocess():
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
-            cwd=root, env=env, capture_output=True, text=True,
-        )
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        run_test_file_in_subprocess(__file__, dict(os.environ, TRITON_INTERPRET="1"))
 
 else:
 

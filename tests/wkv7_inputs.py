@@ -1,5 +1,8 @@
 """Shared helpers for the WKV7 tests: realistic random inputs, relative errors, and the comparison of
 an implementation's forward + backward with the float64 reference."""
+import os
+import subprocess
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -74,3 +77,12 @@ def errors_vs_reference(fn, shape: Tuple[int, int, int, int], dtype: torch.dtype
         assert g.dtype == (torch.float32 if name == "state" else dtype), (name, g.dtype)
         errs["d" + name] = rel_err(g, g_ref)
     return errs
+
+
+def run_test_file_in_subprocess(path: str, env: Dict[str, str]) -> None:
+    """Run pytest on one test file in a fresh Python with environment `env` and assert that it passed
+    (Triton picks interpret-vs-compile once per process, from TRITON_INTERPRET)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(path)],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
