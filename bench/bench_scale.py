@@ -6,7 +6,9 @@ Model (train.py's own builders, random weights): Zipformer2 `--encoder-config la
 bf16 autocast (`--use-bf16 true`, as train.py), `--freeze-encoder true` and `false`. Batches of
 --max-durations seconds (default 600 and 1000) made of --utt-seconds utterances of random 80-dim fbank
 (100 frames/s) with random English transcripts (~2.7 words/s, LibriSpeech's rate). Each point: --warmup
-untimed optimizer steps, then --batches timed ones (synchronized wall time).
+untimed optimizer steps, then --batches timed ones (synchronized wall time), with the encoder's
+schedules at train.py's batch count 100000 (no random layer skipping, final dropout and balancer rates:
+the steady state of every epoch but the first).
 
 Reports audio seconds per second, peak memory (CUDA: the allocator's peak for that point; CPU: the
 process's max RSS so far) and the hours one epoch of LibriSpeech 960 h (no speed perturbation) would
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_train import build_for_training, training_step  # noqa: E402
 
 LIBRISPEECH_S = 960 * 3600.0
+STEADY_BATCH_COUNT = 100000.0  # Zipformer2 schedules (layer skipping, dropout, balancers) past their warm-up
 WORDS = ("the and of to a in he that was it his i with had as for you her but not she is at on by all "
          "which be they said from this so one have there or when what were them could would into "
          "little upon out now an man their time some very more then great old good before about").split()
@@ -102,7 +105,10 @@ def random_batch(max_duration: float, utt_seconds: float, rng: random.Random) ->
 
 def measure_point(params, built, device, max_duration, utt_seconds, warmup, batches) -> dict:
     """Throughput (audio s/s) and peak memory of `warmup` + `batches` steps at one batch size."""
+    from zipformer_rwkv.zipformer import set_batch_count
+
     model, tokenizers, optimizer, scaler = built
+    set_batch_count(model, STEADY_BATCH_COUNT)
     rng = random.Random(0)
     batch = random_batch(max_duration, utt_seconds, rng)
     if device.type == "cuda":

@@ -84,9 +84,9 @@ if [ "$DRY" = 1 ]; then
   step "Training throughput (dry run) and train.py via mp.spawn" 600 \
     $PY bench/bench_scale.py --dry-run --device cpu --train-py "$TMP/trainpy"
 else
-  step "Compiled WKV7 kernel vs float64 reference" 150 \
+  step "Compiled WKV7 kernel vs float64 reference" 120 \
     $PY -m pytest -q -rs -p no:cacheprovider tests/test_wkv7_cuda.py
-  step "WKV7 speed: ours vs fla chunk_rwkv7" 120 $PY bench/bench_wkv7.py --device cuda --chunk-sizes
+  step "WKV7 speed: ours vs fla chunk_rwkv7" 150 $PY bench/bench_wkv7.py --device cuda --chunk-sizes
   step "Training throughput at scale and train.py via mp.spawn (NCCL)" 210 \
     $PY bench/bench_scale.py --train-py "$TMP/trainpy"
 fi
