@@ -86,12 +86,17 @@ def make_inputs(B: int, T: int, H: int, K: int, dtype: torch.dtype, device: str)
     return [x.to(device=device, dtype=dtype) for x in xs], state.to(device)
 
 
+FLA_ERROR = ""
+
+
 def fla_fn() -> Optional[Callable]:
     """fla's chunk_rwkv7 adapted to our contract (its state is [key, value]: transpose; scale 1);
     None when flash-linear-attention does not import."""
+    global FLA_ERROR
     try:
         from fla.ops.rwkv7 import chunk_rwkv7
-    except Exception:
+    except Exception as e:  # absent, or present but broken: say which in the header line
+        FLA_ERROR = f"{type(e).__name__}: {e}"
         return None
 
     def run(r, w, k, v, a, b, state):
@@ -207,7 +212,7 @@ def main() -> None:
     gpu = f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else ""
     print(f"torch {torch.__version__}{gpu}, threads {torch.get_num_threads()}, timer {args.timer}, "
           f"tri-inv {chunked._TRI_INV_METHOD}, "
-          f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else 'not installed'}"
+          f"triton {'yes' if triton_available() else 'no'}, fla {'yes' if fla_fn() else f'not installed ({FLA_ERROR})'}"
           + (f"; CUDA: median of {args.repeats or 20} after {args.warmup} warm-up (CUDA events)" if gpu else "")
           + ("; CPU: best of runs" if "cpu" in devices else ""))
     unit = "CPU ms" if args.timer == "cpu" else "ms"
