@@ -6,8 +6,9 @@ with an initial state, gradients for every input and the state. "fwd" runs witho
 inference path: nothing saved for backward); "fwd+bwd" with it. Prints a markdown table of milliseconds.
 CPU: the best of --repeats runs (--naive-repeats for the naive loop) after one warm-up, and the speed-up
 over the naive loop. CUDA: CUDA-event time (synchronized before and after), the median of --repeats
-runs after --warmup runs (Triton compiles in the first), and the speed-up over fla's `chunk_rwkv7`
-when flash-linear-attention imports (its row says "not installed" otherwise).
+runs after --warmup runs (Triton compiles in the first), fla's `chunk_rwkv7` last (its row says "not
+installed" when flash-linear-attention does not import), then lines "fla vs triton...": fla's time over
+ours, and the relative difference of fla's output and final state from ours.
 
 Default shapes: (B, T, H, K) = (1, 1024, 4, 64) and (8, 512, 12, 64) (speech-LLM prefill: batch 8,
 0.1B's 12 heads) fp32 on CPU; (8, 4096, 64, 64) and the long (1, 65536, 16, 64) bf16 on CUDA (naive is
@@ -164,8 +165,6 @@ def bench_shape(device: str, shape, args) -> List[str]:
     if cpu or args.naive_on_cuda:
         impls.append(("naive", lambda *x: wkv7(*x, impl="naive"), args.naive_repeats))
     interp, fla = os.environ.get("TRITON_INTERPRET") == "1", fla_fn()
-    if not cpu or (interp and fla is None):  # (fla itself runs on CUDA only)
-        impls.append(("fla chunk_rwkv7", fla, reps))
     for L in args.chunk_sizes:
         impls.append((f"chunked L={L}", lambda *x, L=L: wkv7(*x, impl="chunked", chunk_size=L), reps))
     if triton_available() and (not cpu or interp):
@@ -173,7 +172,9 @@ def bench_shape(device: str, shape, args) -> List[str]:
         for nw in [] if cpu else args.triton_num_warps:
             if nw != 4:  # timed with triton_kernel.NUM_WARPS = nw (forward and backward)
                 impls.append((f"triton num_warps={nw}", lambda *x: wkv7(*x, impl="triton"), reps))
-    rows, base = [], None
+    if not cpu or (interp and fla is None):  # fla runs on CUDA only; last, as its autotuning takes longest
+        impls.append(("fla chunk_rwkv7", fla, reps))
+    rows, base, times = [], None, {}
     head = f"| {device} | {{}} | ({B}, {T}, {H}, {K}) {str(dtype)[6:]} |"
     for name, fn, n in impls:
         if fn is None:
@@ -184,10 +185,16 @@ def bench_shape(device: str, shape, args) -> List[str]:
             fwd = time_ms(fn, xs, state, False, n, timer, args.warmup)
             fwd_bwd = float("nan") if args.fwd_only else time_ms(fn, xs, state, True, n, timer, args.warmup)
         speed = f"{base[1] / fwd:.2f}x / {base[2] / fwd_bwd:.2f}x vs {base[0]}" if base else "-"
-        if base is None and name in ("naive", "fla chunk_rwkv7"):
-            base = (name.split()[0], fwd, fwd_bwd)
+        if base is None and name == "naive":
+            base = (name, fwd, fwd_bwd)
+        times[name] = (fwd, fwd_bwd)
         rows.append(head.format(name) + f" {fwd:.2f} | {fwd_bwd:.2f} | {speed} |")
         print(rows[-1], flush=True)
+    for name, (fwd, fwd_bwd) in times.items():
+        if name.startswith("triton") and "fla chunk_rwkv7" in times:
+            fla_fwd, fla_fwd_bwd = times["fla chunk_rwkv7"]
+            print(f"fla vs {name} at {shape}: fla time / ours = {fla_fwd / fwd:.2f}x fwd, {fla_fwd_bwd / fwd_bwd:.2f}x "
+                  "fwd+bwd (> 1: ours faster)")
     fns = dict((name, fn) for name, fn, _ in impls)
     if not cpu and fns.get("fla chunk_rwkv7") and "triton" in fns:  # same contract? (a check, not a test)
         with torch.no_grad():

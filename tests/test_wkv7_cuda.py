@@ -57,9 +57,9 @@ else:
                                    device="cuda")
         _check(errs, TOL[dtype])
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-    def test_compiled_whole_head_blocks_via_wkv7(dtype):
-        """B * H >= 128 programs: one value block per head (the other block width), through `wkv7`."""
-        errs = errors_vs_reference(lambda *x: wkv7(*x, impl="triton"), (4, 40, 32, 64), dtype, True, seed=7,
-                                   device="cuda")
-        _check(errs, TOL[dtype])
+    def test_compiled_whole_head_blocks_via_wkv7():
+        """B * H >= 128 programs: one value block per head (the other block width), bf16 as in training,
+        through `wkv7`. (fp32 at this width is left out: its backward alone compiles for a minute.)"""
+        errs = errors_vs_reference(lambda *x: wkv7(*x, impl="triton"), (4, 40, 32, 64), torch.bfloat16, True,
+                                   seed=7, device="cuda")
+        _check(errs, TOL[torch.bfloat16])
