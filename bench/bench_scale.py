@@ -5,7 +5,8 @@ Model (train.py's own builders, random weights): Zipformer2 `--encoder-config la
 ~148 M) -> adapter -> RWKV-7 of the 0.4B shape (24 layers x 1024, head size 64, World vocabulary 65536),
 bf16 autocast (`--use-bf16 true`, as train.py), `--freeze-encoder true` and `false`. Batches of
 --max-durations seconds (default 600 and 1000) made of --utt-seconds utterances of random 80-dim fbank
-(100 frames/s) with random English transcripts (~2.7 words/s, LibriSpeech's rate). Each point: --warmup
+(100 frames/s) with random English transcripts (~2.7 words/s, LibriSpeech's rate); all of one length, so
+no padding (bucketed real batches pad a little). Each point: --warmup
 untimed optimizer steps, then --batches timed ones (synchronized wall time), with the encoder's
 schedules at train.py's batch count 100000 (no random layer skipping, final dropout and balancer rates:
 the steady state of every epoch but the first).

@@ -7,8 +7,9 @@
 #      train.py via mp.spawn (NCCL) on a tiny synthetic corpus
 # --dry-run also compiles the kernels ahead of time for sm_90 (bench/wkv7_compile_check.py).
 # Tables go to --out FILE (default $OUT/gpu_check.md when OUT is set, else ./gpu_check.md), the full
-# output to the same name with .log. flash-linear-attention is optional: wheels found in .whl/
-# (fla_core, flash_linear_attention, einops) are installed into a temporary folder for this run only.
+# output to the same name with .log. Wheels in .whl/ (git-ignored; carry it) of packages this Python
+# lacks are installed into a temporary folder for this run only: the project's lhotse, lilcom, soundfile,
+# rwkv, ... (the GPU image lacks them) and the optional flash-linear-attention (fla_core, einops).
 #
 # Usage:
 #   bash bench/gpu_check.sh                    # on a CUDA machine
@@ -41,9 +42,21 @@ mkdir -p "$(dirname "$MD")"
 : > "$LOG"
 export PYTHONUNBUFFERED=1
 
-if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-deps --no-index --target "$TMP/fla" .whl/*.whl >>"$LOG" 2>&1 \
-    && export PYTHONPATH="$TMP/fla${PYTHONPATH:+:$PYTHONPATH}"
+# Wheels in .whl/ of distributions this Python lacks go into a temporary folder on PYTHONPATH, for this
+# run only (the GPU image has no lhotse, lilcom, soundfile, rwkv, ...; fla is optional everywhere).
+missing=()
+for w in .whl/*.whl; do
+  [ -e "$w" ] || continue
+  $PY -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$(basename "$w" | cut -d- -f1)" \
+    2>/dev/null || missing+=("$w")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if $PY -m pip install -q --no-deps --no-index --target "$TMP/site" "${missing[@]}" >>"$LOG" 2>&1; then
+    export PYTHONPATH="$TMP/site${PYTHONPATH:+:$PYTHONPATH}"
+    WHEELS="wheels installed from .whl/ for this run: ${missing[*]##*/}"
+  else
+    WHEELS="pip could not install ${missing[*]##*/} (see the log)"
+  fi
 fi
 
 FAILED=0
@@ -71,6 +84,7 @@ step() {  # step TITLE SECONDS CMD... : run CMD with a time limit; its stdout ta
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
   fi
   $PY -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}')" 2>&1
+  echo "${WHEELS:-no wheels needed from .whl/}"
 } >> "$MD"
 
 if [ "$DRY" = 1 ]; then
