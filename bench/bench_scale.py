@@ -166,7 +166,7 @@ def scale_table(args, device: torch.device) -> List[str]:
             cell = f"| {freeze} | {d:g} ({max(1, int(d // utt))}) | {n_all / 1e6:.1f} M ({n_train / 1e6:.1f} M) |"
             try:
                 r = measure_point(params, built, device, d, utt, warmup, batches)
-                cell += f" {r['rate']:.1f} | {r['peak_gib']:.2f} | {LIBRISPEECH_S / r['rate'] / 3600:.2f} |"
+                cell += f" {r['rate']:.2f} | {r['peak_gib']:.2f} | {LIBRISPEECH_S / r['rate'] / 3600:.2f} |"
             except torch.cuda.OutOfMemoryError:
                 model.zero_grad(set_to_none=True)
                 cell += " OOM | OOM | - |"
