@@ -25,8 +25,8 @@ def test_random_batch_has_the_requested_audio():
 
 def test_dry_run_writes_a_throughput_row(tmp_path):
     out = tmp_path / "scale.md"
-    cmd = [sys.executable, "bench/bench_scale.py", "--dry-run", "--freeze-encoder", "true", "--max-durations", "10", "--warmup", "0",
-           "--device", "cpu", "--out", str(out)]
+    cmd = [sys.executable, "bench/bench_scale.py", "--dry-run", "--freeze-encoder", "true", "--max-durations", "10",
+           "--warmup", "0", "--device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
