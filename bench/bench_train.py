@@ -49,13 +49,42 @@ def logged_rate(exp_dir: Path) -> Optional[str]:
     return f"{float(found[-1][0]):.1f}" if found else None
 
 
+def build_for_training(params, device):
+    """train.py's model (random weights: `recipe.get_model(params, load_pretrained=False)`, so an
+    RWKV-7 comes from params.rwkv_config), moved to `device` in train mode, its optimizers and grad
+    scaler. Returns (model, tokenizers, optimizer, scaler)."""
+    from zipformer_rwkv import recipe
+    from zipformer_rwkv.utils import create_grad_scaler
+
+    model, tokenizers = recipe.get_model(params, load_pretrained=False)
+    model.to(device).train()
+    optimizer = recipe.get_optimizer(params, model)
+    scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
+    return model, tokenizers, optimizer, scaler
+
+
+def training_step(params, model, optimizer, scaler, batch: dict, tokenizers, device, step: int) -> float:
+    """One train.py optimizer step on `batch` (autocast per params.use_autocast/params.dtype, grad
+    scaler, scheduler at batch `step`); returns the batch's audio seconds (lm: tokens)."""
+    from zipformer_rwkv import recipe, train
+    from zipformer_rwkv.utils import torch_autocast
+
+    with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
+        loss, _ = recipe.compute_loss(params, model, batch, tokenizers, device)
+    scaler.scale(loss).backward()
+    optimizer.scheduler.step_batch(step)
+    optimizer.step(scaler)
+    scaler.update()
+    optimizer.zero_grad()
+    return train.batch_audio_seconds(params, batch)
+
+
 def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
     """Run warmup + batches training steps with exp_dir's options; returns the numbers."""
     import torch
 
-    from zipformer_rwkv import recipe, train
+    from zipformer_rwkv import train
     from zipformer_rwkv.checkpoint import read_checkpoint
-    from zipformer_rwkv.utils import create_grad_scaler, torch_autocast
 
     ckpt = newest_checkpoint(exp_dir)
     saved = read_checkpoint(ckpt)
@@ -71,10 +100,7 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
     params.rwkv_config = saved.get("rwkv_config")
     train.set_autocast_params(params)  # --use-fp16 / --use-bf16 as in the run
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
-    model.to(device).train()
-    optimizer = recipe.get_optimizer(params, model)
-    scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
+    model, tokenizers, optimizer, scaler = build_for_training(params, device)
     train_dl, _ = train.get_dataloaders(params, args, tokenizers, 1, 0)
     train_dl.sampler.set_epoch(0)
     amount = wall = 0.0
@@ -92,14 +118,7 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
             continue
         if done == warmup:
             t0, amount = time.time(), 0.0
-        with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
-            loss, _ = recipe.compute_loss(params, model, batch, tokenizers, device)
-        scaler.scale(loss).backward()
-        optimizer.scheduler.step_batch(done + 1)
-        optimizer.step(scaler)
-        scaler.update()
-        optimizer.zero_grad()
-        amount += train.batch_audio_seconds(params, batch)
+        amount += training_step(params, model, optimizer, scaler, batch, tokenizers, device, done + 1)
         done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -4,37 +4,28 @@ Tolerances (rel. error vs float64 autograd of the naive recurrence on the same i
 fp32 <= 1e-5, bf16 <= 1e-2. The interpreter runs tl.dot in numpy fp32, so TF32 rounding used for 16-bit
 inputs on a real GPU is not exercised here.
 
-Triton decides interpret-vs-compile when it is first imported. If something imported triton earlier in
-this pytest process (peft does), these tests re-run this file in a fresh interpreter-mode subprocess.
+Triton decides interpret-vs-compile when it is first imported, for the whole process. This file does
+not set TRITON_INTERPRET in the pytest process (that would turn the compiled kernel of every later test,
+tests/test_wkv7_cuda.py's included, into the interpreter): unless the interpreter is already active
+(TRITON_INTERPRET=1 set by the caller), it re-runs itself in a subprocess with TRITON_INTERPRET=1.
 """
 import os
-import subprocess
-import sys
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 triton = pytest.importorskip("triton")
 
-from tests.wkv7_inputs import make_inputs, rel_err, run_fwd_bwd  # noqa: E402
-from zipformer_rwkv.rwkv7.wkv7 import wkv7, wkv7_naive  # noqa: E402
+from tests.wkv7_inputs import errors_vs_reference, make_inputs, rel_err, run_test_file_in_subprocess  # noqa: E402
+from zipformer_rwkv.rwkv7.wkv7 import wkv7  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7.triton_kernel import interpreter_active, wkv7_triton  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-NAMES = ["r", "w", "k", "v", "a", "b", "state"]
 
 if not interpreter_active():
 
     def test_triton_kernel_in_subprocess():
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
-            cwd=root, env=env, capture_output=True, text=True,
-        )
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        run_test_file_in_subprocess(__file__, dict(os.environ, TRITON_INTERPRET="1"))
 
 else:
 
@@ -42,25 +33,13 @@ else:
     @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
     @pytest.mark.parametrize("T", [1, 15, 17, 100])
     def test_triton_matches_naive_fwd_bwd(T, dtype, with_state):
-        inputs, s0 = make_inputs(1, T, 2, 16, seed=100 + T + 7 * with_state, with_state=with_state)
-        inputs = [x.to(dtype).double() for x in inputs]  # reference sees exactly the kernel's input values
-        ref = run_fwd_bwd(wkv7_naive, inputs, s0, torch.float64)
-        got = run_fwd_bwd(wkv7_triton, inputs, s0, dtype)
-        assert got[0].dtype == dtype and got[1].dtype == torch.float32
-        tol = TOL[dtype]
-        assert rel_err(got[0], ref[0]) <= tol, "out"
-        assert rel_err(got[1], ref[1]) <= tol, "final state"
-        for name, g, g_ref in zip(NAMES, got[2], ref[2]):
-            assert g.dtype == (torch.float32 if name == "state" else dtype)
-            assert rel_err(g, g_ref) <= tol, f"d{name}"
+        errs = errors_vs_reference(wkv7_triton, (1, T, 2, 16), dtype, with_state, seed=100 + T + 7 * with_state)
+        bad = {name: e for name, e in errs.items() if not e <= TOL[dtype]}
+        assert not bad, f"relative errors above {TOL[dtype]:g}: {bad}"
 
     def test_triton_head_size_64_and_batch():
-        inputs, s0 = make_inputs(2, 21, 1, 64, seed=11)
-        ref = run_fwd_bwd(wkv7_naive, inputs, s0, torch.float64)
-        got = run_fwd_bwd(lambda *xs: wkv7(*xs, impl="triton"), inputs, s0, torch.float32)
-        assert rel_err(got[0], ref[0]) <= 1e-5 and rel_err(got[1], ref[1]) <= 1e-5
-        for name, g, g_ref in zip(NAMES, got[2], ref[2]):
-            assert rel_err(g, g_ref) <= 1e-5, f"d{name}"
+        errs = errors_vs_reference(lambda *xs: wkv7(*xs, impl="triton"), (2, 21, 1, 64), torch.float32, True, seed=11)
+        assert max(errs.values()) <= 1e-5, errs
 
     def test_triton_state_carry():
         inputs, s0 = make_inputs(1, 40, 2, 16, seed=12)

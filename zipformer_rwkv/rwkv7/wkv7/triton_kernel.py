@@ -24,6 +24,7 @@ import triton.language as tl
 from torch import Tensor
 
 BT = 16  # chunk length
+NUM_WARPS = 4  # warps per program of both kernels (bench_wkv7.py --triton-num-warps times others)
 LOG2_BT_MINUS_1 = tl.constexpr(3)  # (I - A)^{-1} product has log2(BT) factors
 
 
@@ -235,7 +236,7 @@ class WKV7Triton(torch.autograd.Function):
         if T > 0:
             _kernel("_wkv7_fwd_kernel", r.device)[(V // BV, B * H)](
                 r, w, k, v, a, b, h0, out, hT, hs, T, H=H, K=K, V=V, BV=BV, BT=BT,
-                HAS_H0=has_h0, SAVE_STATES=save, PREC=prec, num_warps=4,
+                HAS_H0=has_h0, SAVE_STATES=save, PREC=prec, num_warps=NUM_WARPS,
             )
         else:
             hT = h0.clone() if has_h0 else hT.zero_()
@@ -262,7 +263,7 @@ class WKV7Triton(torch.autograd.Function):
         if T > 0:
             _kernel("_wkv7_bwd_kernel", r.device)[(NV, B * H)](
                 r, w, k, v, a, b, hs, d_out, d_hT, *parts, dv, dh0, T, B, H=H, K=K, V=V, BV=BV, BT=BT,
-                HAS_DHT=has_dht, PREC=_precision(r.dtype), num_warps=4,
+                HAS_DHT=has_dht, PREC=_precision(r.dtype), num_warps=NUM_WARPS,
             )
         else:
             dh0 = d_hT.clone() if has_dht else dh0.zero_()
