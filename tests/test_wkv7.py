@@ -1,4 +1,4 @@
-"""WKV7 reference and chunked PyTorch path (spec rwkv7.md 1.3). Tolerances: fp32 rel. error <= 1e-5 vs float64."""
+"""WKV7 reference and chunked PyTorch path (zipformer_rwkv/rwkv7/README.md). Tolerances: fp32 rel. error <= 1e-5 vs float64."""
 import pytest
 import torch
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-LOG_DECAY_SCALE = 0.6065306597  # exp(-0.5); RWKV-7's w = -0.6065 * sigmoid(w_raw), spec rwkv7.md 1.2
+LOG_DECAY_SCALE = 0.6065306597  # exp(-0.5); RWKV-7's w = -0.6065 * sigmoid(w_raw), as in BlinkDL's RWKV_x070
 
 
 def make_inputs(B: int, T: int, H: int, K: int, seed: int, with_state: bool = True) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:

@@ -81,7 +81,7 @@ def wkv7(
     impl: str = "auto",
     chunk_size: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """WKV7 over a sequence (spec `rwkv7.md` §1.3).
+    """WKV7 over a sequence (the recurrence in `naive.py` and `rwkv7/README.md`).
 
     Args:
       r, w, k, v, a, b: (B, T, H, K), one dtype (fp32/bf16/fp16/fp64). w = per-channel LOG-decay

@@ -1,6 +1,7 @@
 """Chunked WKV7 in plain PyTorch (the CPU default): chunk-parallel algebra, sequential only over chunks.
 
-Derivation (own, from the recurrence in `rwkv7.md` §1.3; the WY/UT idea of the delta-rule literature).
+Derivation (own, from the recurrence in `naive.py`; the WY/UT idea of Yang et al., "Parallelizing Linear
+Transformers with the Delta Rule over Sequence Length", arXiv 2406.06484).
 Work with h = S^T (key x value). In a chunk of L steps starting from state h0, let g_t = sum_{s<=t} w_s
 (inclusive cumulative log-decay), g'_t = g_t - w_t (exclusive) and G = g_L. Unrolling the recurrence,
 

@@ -1,6 +1,7 @@
 """Step-by-step WKV7 recurrence: the reference every fast path is tested against.
 
-Spec: `rwkv7.md` §1.3 (BlinkDL `RWKV_x070` time-mix, `rwkv/cuda/rwkv7.cu`). Per batch and head, with the
+The recurrence of the RWKV-7 paper (arXiv 2503.14456) as BlinkDL's code runs it (`RWKV_x070` time-mix,
+`rwkv/cuda/rwkv7.cu`). Per batch and head, with the
 state S in BlinkDL's [value, key] layout (S[i, j], i = value index, j = key index)::
 
     sa_t   = S_{t-1} a_t                                   (a = alpha = -kk)
