@@ -71,17 +71,18 @@ def _wer(params, model, tokenizers, batch) -> float:
 
 def test_ctc_then_speech_llm_fit_twenty_utterances(utterances):
     from zipformer_rwkv import recipe
+    from zipformer_rwkv.utils import fix_random_seed
 
     bpe, batch = utterances
-    torch.manual_seed(0)
+    fix_random_seed(0)  # torch, and Python's `random`, which Balancer/Whiten draw from
     p_ctc = _params("ctc", bpe, "--base-lr", "0.05")
     ctc, tok = recipe.get_model(p_ctc)
     assert _wer(p_ctc, ctc, tok, batch) > 50  # untrained: nothing right
-    _fit(p_ctc, ctc, tok, batch, steps=120)
+    _fit(p_ctc, ctc, tok, batch, steps=150)
     ctc_wer = _wer(p_ctc, ctc, tok, batch)
     assert ctc_wer <= 10.0
 
-    torch.manual_seed(0)
+    fix_random_seed(0)
     p_llm = _params("llm", bpe, "--tokenizer", "bpe", "--adapter-type", "ctc", "--ctc-loss-scale", "0.3",
                     "--freeze-encoder", "true", "--base-lr", "0.03", "--llm-lr", "3e-3")
     llm, tok = recipe.get_model(p_llm)
@@ -89,5 +90,5 @@ def test_ctc_then_speech_llm_fit_twenty_utterances(utterances):
     assert missing and all(k.startswith("llm.") for k in missing)
     llm.freeze("encoder")
     assert _wer(p_llm, llm, tok, batch) > 50  # a random RWKV-7 does not copy the CTC input
-    _fit(p_llm, llm, tok, batch, steps=50)
+    _fit(p_llm, llm, tok, batch, steps=60)
     assert _wer(p_llm, llm, tok, batch) <= 10.0, f"speech LLM alone vs CTC greedy {ctc_wer:.1f}"
