@@ -265,3 +265,25 @@ def test_unreadable_cut_is_dropped_from_its_batch_and_named(data, tmp_path):
         seen += ids(batch) if batch["inputs"] is not None else []
     assert [cut_id for cut_id, _ in reported] == [bad.id]
     assert sorted(seen) == sorted(c.id for c in cuts if c.id != bad.id)
+
+
+def test_read_cuts_accepts_manifests_with_paths_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """Manifests from an older prepare.sh hold feature paths relative to the folder it ran in
+    (`data/fbank/...`), not to the manifest's folder: they still load, from that folder."""
+    import gzip
+    import json
+
+    from speech_llm_data import make_corpus
+    from zipformer_rwkv.asr_datamodule import read_cuts
+
+    conf = make_corpus(tmp_path / "data", n_train=2, n_dev=0, n_test=0)
+    manifest = conf.parent / "fbank" / "tiny_cuts_train.jsonl.gz"
+    lines = [json.loads(line) for line in gzip.open(manifest, "rt")]
+    for c in lines:  # as an older prepare.sh wrote them: relative to tmp_path, the working folder
+        c["features"]["storage_path"] = str(Path(c["features"]["storage_path"]).relative_to(tmp_path))
+    old = tmp_path / "data" / "fbank" / "old_cuts.jsonl.gz"
+    with gzip.open(old, "wt") as f:
+        f.writelines(json.dumps(c) + "\n" for c in lines)
+    monkeypatch.chdir(tmp_path)
+    cuts = list(read_cuts(Path("data/fbank/old_cuts.jsonl.gz")))
+    assert len(cuts) == 2 and all(c.load_features().shape[1] == 80 for c in cuts)

@@ -204,8 +204,19 @@ def make_cut_filter(min_duration: float = 1.0, max_duration: float = 20.0,
 
 def read_cuts(path: Path) -> CutSet:
     """The lazy CutSet of a manifest, its relative feature paths (local/compute_fbank.py) taken as
-    relative to the manifest's folder; absolute ones are kept."""
-    return load_manifest_lazy(path).with_features_path_prefix(str(path.parent))
+    relative to the manifest's folder; absolute ones are kept. Manifests written before that
+    convention hold paths relative to the folder prepare.sh ran in: when the first cut's features
+    exist only that way, the paths are used as they are (with a warning)."""
+    path = Path(path)
+    cuts = load_manifest_lazy(path)
+    first = next((c for c in cuts if getattr(c, "has_features", False)), None)
+    if first is not None:
+        storage = Path(first.features.storage_path)
+        if not storage.is_absolute() and not (path.parent / storage).exists() and storage.exists():
+            logging.warning(f"{path}: feature paths are relative to the current folder (an older "
+                            f"prepare.sh); re-run its stage 2 to make the data folder movable")
+            return cuts
+    return cuts.with_features_path_prefix(str(path.parent))
 
 
 class SeededBatches(K2SpeechRecognitionDataset):
