@@ -5,6 +5,8 @@ run.sh training stage. Prints a table.
 Usage (from the folder run.sh ran in):
   python bench/bench_train.py exp/ctc exp/lm exp/llm                # 3 warm-up + 10 timed batches each
   python bench/bench_train.py exp/llm --batches 20 --warmup 5 --num-threads 2
+  # both sides in one run: this tree against git revision REV, same model, batches and step
+  python bench/bench_train.py exp/ctc --num-threads 2 --baseline REV --repeats 3
 
 For each train.py --exp-dir given, the options of its newest epoch-N.pt (or checkpoint-N.pt) are
 reused: same model structure, PEFT/freezing, optimizer, --max-duration/--max-tokens, data,
@@ -13,19 +15,32 @@ stage runs in its own process, so "peak RSS" is that stage's own maximum residen
 (model, optimizer, data loader in the main process; --num-workers 0 is forced so loading is
 included in the timed wall time, as on a 2-core machine). "in run" is the throughput train.py
 logged in the real run (its last progress line), for comparison.
+
+The Zipformer's schedules (Balancer/Whiten probabilities, layer skipping, dropout) are set as
+train.py sets them at batch `--at-batch` (default: the checkpoint's own last batch, i.e. the
+steady state of the run; at batch 0 the encoder step is ~3x slower, since icefall's schedules
+start with every balancer active).
+
+`--baseline REV` runs each stage a second time with the code of git revision REV (exported
+with `git archive` to a temporary folder and put first on the child's sys.path), alternating
+the two sides `--repeats` times; the table gives each side's median and the speed-up.
 """
 import argparse
 import json
+import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# --baseline: the child imports zipformer_rwkv from the exported revision instead of this tree
+sys.path.insert(0, os.environ.get("BENCH_TRAIN_CODE", str(ROOT)))
 
 RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
 
@@ -79,8 +94,28 @@ def training_step(params, model, optimizer, scaler, batch: dict, tokenizers, dev
     return train.batch_audio_seconds(params, batch)
 
 
-def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
-    """Run warmup + batches training steps with exp_dir's options; returns the numbers."""
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+CONV_OPS = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+            "aten::_slow_conv2d_backward", "aten::thnn_conv2d", "aten::_convolution_depthwise2d"}
+
+
+def profile_split(prof) -> dict:
+    """Seconds of the profiled steps by kind: matmul and convolution ops (their own time),
+    Balancer/Whiten backward and the optimizer step (time inside them), everything else."""
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    split = dict(matmul=sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS),
+                 conv=sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS),
+                 balancer_whiten=sum(e.cpu_time_total for e in events
+                                     if e.key in ("_BalancerFnBackward", "_WhitenFnBackward")),
+                 optimizer=sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#")))
+    split["other"] = total - sum(split.values())
+    return {k: v / 1e6 for k, v in split.items()}
+
+
+def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profile: bool = False) -> dict:
+    """Run warmup + batches training steps with exp_dir's options, the Zipformer's schedules set
+    as at train.py batch `at_batch` (-1: the checkpoint's batch_idx_train); returns the numbers."""
     import torch
 
     from zipformer_rwkv import train
@@ -101,11 +136,17 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
     train.set_autocast_params(params)  # --use-fp16 / --use-bf16 as in the run
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model, tokenizers, optimizer, scaler = build_for_training(params, device)
+    at_batch = int(saved.get("batch_idx_train", 0)) if at_batch < 0 else at_batch
+    if params.model_type != "lm":  # as train.py does before each batch
+        from zipformer_rwkv.zipformer import set_batch_count
+
+        set_batch_count(model, at_batch // 10 * 10 * params.max_duration / params.ref_duration)
     train_dl, _ = train.get_dataloaders(params, args, tokenizers, 1, 0)
     train_dl.sampler.set_epoch(0)
     amount = wall = 0.0
     done = 0
     it = iter(train_dl)
+    prof = None
     t0 = time.time()
     while done < warmup + batches:
         try:
@@ -118,11 +159,18 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
             continue
         if done == warmup:
             t0, amount = time.time(), 0.0
+            if profile:
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
         amount += training_step(params, model, optimizer, scaler, batch, tokenizers, device, done + 1)
         done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.time() - t0
+    split = None
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        split = profile_split(prof)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     autocast = {torch.float16: "fp16", torch.bfloat16: "bf16"}[params.dtype] if params.use_autocast else "fp32"
     return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches, amount=amount, wall=wall,
@@ -130,7 +178,31 @@ def measure(exp_dir: Path, batches: int, warmup: int) -> dict:
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 peak_cuda_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 params=sum(p.numel() for p in model.parameters()), trainable=trainable,
-                threads=torch.get_num_threads(), device=str(device))
+                threads=torch.get_num_threads(), device=str(device), at_batch=at_batch, split=split)
+
+
+def run_child(exp_dir: Path, args, code: Optional[Path] = None) -> dict:
+    """measure() in a fresh process (its own peak RSS), importing zipformer_rwkv from `code`
+    (None: this tree). Exits with the child's error when it fails."""
+    cmd = [sys.executable, __file__, str(exp_dir), "--one", "--batches", str(args.batches),
+           "--warmup", str(args.warmup), "--num-threads", str(args.num_threads), "--at-batch", str(args.at_batch)] + (["--profile"] if args.profile else [])
+    env = dict(os.environ, BENCH_TRAIN_CODE=str(code)) if code is not None else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not res:
+        side = f" (code of {args.baseline})" if code is not None else ""
+        sys.exit(f"bench_train.py: {exp_dir}{side} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(res[0])
+
+
+def export_revision(rev: str, dest: Path) -> Path:
+    """`git archive REV` of this repository unpacked into dest; returns dest.
+    Raises SystemExit with git's message when REV is unknown."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True)
+    if archive.returncode != 0:
+        sys.exit(f"bench_train.py: --baseline {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
 
 
 def main() -> None:
@@ -139,6 +211,13 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=10, help="timed batches per stage")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     p.add_argument("--num-threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--at-batch", type=int, default=-1,
+                   help="set the Zipformer's schedules as train.py does at this batch (-1: the checkpoint's last)")
+    p.add_argument("--baseline", default="", help="git revision to compare against, in the same run")
+    p.add_argument("--repeats", type=int, default=1, help="runs per side (alternating); the median is shown")
+    p.add_argument("--profile", action="store_true",
+                   help="also split the timed steps' time by kind (matmul, conv, ...; under the profiler, so the "
+                        "throughput of such a run is a little lower)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one exp dir
     args = p.parse_args()
     if args.one:
@@ -147,31 +226,57 @@ def main() -> None:
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         try:
-            print("RESULT " + json.dumps(measure(args.exp_dirs[0], args.batches, args.warmup)))
+            print("RESULT " + json.dumps(measure(args.exp_dirs[0], args.batches, args.warmup, args.at_batch, args.profile)))
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"bench_train.py: error: {e}")
         return
-    rows = []
-    for d in args.exp_dirs:
-        cmd = [sys.executable, __file__, str(d), "--one", "--batches", str(args.batches),
-               "--warmup", str(args.warmup), "--num-threads", str(args.num_threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        res = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not res:
-            sys.exit(f"bench_train.py: {d} failed:\n{proc.stderr[-3000:]}")
-        r = json.loads(res[0])
-        rows.append((d, r, logged_rate(d)))
-        print(f"... {d}: {r['rate']:.1f} {r['unit']}/s, peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
-    r0 = rows[0][1]
-    print(f"\nTraining throughput: {args.batches} timed batches after {args.warmup} warm-up; "
-          f"device {r0['device']} (threads {r0['threads']})")
-    head = ["exp dir", "type", "autocast", "params (trainable)", "throughput", "in run", "peak RSS GiB", "peak CUDA GiB"]
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        sides = [("this tree", None)]
+        if args.baseline:
+            sides.insert(0, (args.baseline, export_revision(args.baseline, Path(tmp))))
+        rows = []
+        for d in args.exp_dirs:
+            runs = {name: [] for name, _ in sides}
+            for _ in range(args.repeats):
+                for name, code in sides:
+                    r = run_child(d, args, code)
+                    runs[name].append(r)
+                    print(f"... {d} [{name}]: {r['rate']:.1f} {r['unit']}/s, peak RSS {r['peak_rss_gib']:.2f} GiB",
+                          flush=True)
+            base_rate = statistics.median(r["rate"] for r in runs[sides[0][0]]) if args.baseline else None
+            for name, _ in sides:
+                rates = [r["rate"] for r in runs[name]]
+                rows.append((d, name, runs[name][-1], statistics.median(rates), rates, base_rate, logged_rate(d)))
+    r0 = rows[0][2]
+    print(f"\nTraining throughput: {args.batches} timed batches after {args.warmup} warm-up, schedules at batch "
+          f"{r0['at_batch']}; device {r0['device']} (threads {r0['threads']}); median of {args.repeats} run(s)")
+    head = ["exp dir", "code", "type", "autocast", "params (trainable)", "throughput", "runs", "speed-up", "in run",
+            "peak RSS GiB", "peak CUDA GiB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for d, r, logged in rows:
+    for d, name, r, rate, rates, base_rate, logged in rows:
         cuda = f"{r['peak_cuda_gib']:.2f}" if r["peak_cuda_gib"] is not None else "-"
-        print(f"| {d} | {r['model_type']} | {r['autocast']} | {r['params'] / 1e6:.2f} M ({r['trainable'] / 1e6:.2f} M) | "
-              f"{r['rate']:.1f} {r['unit']}/s | {logged or '-'} | {r['peak_rss_gib']:.2f} | {cuda} |")
+        speedup = f"{rate / base_rate:.2f}x" if base_rate else "-"
+        print(f"| {d} | {name} | {r['model_type']} | {r['autocast']} | {r['params'] / 1e6:.2f} M "
+              f"({r['trainable'] / 1e6:.2f} M) | {rate:.1f} {r['unit']}/s | {', '.join(f'{x:.1f}' for x in rates)} | "
+              f"{speedup} | {logged or '-'} | {r['peak_rss_gib']:.2f} | {cuda} |")
+    if args.profile:
+        print_split(rows)
+
+
+def print_split(rows) -> None:
+    """Where each stage's step time goes (last run of each side), and the throughput bound if all
+    but the matmuls and convolutions took no time."""
+    kinds = ["matmul", "conv", "balancer_whiten", "optimizer", "other"]
+    print("\nStep time by kind (seconds over the timed batches, % of the total; profiler self time):")
+    print("| exp dir | code | " + " | ".join(kinds) + " | bound: matmul + conv only |")
+    print("|" + "---|" * (len(kinds) + 3))
+    for d, name, r, *_ in rows:
+        split = r["split"]
+        total = sum(split.values())
+        cells = " | ".join(f"{split[k]:.2f} ({100 * split[k] / total:.0f}%)" for k in kinds)
+        bound = r["amount"] / max(split["matmul"] + split["conv"], 1e-9)
+        print(f"| {d} | {name} | {cells} | {bound:.1f} {r['unit']}/s |")
 
 
 if __name__ == "__main__":

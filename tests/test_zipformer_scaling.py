@@ -238,3 +238,22 @@ def test_balancer_backward_matches_direct_autograd(shape, cdim):
         assert not torch.allclose(ref, g.double())  # the penalty is active
         # the penalty is computed in float32 for every input dtype (as icefall), hence 1e-6
         assert float((gx.double() - ref).norm() / ref.norm()) < 1e-6
+
+
+@pytest.mark.parametrize("channels,kernel,frames,batch", [(16, 31, 57, 3), (12, 15, 8, 2), (4, 31, 1, 1)])
+def test_depthwise_conv1d_channels_last_matches_conv1d_float64(channels, kernel, frames, batch):
+    """The channels-last (k, 1) Conv2d path gives nn.Conv1d's output and gradients (input,
+    weight, bias), on a time-first input permuted to (N, C, T) as ConvolutionModule does."""
+    from zipformer_rwkv.zipformer.modules import depthwise_conv1d_channels_last
+
+    torch.manual_seed(frames)
+    conv = torch.nn.Conv1d(channels, channels, kernel, groups=channels, padding=kernel // 2).double()
+    x = torch.randn(frames, batch, channels, dtype=torch.float64, requires_grad=True)
+    ref = conv(x.permute(1, 2, 0))
+    out = depthwise_conv1d_channels_last(x.permute(1, 2, 0), conv)
+    assert out.shape == ref.shape
+    assert (out - ref).norm() / ref.norm() < 1e-12
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ref, [x, conv.weight, conv.bias], g),
+                    torch.autograd.grad(out, [x, conv.weight, conv.bias], g)):
+        assert (a - b).norm() / a.norm() < 1e-12
