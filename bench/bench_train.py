@@ -18,8 +18,8 @@ logged in the real run (its last progress line), for comparison.
 
 The Zipformer's schedules (Balancer/Whiten probabilities, layer skipping, dropout) are set as
 train.py sets them at batch `--at-batch` (default: the checkpoint's own last batch, i.e. the
-steady state of the run; at batch 0 the encoder step is ~3x slower, since icefall's schedules
-start with every balancer active).
+steady state of the run; icefall's schedules start with each Balancer applied to half the
+steps instead of an eighth, with more dropout and layer skipping, so early steps cost differently).
 
 `--baseline REV` runs each stage a second time with the code of git revision REV (exported
 with `git archive` to a temporary folder and put first on the child's sys.path), alternating
