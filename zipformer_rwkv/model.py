@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from zipformer_rwkv.adapter import Adapter, CtcTokenAdapter
 from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
-from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
+from zipformer_rwkv.interleave import audio_chunks, generate_interleaved, position_frames, text_chunks
+from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble, assemble_interleaved
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
 from zipformer_rwkv.zipformer.ctc import ctc_greedy_search, ctc_loss, make_ctc_output
 
@@ -139,8 +140,11 @@ class SpeechLLM(FreezableModule):
       adapter_type: "stack" (`Adapter`: frame stacking + MLP) or "ctc" (`CtcTokenAdapter`: CTC-compressed
         posterior-weighted RWKV-7 embeddings; needs the CTC head, `ctc_vocab_size` = RWKV-7's vocabulary).
       adapter_blank_threshold, adapter_encoder_proj: `CtcTokenAdapter` options.
+      interleave_chunk_frames: > 0: chunk-interleaved audio and text (`interleave.py`), chunks of
+        this many encoder frames; needs the CTC head over RWKV-7's vocabulary (forced alignment).
     Raises:
-      ValueError: an unknown adapter type; "ctc" without a CTC head over RWKV-7's vocabulary.
+      ValueError: an unknown adapter type; "ctc" or interleaving without a CTC head over RWKV-7's
+        vocabulary; interleaving with a template that has no infix.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class SpeechLLM(FreezableModule):
         adapter_type: str = "stack",
         adapter_blank_threshold: float = 0.95,
         adapter_encoder_proj: bool = False,
+        interleave_chunk_frames: int = 0,
     ):
         super().__init__()
         self.encoder = encoder
@@ -173,6 +178,16 @@ class SpeechLLM(FreezableModule):
         self.ctc_output = make_ctc_output(enc_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
         self.ctc_loss_scale = ctc_loss_scale
         self.template = template
+        self.adapter_downsample = adapter_downsample
+        self.interleave_chunk_frames = interleave_chunk_frames
+        if interleave_chunk_frames < 0:
+            raise ValueError(f"--interleave-chunk-frames must be >= 0, got {interleave_chunk_frames}")
+        if interleave_chunk_frames > 0:
+            if ctc_vocab_size != llm.config.vocab_size:
+                raise ValueError(f"--interleave-chunk-frames needs a CTC head over RWKV-7's vocabulary "
+                                 f"({llm.config.vocab_size}) to align the text, got {ctc_vocab_size} CTC outputs")
+            if not template.infix:
+                raise ValueError("--interleave-chunk-frames needs a prompt template with tokens after <audio>")
 
     def encode(
         self, feats: torch.Tensor, feat_lens: torch.Tensor
@@ -205,7 +220,13 @@ class SpeechLLM(FreezableModule):
           loss = CE per predicted token (+ ctc_loss_scale * CTC per encoder frame), and stats.
         """
         audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
-        embeds, lengths, targets = assemble(audio, audio_lens, self.template, self.llm.emb, texts)
+        if self.interleave_chunk_frames > 0:
+            audio_chunk, num_chunks = self._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
+            t_chunks = text_chunks(ctc_log_probs, enc_lens, texts, num_chunks, self.interleave_chunk_frames)
+            embeds, lengths, targets = assemble_interleaved(audio, audio_chunk, num_chunks, self.template,
+                                                            self.llm.emb, texts, t_chunks)
+        else:
+            embeds, lengths, targets = assemble(audio, audio_lens, self.template, self.llm.emb, texts)
         logits = self.llm(inputs_embeds=embeds, lengths=lengths)
         ce, ntok, correct = _token_ce(logits, targets)
         loss = ce / ntok
@@ -218,6 +239,12 @@ class SpeechLLM(FreezableModule):
             stats["ctc_loss"] = ctc.item() * ntok / float(enc_lens.sum())
         stats["loss"] = loss.item() * ntok
         return loss, stats
+
+    def _audio_chunks(self, audio, audio_lens, enc_lens, ctc_log_probs):
+        """(audio_chunk (N, A), num_chunks (N,)) of the adapter positions (`interleave.audio_chunks`)."""
+        frames = position_frames(audio_lens, audio.size(1), enc_lens, ctc_log_probs, self.adapter_type,
+                                 self.adapter_downsample, getattr(self.adapter, "blank_threshold", 0.95))
+        return audio_chunks(frames, enc_lens, self.interleave_chunk_frames)
 
     @torch.no_grad()
     def prefill(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, list]:
@@ -257,6 +284,12 @@ class SpeechLLM(FreezableModule):
         if method not in ("greedy_search", "beam_search"):
             raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
         audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
+        if self.interleave_chunk_frames > 0:
+            if ctc_weight != 0:
+                raise ValueError("--ctc-weight is not supported with --interleave-chunk-frames yet")
+            audio_chunk, num_chunks = self._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
+            return generate_interleaved(self.llm, self.template, audio, audio_chunk, num_chunks, method, beam_size,
+                                        max_tokens_per_chunk=min(max_new_tokens, 2 * self.interleave_chunk_frames))
         logits, state = self.prefill(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
         if ctc_weight != 0:  # a negative weight reaches beam_search's range check

@@ -137,3 +137,86 @@ def assemble(
     embeds = embeds * valid.unsqueeze(-1).to(embeds.dtype)
     lengths_t = torch.tensor(lengths, dtype=torch.long, device=device)
     return embeds, lengths_t, (targets.to(device) if targets is not None else None)
+
+
+def assemble_interleaved(
+    audio: torch.Tensor,
+    audio_chunk: torch.Tensor,
+    num_chunks: torch.Tensor,
+    template: PromptTemplate,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    texts: List[List[int]],
+    text_chunks: List[List[int]],
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chunk-interleaved training sequences: each chunk's audio, then the text spoken in it.
+
+    Row layout (SpeechLLM-XL, arXiv 2410.03752, with EOS doubling as its end-of-chunk token):
+
+      [prefix] [audio 1] [infix] [text 1] [EOS] [audio 2] [infix] [text 2] [EOS] ... [audio K] [infix] [text K] -> EOS
+
+    Targets are every chunk's text tokens and the EOS that closes it (a chunk with no text still
+    predicts its EOS); an EOS inside the row is read as input, so the next chunk's audio follows
+    the state that wrote the text before it. With K = 1 this is `assemble`'s sequence.
+
+    Args:
+      audio: (N, A, C) adapter output.
+      audio_chunk: (N, A) int64, the chunk of each audio position (non-decreasing along a row),
+        -1 on padding positions.
+      num_chunks: (N,) int64, K per row (>= 1).
+      template: the prompt template; its infix must not be empty (the position that predicts a
+        chunk's first token).
+      embed: token embedding lookup, LongTensor (N, T) -> (N, T, C).
+      texts: transcript token ids per row (without EOS).
+      text_chunks: per row, the chunk of each transcript token (non-decreasing, in [0, K)).
+    Returns:
+      embeds (N, T, C) right-padded with zeros, lengths (N,) int64, targets (N, T) int64
+      (IGNORE_ID where nothing is predicted).
+    Raises:
+      ValueError: an empty infix; chunk indices out of range or not in order.
+    """
+    if not template.infix:
+        raise ValueError("chunk interleaving needs a prompt template with tokens after <audio> "
+                         "(the position that predicts each chunk's first token)")
+    n, device = audio.size(0), audio.device
+    eos, infix = template.eos_id, template.infix
+    rows: List[Tuple[List[int], List[bool], List[int]]] = []
+    for r in range(n):
+        k_r = int(num_chunks[r])
+        a_chunk = [c for c in audio_chunk[r].tolist() if c >= 0]
+        if k_r < 1 or any(c >= k_r for c in a_chunk) or a_chunk != sorted(a_chunk):
+            raise ValueError(f"row {r}: audio chunks {a_chunk} do not fit {k_r} chunks in order")
+        t_chunk = text_chunks[r]
+        if len(t_chunk) != len(texts[r]) or any(not 0 <= c < k_r for c in t_chunk) or t_chunk != sorted(t_chunk):
+            raise ValueError(f"row {r}: text chunks {t_chunk} do not fit {k_r} chunks in order")
+        ids, is_audio, tgt = list(template.prefix), [False] * len(template.prefix), [IGNORE_ID] * len(template.prefix)
+        for k in range(k_r):
+            n_a = a_chunk.count(k)
+            ids += [0] * n_a + infix
+            is_audio += [True] * n_a + [False] * len(infix)
+            tgt += [IGNORE_ID] * (n_a + len(infix))
+            out = [tok for tok, c in zip(texts[r], t_chunk) if c == k] + [eos]
+            tgt[-1] = out[0]
+            ids += out[:-1]
+            is_audio += [False] * (len(out) - 1)
+            tgt += out[1:]
+            if k < k_r - 1:  # the chunk's EOS is read before the next chunk's audio
+                ids.append(eos)
+                is_audio.append(False)
+                tgt.append(IGNORE_ID)
+        rows.append((ids, is_audio, tgt))
+    lengths = [len(ids) for ids, _, _ in rows]
+    total = max(lengths)
+    ids_t = torch.zeros(n, total, dtype=torch.long)
+    audio_mask = torch.zeros(n, total, dtype=torch.bool)
+    targets = torch.full((n, total), IGNORE_ID, dtype=torch.long)
+    for r, (ids, is_audio, tgt) in enumerate(rows):
+        ids_t[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        audio_mask[r, : len(ids)] = torch.tensor(is_audio, dtype=torch.bool)
+        targets[r, : len(ids)] = torch.tensor(tgt, dtype=torch.long)
+    valid = torch.arange(total).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    ids_t, audio_mask, valid = ids_t.to(device), audio_mask.to(device), valid.to(device)
+    tok = embed(ids_t)
+    audio_rows = audio[audio_chunk >= 0]
+    embeds = tok.masked_scatter(audio_mask.unsqueeze(-1), audio_rows.to(tok.dtype))
+    embeds = embeds * valid.unsqueeze(-1).to(embeds.dtype)
+    return embeds, torch.tensor(lengths, dtype=torch.long, device=device), targets.to(device)

@@ -28,7 +28,8 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
     "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
-    "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
+    "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj",
+    "interleave_chunk_frames", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
     "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
@@ -65,6 +66,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="ctc: frames with blank posterior >= this are dropped")
     g.add_argument("--adapter-encoder-proj", type=str2bool, default=False,
                    help="ctc: add a (zero-initialised) projection of the encoder state to each position")
+    g.add_argument("--interleave-chunk-frames", type=int, default=0,
+                   help="llm: > 0: RWKV-7 reads each chunk of this many encoder frames (25 Hz: 16 = 0.64 s) "
+                        "and writes its text before the next (SpeechLLM-XL); the text is split by the CTC "
+                        "head's forced alignment, so it needs --tokenizer bpe and a CTC head; 0: whole "
+                        "utterance, then text")
     g.add_argument("--adapter-hidden-dim", type=int, default=-1,
                    help="hidden width of the adapter MLP; -1: the RWKV-7 width; 0: a single Linear")
     g.add_argument("--ctc-loss-scale", type=float, default=0.0,
@@ -241,6 +247,7 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
         adapter_type=params.adapter_type,
         adapter_blank_threshold=params.adapter_blank_threshold,
         adapter_encoder_proj=params.adapter_encoder_proj,
+        interleave_chunk_frames=params.get("interleave_chunk_frames", 0),
     )
     if load_pretrained and params.encoder_checkpoint:
         load_encoder_weights(model, params.encoder_checkpoint)
@@ -253,8 +260,10 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
 
 
 def uses_ctc_head(params: AttributeDict) -> bool:
-    """True when a speech LLM keeps a CTC head: an auxiliary CTC loss, or `--adapter-type ctc`."""
-    return params.ctc_loss_scale > 0 or params.get("adapter_type", "stack") == "ctc"
+    """True when a speech LLM keeps a CTC head: an auxiliary CTC loss, `--adapter-type ctc`, or
+    chunk interleaving (its forced alignment)."""
+    return (params.ctc_loss_scale > 0 or params.get("adapter_type", "stack") == "ctc"
+            or params.get("interleave_chunk_frames", 0) > 0)
 
 
 def min_encoder_frames(params: AttributeDict) -> int:

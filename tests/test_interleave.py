@@ -1,0 +1,126 @@
+"""Chunk-interleaved audio and text (`--interleave-chunk-frames`): the sequence layout, the chunk of
+each audio position and transcript token, and decoding that carries the state as training reads it."""
+import pytest
+import torch
+from torch import nn
+
+from test_adapter_ctc import posteriors
+from test_model_speech_llm import EOS, V, batch, make_speech_llm
+from zipformer_rwkv.interleave import audio_chunks, generate_interleaved, position_frames, text_chunks
+from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble, assemble_interleaved
+
+T = PromptTemplate(prefix=[5, 6], infix=[7], eos_id=EOS)
+
+
+def test_layout_and_targets():
+    audio = torch.arange(2 * 4 * 3, dtype=torch.float).view(2, 4, 3) + 100
+    audio_chunk = torch.tensor([[0, 0, 1, 2], [1, -1, -1, -1]])
+    num_chunks = torch.tensor([3, 2])
+    emb = nn.Embedding(V, 3)
+    texts, t_chunks = [[10, 11, 12], [13]], [[0, 0, 2], [1]]
+    embeds, lengths, targets = assemble_interleaved(audio, audio_chunk, num_chunks, T, emb, texts, t_chunks)
+    A = None  # an audio position
+    row0 = [5, 6, A, A, 7, 10, 11, EOS, A, 7, EOS, A, 7, 12]
+    row1 = [5, 6, 7, EOS, A, 7, 13]
+    tgt0 = [IGNORE_ID] * 4 + [10, 11, EOS, IGNORE_ID, IGNORE_ID, EOS, IGNORE_ID, IGNORE_ID, 12, EOS]
+    tgt1 = [IGNORE_ID] * 2 + [EOS, IGNORE_ID, IGNORE_ID, 13, EOS]
+    assert lengths.tolist() == [len(row0), len(row1)]
+    for r, (row, tgt, audio_rows) in enumerate([(row0, tgt0, audio[0]), (row1, tgt1, audio[1, :1])]):
+        assert targets[r, : len(tgt)].tolist() == tgt
+        assert (targets[r, len(tgt):] == IGNORE_ID).all()
+        a = iter(audio_rows)
+        for i, tok in enumerate(row):
+            want = next(a) if tok is None else emb.weight[tok]
+            assert torch.equal(embeds[r, i], want)
+        assert (embeds[r, len(row):] == 0).all()
+
+
+def test_one_chunk_is_the_whole_utterance_sequence():
+    audio = torch.randn(2, 5, 3)
+    audio_lens = torch.tensor([5, 3])
+    emb = nn.Embedding(V, 3)
+    texts = [[10, 11], [12, 13, 14]]
+    chunk = torch.where(torch.arange(5) < audio_lens[:, None], 0, -1)
+    a = assemble(audio, audio_lens, T, emb, texts)
+    b = assemble_interleaved(audio, chunk, torch.tensor([1, 1]), T, emb, texts, [[0, 0], [0, 0, 0]])
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_bad_chunks_are_clear_errors():
+    audio, emb = torch.randn(1, 2, 3), nn.Embedding(V, 3)
+    with pytest.raises(ValueError, match="text chunks"):
+        assemble_interleaved(audio, torch.tensor([[0, 1]]), torch.tensor([2]), T, emb, [[10, 11]], [[1, 0]])
+    with pytest.raises(ValueError, match="audio chunks"):
+        assemble_interleaved(audio, torch.tensor([[0, 2]]), torch.tensor([2]), T, emb, [[10]], [[0]])
+    with pytest.raises(ValueError, match="after <audio>"):
+        assemble_interleaved(audio, torch.tensor([[0, 0]]), torch.tensor([1]), PromptTemplate([5], [], EOS), emb,
+                             [[10]], [[0]])
+
+
+def test_positions_and_tokens_go_to_the_chunk_they_start_in():
+    # frames: blank, 2 2, blank, 3, blank, blank | 4 4, blank   (chunk = 4 frames)
+    row = [(0, .99), (2, .9), (2, .9), (0, .99), (3, .9), (0, .99), (0, .99), (4, .9), (4, .9), (0, .99)]
+    lp = posteriors([row])
+    lens = torch.tensor([10])
+    frames = position_frames(torch.tensor([3]), 3, lens, lp, "ctc", blank_threshold=0.95)
+    assert frames.tolist() == [[1, 4, 7]]
+    chunk, num = audio_chunks(frames, lens, 4)
+    assert chunk.tolist() == [[0, 1, 1]] and num.tolist() == [3]
+    assert text_chunks(lp, lens, [[2, 3, 4]], num, 4) == [[0, 1, 1]]
+    # stack adapter: position j starts at frame j * k
+    frames = position_frames(torch.tensor([2, 1]), 3, lens, None, "stack", downsample=4)
+    assert frames.tolist() == [[0, 4, -1], [0, -1, -1]]
+    # a transcript longer than the frames has no alignment: all its text goes to the last chunk
+    assert text_chunks(lp[:, :2], torch.tensor([2]), [[2, 3, 4]], torch.tensor([1]), 4) == [[0, 0, 0]]
+
+
+def test_speech_llm_trains_and_decodes_interleaved():
+    """The loss reaches the LLM and the CTC head; greedy decoding reads chunks as training does:
+    teacher-forcing the decoder's own output (each token in the chunk that wrote it) gives that
+    output as the argmax at every target position (a chunk's EOS too, unless the chunk hit the
+    token cap)."""
+    torch.manual_seed(0)
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3, adapter_type="ctc", adapter_blank_threshold=1.0,
+                            interleave_chunk_frames=4)
+    feats, lens, texts = batch()
+    loss, _ = model(feats, lens, texts, ctc_targets=texts)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name in ("llm.emb.weight", "llm.head.weight", "ctc_output.1.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+    model.eval()
+    cap = 3
+    hyps = model.generate(feats, lens, method="greedy_search", max_new_tokens=cap)
+    audio, audio_lens, _, enc_lens, ctc_lp = model.encode(feats, lens)
+    audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_lp)
+    checked = 0
+    for r, hyp in enumerate(hyps):
+        done = [0]  # tokens written through chunk k: decode the first k + 1 chunks alone
+        for k in range(int(num_chunks[r])):
+            sub = audio_chunk[r:r + 1].masked_fill(audio_chunk[r:r + 1] > k, -1)
+            done.append(len(generate_interleaved(model.llm, model.template, audio[r:r + 1], sub,
+                                                 torch.tensor([k + 1]), max_tokens_per_chunk=cap)[0].tokens))
+        counts = [b - a for a, b in zip(done, done[1:])]
+        assert done[-1] == len(hyp.tokens)
+        t_chunks = [k for k, c in enumerate(counts) for _ in range(c)]
+        embeds, lengths, targets = assemble_interleaved(audio[r:r + 1], audio_chunk[r:r + 1], num_chunks[r:r + 1],
+                                                        model.template, model.llm.emb, [hyp.tokens], [t_chunks])
+        pred = model.llm(inputs_embeds=embeds, lengths=lengths)[0].argmax(-1)
+        eos_seen = 0
+        for i in (targets[0] != IGNORE_ID).nonzero()[:, 0].tolist():
+            want = int(targets[0, i])
+            if want == EOS:
+                eos_seen += 1
+                if counts[eos_seen - 1] == cap:  # the chunk was cut by the cap, not ended by EOS
+                    continue
+            assert int(pred[i]) == want, (r, i)
+            checked += 1
+    assert checked > len(hyps)
+
+
+def test_interleaving_needs_a_ctc_head_over_the_llm_vocabulary():
+    with pytest.raises(ValueError, match="interleave-chunk-frames"):
+        make_speech_llm(interleave_chunk_frames=4)
+    with pytest.raises(ValueError, match="after <audio>"):
+        make_speech_llm(template=PromptTemplate([5], [], EOS), ctc_vocab_size=V, interleave_chunk_frames=4)
