@@ -12,11 +12,12 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 
 Each system is loaded as decode.py loads it (structure from the checkpoint; --use-averaged-model
-true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from disk is not timed), --warmup batches
-are decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
-decode.py logs. "batch 1" decodes utterance by utterance; "batched" uses lhotse's
-DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) is printed as a
-check that the model is the trained one. Peak RSS is the process maximum so far.
+true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from
+disk is not timed), --warmup batches are decoded first, and decoding is
+zipformer_rwkv.decode.decode_dataset, so the times are what decode.py logs. "batch 1" decodes
+utterance by utterance; "batched" uses lhotse's DynamicBucketingSampler with --max-duration seconds
+per batch. WER (kaldialign) is printed as a check that the model is the trained one. Peak RSS is the
+process maximum so far.
 """
 import argparse
 import itertools
@@ -26,14 +27,12 @@ import time
 from pathlib import Path
 from typing import List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from zipformer_rwkv import decode as dec  # noqa: E402
-from zipformer_rwkv import recipe  # noqa: E402
-from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints  # noqa: E402
-from zipformer_rwkv.utils import AttributeDict  # noqa: E402
+from zipformer_rwkv import decode as dec
+from zipformer_rwkv import recipe
+from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints
+from zipformer_rwkv.utils import AttributeDict
 
 
 def load_system(exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool, common: List[str], device):

@@ -24,9 +24,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
 
 

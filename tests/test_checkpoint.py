@@ -23,7 +23,6 @@ from zipformer_rwkv.checkpoint import (
 from zipformer_rwkv.optim import Eden, ScaledAdam
 from zipformer_rwkv.utils import AttributeDict, create_grad_scaler
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -236,7 +235,6 @@ def test_killed_saver_leaves_previous_checkpoint(tmp_path):
     flag = tmp_path / "inside-save"
     code = f"""
 import sys, time, torch
-sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 import zipformer_rwkv.checkpoint as c
 from torch import nn
 real = torch.save

@@ -8,9 +8,9 @@ import torch
 from lhotse import CutSet, SupervisionSegment
 from lhotse.testing.dummies import dummy_cut
 
-from local.compute_fbank import compute_fbank
-from local.import_manifest import import_manifest
-from local.make_toy_corpus import make_toy_corpus
+from compute_fbank import compute_fbank
+from import_manifest import import_manifest
+from make_toy_corpus import make_toy_corpus
 from zipformer_rwkv.asr_datamodule import (
     AsrDataModule,
     encoder_output_frames,

@@ -70,7 +70,9 @@ def test_assemble_layout_and_targets():
 
 
 def test_template_from_string():
-    enc = lambda s: [ord(c) for c in s]
+    def enc(s):
+        return [ord(c) for c in s]
+
     t = PromptTemplate.from_string("ab<audio>c<eos>", enc, eos_id=0)
     assert (t.prefix, t.infix) == ([97, 98], [99, 0])
     with pytest.raises(ValueError, match="exactly once"):
@@ -90,7 +92,8 @@ def test_loss_is_mean_ce_over_transcript_and_eos_only():
         x = torch.cat([model.llm.emb.weight[ids_pre], audio[0], model.llm.emb.weight[ids_post]])
         logits = model.llm(inputs_embeds=x.unsqueeze(0))[0]
         k = len(texts[i]) + 1
-        total += float(nn.functional.cross_entropy(logits.detach()[-k:], torch.tensor(texts[i] + [EOS]), reduction="sum"))
+        target = torch.tensor(texts[i] + [EOS])
+        total += float(nn.functional.cross_entropy(logits.detach()[-k:], target, reduction="sum"))
     assert abs(float(loss) * stats["frames"] - total) < 1e-3 * total
 
 
@@ -99,7 +102,8 @@ def test_padding_does_not_change_loss():
     model = make_speech_llm().eval()
     feats, lens, texts = batch()
     _, s_all = model(feats, lens, texts)
-    ce_single = sum(model(feats[i : i + 1, : lens[i]], lens[i : i + 1], texts[i : i + 1])[1]["ce_loss"] for i in range(3))
+    ce_single = sum(model(feats[i : i + 1, : lens[i]], lens[i : i + 1], texts[i : i + 1])[1]["ce_loss"]
+                    for i in range(3))
     assert abs(s_all["ce_loss"] - ce_single) < 1e-3 * ce_single
 
 

@@ -17,7 +17,6 @@ from zipformer_rwkv.optim import (
     get_parameter_groups_with_lrs,
 )
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

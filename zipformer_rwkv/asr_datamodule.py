@@ -49,8 +49,8 @@ from lhotse.dataset import (
     SimpleCutSampler,
     SpecAugment,
 )
-from lhotse.lazy import LazyIteratorChain
 from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
+from lhotse.lazy import LazyIteratorChain
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 

@@ -25,16 +25,12 @@ recogs-{set}-{suffix}.txt, errs-{set}-{suffix}.txt, wer-summary-{set}-{suffix}.t
 ppl-{set}-{suffix}.txt on the dev/test transcripts and lm-valid) and log-decode-{suffix}-*; logs
 the RTFx (audio seconds / decoding seconds).
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import logging
 import math
+import sys
 import time
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import torch

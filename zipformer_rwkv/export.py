@@ -10,14 +10,10 @@ The file holds `{"model": averaged state dict}` plus the training options of the
 so it serves as `--encoder-checkpoint` (ctc) / `--rwkv-checkpoint` (lm) of a speech-LLM run, and as
 `transcribe.py --checkpoint`.
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from zipformer_rwkv.checkpoint import (
     atomic_torch_save,

@@ -28,7 +28,8 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
     "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
-    "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
+    "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj",
+    "llm_peft", "lora_r", "lora_alpha", "lora_targets",
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
     "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
@@ -162,7 +163,8 @@ def _build_rwkv(params: AttributeDict, load_pretrained: bool) -> nn.Module:
     if "model" in ckpt and isinstance(ckpt["model"], dict):
         sd = {k[len("llm."):]: v for k, v in ckpt["model"].items() if k.startswith("llm.")}
         if not sd:
-            raise CheckpointError(f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
+            raise CheckpointError(
+                f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
         if any(".lora_" in k or ".base_layer." in k for k in sd):
             raise CheckpointError(f"--rwkv-checkpoint {path}: holds LoRA layers; export a merged model first")
         model = RWKV7(config_from_state_dict(sd, path))

@@ -42,18 +42,14 @@ Known failures (a full disk, an unusable checkpoint, bad data) stop with one lin
 features/audio cannot be read is skipped, named in the log and counted (the epoch goes on) up to
 --max-bad-cuts; non-finite-loss warnings name the batch's cuts.
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import copy
 import logging
 import math
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -77,6 +73,7 @@ from zipformer_rwkv.checkpoint import (
     unwrap_model,
     update_averaged_model,
 )
+from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.errors import (
     CheckpointError,
     DataError,
@@ -85,7 +82,6 @@ from zipformer_rwkv.errors import (
     known_error_message,
     log_to_files,
 )
-from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
 from zipformer_rwkv.resume import (

@@ -19,15 +19,11 @@ line `transcribe.py: {path}: {reason}` on stderr; a transcript that hit --max-ne
 EOS is printed and flagged on stderr. Exit status: 0 if every file was transcribed, else the number
 of failed files (at most 100); 1 with one `transcribe.py: error:` line if the model cannot be loaded.
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import logging
 import re
+import sys
+from pathlib import Path
 
 import torch
 
