@@ -160,7 +160,7 @@ def get_params() -> AttributeDict:
     return AttributeDict(
         best_train_loss=float("inf"), best_valid_loss=float("inf"),
         best_train_epoch=-1, best_valid_epoch=-1,
-        batch_idx_train=0, cur_epoch=1, feature_dim=80, subsampling_factor=4,
+        batch_idx_train=0, cur_epoch=1, feature_dim=80,
         reset_interval=200, num_bad_batches=0, num_bad_cuts=0, env_info=get_env_info(),
     )
 
