@@ -181,8 +181,9 @@ def save_checkpoint(
       rank: the caller's rank; ranks other than 0 return without writing.
       trainable_only: store only trainable tensors of `model`/`model_avg` (frozen ones come from
         `base_checkpoints` when loading).
-      base_checkpoints: names -> paths of the frozen base checkpoints (e.g. {"encoder": ...,
-        "llm": ...}); stored as strings.
+      base_checkpoints: names -> paths of the frozen base checkpoints, {"encoder": ..., "llm": ...}
+        (what `--encoder-checkpoint` / `--rwkv-checkpoint` name); stored as strings.
+        `recipe.get_model_for_checkpoint` loads them when the file is decoded or transcribed.
     Raises:
       ValueError: if a key of `params` collides with a reserved key such as "model".
     """

@@ -18,6 +18,8 @@ Usage (from the repository root):
 
 The model structure (--model-type, encoder/RWKV-7 shapes, adapter, PEFT, prompt) is read from the
 checkpoint; an option given on the command line that contradicts it is an error naming both values.
+A trainable-only checkpoint (adapter/LoRA/state over a frozen base) gets its frozen weights from the
+base checkpoints it names (recipe.get_model_for_checkpoint).
 
 Every dev set, then every test set, of the corpus conf (--conf) is decoded, as icefall decodes
 dev-clean/dev-other and test-clean/test-other. Writes to exp_dir/{decoding_method}/:
@@ -39,6 +41,7 @@ from lhotse import CutSet
 from zipformer_rwkv import recipe
 from zipformer_rwkv.asr_datamodule import AsrDataModule
 from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints
+from zipformer_rwkv.errors import RecipeError
 from zipformer_rwkv.utils import (
     AttributeDict,
     setup_logger,
@@ -217,7 +220,7 @@ def lm_perplexity(params, model, texts: List[str], tokenizer, device, batch_toke
 def main() -> None:
     try:
         decode()
-    except (ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
+    except (RecipeError, ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
         sys.exit(f"decode.py: error: {e}")
 
 
@@ -241,7 +244,7 @@ def decode() -> None:
     logging.info(f"Decoding: {params}")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
+    model, tokenizers = recipe.get_model_for_checkpoint(params, saved, str(plan.filenames[-1]))
     load_decode_model(model, plan)
     model.to(device).eval()
     logging.info(f"Number of model parameters: {sum(p.numel() for p in model.parameters())}")

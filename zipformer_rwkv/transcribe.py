@@ -94,10 +94,10 @@ def load_model(args) -> tuple:
                          f"--average-period {period}); use --use-averaged-model false")
     if args.bpe_model:
         params.bpe_model = args.bpe_model
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
     key = "model_avg" if args.use_averaged_model else "model"
     if key not in saved:
         raise ValueError(f"{args.checkpoint} has no {key}")
+    model, tokenizers = recipe.get_model_for_checkpoint(params, saved, str(args.checkpoint))
 
     load_state_dict_checked(model, saved[key], f"{args.checkpoint}[{key}]",
                             allow_missing=bool(saved.get("trainable_only")))
