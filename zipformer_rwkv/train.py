@@ -67,6 +67,7 @@ from zipformer_rwkv.checkpoint import (
     atomic_copy,
     atomic_torch_save,
     load_checkpoint,
+    read_checkpoint,
     remove_checkpoints,
     save_checkpoint,
     save_checkpoint_with_global_batch_idx,
@@ -251,11 +252,12 @@ def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) ->
         return None
     if not filename.is_file():
         raise MissingFileError(f"cannot resume: {filename} does not exist")
+    saved_type = read_checkpoint(filename, mmap=True).get("model_type", params.model_type)
+    if saved_type != params.model_type:  # checked before the strict load, which would fail less clearly
+        raise CheckpointError(f"{filename} is a --model-type {saved_type} checkpoint, "
+                              f"this run is --model-type {params.model_type}")
     saved = load_checkpoint(filename, model, model_avg, optimizer=optimizer,
                             scheduler=optimizer.scheduler, scaler=scaler)
-    if saved.get("model_type", params.model_type) != params.model_type:
-        raise CheckpointError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
-                              f"this run is --model-type {params.model_type}")
     for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
                 "best_valid_loss", "num_bad_batches", "num_bad_cuts"):
         if key in saved:
