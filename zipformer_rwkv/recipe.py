@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from zipformer_rwkv.errors import CheckpointError
+from zipformer_rwkv.errors import CheckpointError, ConfigError
 from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
 from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
 from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
@@ -28,7 +28,7 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
-    "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
+    "model_type", "tokenizer", "bpe_model_sha256", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
     "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj",
     "llm_peft", "lora_r", "lora_alpha", "lora_targets",
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
@@ -88,10 +88,32 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ tokenizers
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _bpe(params: AttributeDict):
+    """The BPE tokenizer of `params.bpe_model`. Its identity travels with the model: the first load
+    sets `params.bpe_model_sha256` (saved in every checkpoint); when params already hold one (decode.py
+    and transcribe.py copy it from the checkpoint), another file is refused: a different BPE model with
+    a vocabulary no larger than the model's would decode garbage without any other error.
+
+    Raises:
+      ConfigError: the file's SHA-256 differs from `params.bpe_model_sha256`.
+    """
     from zipformer_rwkv.rwkv7 import get_tokenizer
 
-    return get_tokenizer("bpe", params.bpe_model)
+    tokenizer = get_tokenizer("bpe", params.bpe_model)
+    digest, want = file_sha256(params.bpe_model), params.get("bpe_model_sha256")
+    if want and digest != want:
+        raise ConfigError(f"--bpe-model {params.bpe_model} is not the BPE model the checkpoint was trained with "
+                          f"(sha256 {digest[:12]}..., the checkpoint's {want[:12]}...); give the run's bpe.model")
+    params.bpe_model_sha256 = digest
+    return tokenizer
 
 
 def get_tokenizers(params: AttributeDict, llm_vocab_size: Optional[int] = None) -> Dict[str, object]:
