@@ -227,3 +227,34 @@ def test_ctc_model_loss_and_greedy():
     assert stats["frames"] == float((lens // 4).sum()) and torch.isfinite(loss)
     hyps = model.decode(feats, lens)
     assert len(hyps) == 3 and all(0 not in h for h in hyps)
+
+
+class _FramesEncoder(nn.Module):
+    """Returns fixed 25 Hz frames: one-hot rows of the given per-frame token ids (16 dims)."""
+
+    encoder_out_dim = 16
+
+    def __init__(self, paths, lens):
+        super().__init__()
+        self.out = nn.functional.one_hot(torch.tensor(paths), 16).float()
+        self.lens = torch.tensor(lens)
+
+    def forward(self, x, x_lens):
+        return self.out, self.lens
+
+
+def test_ctc_model_greedy_collapses_repeats_drops_blanks_and_padding():
+    # Frame-level best paths (blank = 0); the CTC head maps one-hot frame k to a peak at token k, so
+    # the greedy result is known by hand: repeats merge unless a blank separates them, blanks go,
+    # frames past each utterance's length are ignored.
+    paths = [[0, 3, 3, 0, 3, 5, 5, 0],
+             [7, 0, 0, 7, 9, 9, 9, 9],  # 4 valid frames, then padding holding token 9
+             [0, 0, 0, 0, 0, 0, 2, 2]]  # all blank within its 6 frames
+    model = CtcModel(_FramesEncoder(paths, [8, 4, 6]), vocab_size=V).eval()
+    with torch.no_grad():
+        linear = model.ctc_output[1]
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[:16, :16] = 10 * torch.eye(16)
+    hyps = model.decode(torch.zeros(3, 32, 80), torch.tensor([32, 16, 24]))
+    assert hyps == [[3, 3, 5], [7, 7], []]
