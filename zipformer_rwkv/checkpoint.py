@@ -557,29 +557,38 @@ def average_checkpoints_with_averaged_model(
     `filename_start` is excluded: `--epoch 10 --avg 5` uses epoch-5.pt and epoch-10.pt.
 
     Raises:
-      RuntimeError: a file lacks model_avg/batch_idx_train/average_period, layouts differ, or
-        e <= s (naming both files).
+      CheckpointError (a RuntimeError): a file lacks model_avg/batch_idx_train/average_period,
+        layouts differ, or e <= s: one line naming both files and the reason.
     """
     ckpts = {}
     for name, f in (("start", filename_start), ("end", filename_end)):
         ckpt = read_checkpoint(f, device)
         for key in ("model_avg", "batch_idx_train", "average_period"):
             if key not in ckpt:
-                raise RuntimeError(
+                raise CheckpointError(
                     f"{f} has no '{key}' (saved without model_avg? use --use-averaged-model false)"
                 )
         ckpts[name] = ckpt
     period = ckpts["end"]["average_period"]
-    s = ckpts["start"]["batch_idx_train"] // period * period
-    e = ckpts["end"]["batch_idx_train"] // period * period
+    raw_s, raw_e = ckpts["start"]["batch_idx_train"], ckpts["end"]["batch_idx_train"]
+    s, e = raw_s // period * period, raw_e // period * period
+    if raw_e <= raw_s:
+        raise CheckpointError(
+            f"cannot average between {filename_start} and {filename_end}: the second (batch {raw_e}) "
+            f"is not later than the first (batch {raw_s})"
+        )
     if not e > s:
-        raise RuntimeError(
-            f"{filename_end} (batch {e}) is not later than {filename_start} (batch {s}) "
-            f"after rounding to average_period={period}"
+        raise CheckpointError(
+            f"cannot average between {filename_start} (batch {raw_s}) and {filename_end} (batch {raw_e}): "
+            f"model_avg is updated every --average-period {period} batches, and none fell between them; "
+            f"use --use-averaged-model false, or a larger --avg"
         )
     avg_s = _strip_module_prefix(ckpts["start"]["model_avg"])
     avg_e = _strip_module_prefix(ckpts["end"]["model_avg"])
-    _check_same_layout(avg_e, avg_s, str(filename_end), str(filename_start))
+    try:
+        _check_same_layout(avg_e, avg_s, str(filename_end), str(filename_start))
+    except RuntimeError as err:
+        raise CheckpointError(str(err)) from None
     w_e, w_s = e / (e - s), -s / (e - s)
     for k in _unique_keys(avg_e):
         v = avg_e[k]
