@@ -34,7 +34,14 @@ from zipformer_rwkv.errors import CheckpointError, CheckpointWriteError, Missing
 PathLike = Union[str, Path]
 
 _STATE_KEYS = ("optimizer", "scheduler", "grad_scaler", "sampler")
-_RESERVED = ("model", "model_avg", "trainable_only", "base_checkpoints") + _STATE_KEYS
+# The one list of checkpoint entries that are not `params` keys (training options and counters):
+# weights, what describes them, and the state dicts of the training objects.
+NON_OPTION_KEYS = ("model", "model_avg", "trainable_only", "base_checkpoints") + _STATE_KEYS
+
+
+def checkpoint_params(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The `params` a checkpoint was saved with: every entry but `NON_OPTION_KEYS`."""
+    return {k: v for k, v in checkpoint.items() if k not in NON_OPTION_KEYS}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -210,7 +217,7 @@ def save_checkpoint(
         if obj is not None:
             checkpoint[key] = _to_safe(obj.state_dict(), key)
     for key, value in (params or {}).items():
-        if key in _RESERVED:
+        if key in NON_OPTION_KEYS:
             raise ValueError(f"params key '{key}' collides with a checkpoint field")
         checkpoint[key] = _to_safe(value, f"params.{key}")
     atomic_torch_save(checkpoint, filename)

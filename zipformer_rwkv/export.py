@@ -19,12 +19,11 @@ from zipformer_rwkv.checkpoint import (
     atomic_torch_save,
     average_checkpoints,
     average_checkpoints_with_averaged_model,
+    checkpoint_params,
     read_checkpoint,
     resolve_decode_checkpoints,
 )
 from zipformer_rwkv.utils import str2bool
-
-_DROP = ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler", "rng_state")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,8 +52,11 @@ def main() -> None:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"export.py: error: {e}")
     out = args.out or args.exp_dir / "pretrained.pt"
-    payload = {k: v for k, v in last.items() if k not in _DROP}
+    payload = {k: v for k, v in checkpoint_params(last).items() if k != "rng_state"}  # no training RNG
     payload["model"] = state
+    for key in ("trainable_only", "base_checkpoints"):  # what the weights are: kept with them
+        if key in last:
+            payload[key] = last[key]
     payload["exported_from"] = plan.description
     atomic_torch_save(payload, out)
     logging.info(f"Wrote {out} ({plan.description})")

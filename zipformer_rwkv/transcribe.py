@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.checkpoint import load_state_dict_checked, read_checkpoint
+from zipformer_rwkv.checkpoint import checkpoint_params, load_state_dict_checked, read_checkpoint
 from zipformer_rwkv.utils import AttributeDict, str2bool
 
 SAMPLE_RATE = 16000
@@ -84,8 +84,7 @@ def load_model(args) -> tuple:
     saved = read_checkpoint(args.checkpoint)
     if "model_type" not in saved:
         raise ValueError(f"{args.checkpoint} was not written by train.py (no model_type)")
-    params = AttributeDict({k: v for k, v in saved.items() if k not in ("model", "model_avg", "optimizer",
-                                                                      "scheduler", "grad_scaler", "sampler")})
+    params = AttributeDict(checkpoint_params(saved))
     if params.model_type == "lm":
         raise ValueError(f"{args.checkpoint} is a language model (--model-type lm); it cannot transcribe audio")
     updates, period = saved.get("batch_idx_train"), saved.get("average_period")
