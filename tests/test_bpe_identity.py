@@ -6,7 +6,7 @@ import pytest
 
 from speech_llm_data import make_bpe
 from test_train_decode import TINY_ENC
-from zipformer_rwkv import decode, recipe, train, transcribe
+from zipformer_rwkv import decode, inference, recipe, train, transcribe
 from zipformer_rwkv.checkpoint import read_checkpoint, save_checkpoint
 from zipformer_rwkv.errors import ConfigError
 from zipformer_rwkv.utils import AttributeDict
@@ -53,8 +53,8 @@ def test_decode_refuses_another_bpe_model(run):
     for bpe, ok in ((run["copy"], True), (run["other"], False)):
         argv = ["--bpe-model", str(bpe)]
         params = AttributeDict(vars(decode.get_parser().parse_args(argv)))
-        decode.apply_checkpoint_structure(params, saved, decode.explicit_options(decode.get_parser(), argv),
-                                          str(run["ckpt"]))
+        inference.apply_checkpoint_structure(params, saved, inference.explicit_options(decode.get_parser(), argv),
+                                             str(run["ckpt"]))
         if ok:
             recipe.get_model_for_checkpoint(params, saved, str(run["ckpt"]))
         else:

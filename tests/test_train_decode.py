@@ -306,7 +306,7 @@ def test_short_utterance_is_skipped_and_counted(data):
     from types import SimpleNamespace
 
     from zipformer_rwkv import recipe
-    from zipformer_rwkv.decode import NOTE_SKIPPED, decode_dataset
+    from zipformer_rwkv.inference import NOTE_SKIPPED, decode_dataset
     from zipformer_rwkv.train import get_parser
     from zipformer_rwkv.utils import AttributeDict
 
@@ -359,7 +359,7 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
 def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():
     """`--query-head-dim 32` on the decode command line must match the resolved "32,32,32,32"
     that train.py saves; a different architecture must still be an error naming the option."""
-    from zipformer_rwkv.decode import apply_checkpoint_structure
+    from zipformer_rwkv.inference import apply_checkpoint_structure
     from zipformer_rwkv.utils import AttributeDict
 
     saved = {"model_type": "ctc", "query_head_dim": "32,32,32,32", "encoder_dim": "128,192,192,128"}

@@ -7,8 +7,8 @@ import torch
 
 from speech_llm_data import make_bpe
 from test_train_decode import TINY_ENC, TINY_LM
-from zipformer_rwkv import recipe, train, transcribe
-from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints, save_checkpoint
+from zipformer_rwkv import decode, inference, recipe, train, transcribe
+from zipformer_rwkv.checkpoint import resolve_decode_checkpoints, save_checkpoint
 from zipformer_rwkv.errors import CheckpointError
 from zipformer_rwkv.utils import AttributeDict
 
@@ -43,7 +43,7 @@ def run(tmp_path_factory):
     exp = root / "exp"
     save_checkpoint(exp / "epoch-1.pt", model, params=p_llm, trainable_only=True,
                     base_checkpoints={"encoder": enc, "llm": lm})
-    return dict(root=root, exp=exp, ckpt=exp / "epoch-1.pt", enc=enc, lm=lm, model=model.eval(),
+    return dict(root=root, exp=exp, ckpt=exp / "epoch-1.pt", enc=enc, lm=lm, bpe=bpe, model=model.eval(),
                 params_for=params_for)
 
 
@@ -83,11 +83,17 @@ def test_transcribe_loads_the_base_checkpoints(run):
 
 def test_decode_loads_the_base_checkpoints(run):
     plan = resolve_decode_checkpoints(run["exp"], epoch=1, iter=0, avg=1, use_averaged_model=False)
-    saved = read_checkpoint(plan.filenames[-1])
-    params = AttributeDict({k: v for k, v in saved.items() if k not in ("model", "model_avg")})
-    model, _ = recipe.get_model_for_checkpoint(params, saved, str(plan.filenames[-1]))
-    load_decode_model(model, plan)
-    _assert_same_weights(model.eval(), run["model"])
+    params = AttributeDict(vars(decode.get_parser().parse_args(["--bpe-model", str(run["bpe"])])))
+    _, model, _ = inference.load_model(plan, params)  # as decode.py
+    _assert_same_weights(model, run["model"])
+
+
+def test_bench_decode_loads_the_base_checkpoints(run):
+    import bench_decode
+
+    common = ["--bpe-model", str(run["bpe"]), "--num-workers", "0"]
+    _, model, _, _ = bench_decode.load_system(run["exp"], 1, 1, False, common, torch.device("cpu"))
+    _assert_same_weights(model, run["model"])
 
 
 def test_without_base_checkpoints_the_recorded_options_name_them(run):

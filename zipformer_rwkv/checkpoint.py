@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -693,27 +693,41 @@ def resolve_decode_checkpoints(
     return DecodeCheckpoints(method, files, f"average of {[f.name for f in files]}")
 
 
+def plan_state(plan: DecodeCheckpoints,
+               device: Union[str, torch.device] = "cpu") -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The weights `plan` selects: one file's "model", the mean of the files' "model"
+    (`average_checkpoints`), or the mean through their model_avg
+    (`average_checkpoints_with_averaged_model`).
+
+    Returns:
+      (state dict, the first file's entries: for "load" all of them, else read without its tensors).
+    Raises:
+      RuntimeError / FileNotFoundError: as `read_checkpoint` and the averaging functions.
+    """
+    if plan.method == "load":
+        first = read_checkpoint(plan.filenames[0], device)
+        return first["model"], first
+    first = read_checkpoint(plan.filenames[0], device, mmap=True)
+    if plan.method == "average":
+        return average_checkpoints(plan.filenames, device), first
+    if plan.method == "averaged_model":
+        return average_checkpoints_with_averaged_model(*plan.filenames, device=device), first
+    raise ValueError(f"unknown method {plan.method!r}")
+
+
 def load_decode_model(
     model: nn.Module,
     plan: DecodeCheckpoints,
     device: Union[str, torch.device] = "cpu",
     strict: bool = True,
 ) -> None:
-    """Load the weights `plan` selects into `model` (trainable-only files: load the frozen base
-    weights into `model` first; their absent keys are accepted).
+    """Load the weights `plan` selects (`plan_state`) into `model` (trainable-only files: load the
+    frozen base weights into `model` first; their absent keys are accepted).
 
     Raises:
       RuntimeError / FileNotFoundError: as `read_checkpoint` and `load_state_dict_checked`.
     """
-    first = read_checkpoint(plan.filenames[0], device)
+    state, first = plan_state(plan, device)
     allow_missing = bool(first.get("trainable_only", False))
-    if plan.method == "load":
-        state = first["model"]
-    elif plan.method == "average":
-        state = average_checkpoints(plan.filenames, device)
-    elif plan.method == "averaged_model":
-        state = average_checkpoints_with_averaged_model(*plan.filenames, device=device)
-    else:
-        raise ValueError(f"unknown method {plan.method!r}")
     load_state_dict_checked(model, state, plan.description, strict, allow_missing)
     logging.info(f"Loaded {plan.description}")

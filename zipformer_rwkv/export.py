@@ -17,9 +17,8 @@ from pathlib import Path
 
 from zipformer_rwkv.checkpoint import (
     atomic_torch_save,
-    average_checkpoints,
-    average_checkpoints_with_averaged_model,
     checkpoint_params,
+    plan_state,
     read_checkpoint,
     resolve_decode_checkpoints,
 )
@@ -42,13 +41,8 @@ def main() -> None:
     args = get_parser().parse_args()
     try:
         plan = resolve_decode_checkpoints(args.exp_dir, args.epoch, args.iter, args.avg, args.use_averaged_model)
-        last = read_checkpoint(plan.filenames[-1])
-        if plan.method == "load":
-            state = last["model"]
-        elif plan.method == "average":
-            state = average_checkpoints(plan.filenames)
-        else:
-            state = average_checkpoints_with_averaged_model(*plan.filenames)
+        state, _ = plan_state(plan)  # the weights decode.py would load (inference.load_model)
+        last = read_checkpoint(plan.filenames[-1], mmap=True)  # its options
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"export.py: error: {e}")
     out = args.out or args.exp_dir / "pretrained.pt"
