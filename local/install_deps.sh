@@ -47,5 +47,9 @@ sys.exit(0 if spec is not None and pathlib.Path(spec.origin).resolve() == want e
 PYEOF
 ); then
   echo "install_deps: pip install -e $_root --no-deps"
-  $PYTHON -m pip install -q --no-deps -e "$_root"
+  # with setuptools >= 70.1 at hand, build with it (works offline); else pip fetches one
+  isolation=""
+  $PYTHON -c "import setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" \
+    2>/dev/null && isolation="--no-build-isolation"
+  $PYTHON -m pip install -q --no-deps $isolation -e "$_root"
 fi
