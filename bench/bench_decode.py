@@ -12,11 +12,12 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
   python bench/bench_decode.py --llm-exp-dir exp/llm --llm-epoch 4 --llm-avg 2 --max-utts 50 --num-threads 2
 
 Each system is loaded as decode.py loads it (structure from the checkpoint; --use-averaged-model
-true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from disk is not timed), --warmup batches
-are decoded first, and decoding is zipformer_rwkv.decode.decode_dataset, so the times are what
-decode.py logs. "batch 1" decodes utterance by utterance; "batched" uses lhotse's
-DynamicBucketingSampler with --max-duration seconds per batch. WER (kaldialign) is printed as a
-check that the model is the trained one. Peak RSS is the process maximum so far.
+true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from
+disk is not timed), --warmup batches are decoded first, and decoding is
+zipformer_rwkv.inference.decode_dataset, so the times are what decode.py logs. "batch 1" decodes
+utterance by utterance; "batched" uses lhotse's DynamicBucketingSampler with --max-duration seconds
+per batch. WER (kaldialign) is printed as a check that the model is the trained one. Peak RSS is the
+process maximum so far.
 """
 import argparse
 import itertools
@@ -26,28 +27,29 @@ import time
 from pathlib import Path
 from typing import List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from zipformer_rwkv import decode as dec  # noqa: E402
-from zipformer_rwkv import recipe  # noqa: E402
-from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints  # noqa: E402
-from zipformer_rwkv.utils import AttributeDict  # noqa: E402
+from zipformer_rwkv import recipe
+from zipformer_rwkv.checkpoint import resolve_decode_checkpoints
+from zipformer_rwkv.errors import RecipeError
+from zipformer_rwkv.inference import decode_dataset, load_model
+from zipformer_rwkv.utils import AttributeDict
 
 
 def load_system(exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool, common: List[str], device):
-    """(params, model, tokenizers) exactly as decode.py builds them."""
-    argv = ["--exp-dir", str(exp_dir), "--epoch", str(epoch), "--avg", str(avg),
-            "--use-averaged-model", str(use_averaged_model).lower()] + common
-    args = dec.get_parser().parse_args(argv)
-    params = AttributeDict(vars(args))
+    """(params, model, tokenizers, args) as decode.py builds them (`inference.load_model`); `args` holds
+    the data options (`AsrDataModule.add_arguments`) of `common`."""
+    from zipformer_rwkv.asr_datamodule import AsrDataModule
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    recipe.add_model_arguments(parser)
+    AsrDataModule.add_arguments(parser)
+    args = parser.parse_args(common)
+    params = AttributeDict(vars(args), exp_dir=exp_dir, epoch=epoch, iter=0, avg=avg,
+                           use_averaged_model=use_averaged_model)
     plan = resolve_decode_checkpoints(exp_dir, epoch, 0, avg, use_averaged_model)
-    saved = read_checkpoint(plan.filenames[-1])
-    dec.apply_checkpoint_structure(params, saved, set(), str(plan.filenames[-1]))
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
-    load_decode_model(model, plan)
-    model.to(device).eval()
+    params, model, tokenizers = load_model(plan, params, device=device)
     return params, model, tokenizers, args
 
 
@@ -80,9 +82,9 @@ def bench(params, model, tokenizers, batches, method: str, beam_size: int, devic
           ctc_weight: float = 0.0) -> dict:
     params = AttributeDict(dict(params))
     params.decoding_method, params.beam_size, params.ctc_weight = method, beam_size, ctc_weight
-    dec.decode_dataset(params, model, batches[:warmup], tokenizers, device)  # warm-up
+    decode_dataset(params, model, batches[:warmup], tokenizers, device)  # warm-up
     t0 = time.time()
-    results, stats = dec.decode_dataset(params, model, batches, tokenizers, device)
+    results, stats = decode_dataset(params, model, batches, tokenizers, device)
     wall = time.time() - t0
     return dict(utts=stats["utterances"], audio=stats["audio_seconds"], secs=stats["decode_seconds"],
                 wall=wall, rtfx=stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9),
@@ -129,7 +131,7 @@ def main() -> None:
             try:
                 use_avg = e > a if args.use_averaged_model == "auto" else args.use_averaged_model == "true"
                 systems.append((name, d) + load_system(d, e, a, use_avg, common, device))
-            except (ValueError, FileNotFoundError) as err:
+            except (RecipeError, ValueError, FileNotFoundError) as err:
                 sys.exit(f"bench_decode.py: error: {err}")
 
     from zipformer_rwkv.asr_datamodule import AsrDataModule

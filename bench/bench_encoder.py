@@ -9,9 +9,10 @@ Usage (from the repo root):
 
 Random weights (speed does not depend on the values), random 80-dim fbank at 100 Hz, fp32,
 eval mode, torch.no_grad(); with --train: train mode (dropout, Balancer/Whiten, layer skipping
-active), one forward + backward of `encoder_out.sum()`. RTF = median wall time of one forward / (batch * seconds of audio); "CPU-time RTF" uses the
-process CPU time (all threads) instead, which is what to look at on a machine shared with
-other jobs (wall RTF on N free cores is then roughly CPU-time RTF / N).
+active), one forward + backward of `encoder_out.sum()`. RTF = median wall time of one forward /
+(batch * seconds of audio); "CPU-time RTF" uses the process CPU time (all threads) instead, which is
+what to look at on a machine shared with other jobs (wall RTF on N free cores is then roughly
+CPU-time RTF / N).
 On a machine shared with other jobs, run with OMP_WAIT_POLICY=PASSIVE: with the default
 (spinning) OpenMP threads wait for each other and 2 threads can be 4x slower than 1.
 Peak RSS is the process high-water mark after each row (resource.getrusage), so it only grows
@@ -21,16 +22,12 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from zipformer_rwkv.zipformer import ENCODER_CONFIGS, ZipformerEncoder  # noqa: E402
+from zipformer_rwkv.zipformer import ENCODER_CONFIGS, ZipformerEncoder
 
 
 def get_parser() -> argparse.ArgumentParser:

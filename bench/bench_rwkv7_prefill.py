@@ -20,18 +20,14 @@ Usage:
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zipformer_rwkv.rwkv7.load import MODEL_SIZES, load_rwkv7_checkpoint  # noqa: E402
-from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config  # noqa: E402
-
+from zipformer_rwkv.rwkv7.load import MODEL_SIZES, load_rwkv7_checkpoint
+from zipformer_rwkv.rwkv7.model import RWKV7, RWKV7Config
 
 DTYPES = {"float32": (torch.float32, "cpu fp32"), "bfloat16": (torch.bfloat16, "cpu bf16")}
 

@@ -31,22 +31,20 @@ Usage:
 import argparse
 import dataclasses
 import gc
+import importlib.util
 import os
 import random
 import resource
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import List
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench_train import build_for_training, training_step
 
-from bench_train import build_for_training, training_step  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LIBRISPEECH_S = 960 * 3600.0
 STEADY_BATCH_COUNT = 100000.0  # Zipformer2 schedules (layer skipping, dropout, balancers) past their warm-up
@@ -207,8 +205,11 @@ def run_train_py(work: Path, device: torch.device) -> List[str]:
     """
     import torch.multiprocessing as mp
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from speech_llm_data import make_bpe, make_corpus
+    # the synthetic corpus of the tests (tests/speech_llm_data.py), loaded by path: tests/ is no package
+    spec = importlib.util.spec_from_file_location("speech_llm_data", ROOT / "tests" / "speech_llm_data.py")
+    speech_llm_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speech_llm_data)
+    make_bpe, make_corpus = speech_llm_data.make_bpe, speech_llm_data.make_corpus
 
     work.mkdir(parents=True, exist_ok=True)
     bpe = make_bpe(work / "lang")

@@ -22,7 +22,7 @@ steady state of the run; icefall's schedules start with each Balancer applied to
 steps instead of an eighth, with more dropout and layer skipping, so early steps cost differently).
 
 `--baseline REV` runs each stage a second time with the code of git revision REV (exported
-with `git archive` to a temporary folder and put first on the child's sys.path), alternating
+with `git archive` to a temporary folder and put first on the child's PYTHONPATH), alternating
 the two sides `--repeats` times; the table gives each side's median and the speed-up.
 """
 import argparse
@@ -38,9 +38,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parent.parent
-# --baseline: the child imports zipformer_rwkv from the exported revision instead of this tree
-sys.path.insert(0, os.environ.get("BENCH_TRAIN_CODE", str(ROOT)))
+ROOT = Path(__file__).resolve().parent.parent  # the repository (`git archive` for --baseline)
 
 RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
 
@@ -186,7 +184,9 @@ def run_child(exp_dir: Path, args, code: Optional[Path] = None) -> dict:
     (None: this tree). Exits with the child's error when it fails."""
     cmd = [sys.executable, __file__, str(exp_dir), "--one", "--batches", str(args.batches),
            "--warmup", str(args.warmup), "--num-threads", str(args.num_threads), "--at-batch", str(args.at_batch)] + (["--profile"] if args.profile else [])
-    env = dict(os.environ, BENCH_TRAIN_CODE=str(code)) if code is not None else None
+    env = None
+    if code is not None:  # the exported revision's zipformer_rwkv comes first on the child's path
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code)] + [os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     res = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not res:

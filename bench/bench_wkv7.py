@@ -32,14 +32,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable, List, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zipformer_rwkv.rwkv7.wkv7 import chunked, triton_available, wkv7  # noqa: E402
+from zipformer_rwkv.rwkv7.wkv7 import chunked, triton_available, wkv7
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_SHAPES = [(1, 1024, 4, 64), (8, 512, 12, 64)]

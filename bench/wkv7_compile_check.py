@@ -3,8 +3,8 @@
 
 Runs Triton's whole NVIDIA pipeline (TTIR -> PTX -> cubin with the ptxas bundled in the triton wheel)
 for the forward and backward kernels at head size K = V = 64, for each --dtypes and value-block width
-BV (32: B*H < 128, 64: B*H >= 128) and warps per program (the kernel's NUM_WARPS = 4 by default), and prints a table of registers per
-thread, stack bytes (register spills) and shared memory bytes. It shows that the
+BV (32: B*H < 128, 64: B*H >= 128) and warps per program (the kernel's NUM_WARPS = 4 by default),
+and prints a table of registers per thread, stack bytes (register spills) and shared memory bytes. It shows that the
 compiled (non-interpreter) kernels build for the target; it measures nothing that runs.
 Uses Triton's `ASTSource` / `triton.compile` API (checked with triton 3.9).
 
@@ -16,19 +16,17 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.pop("TRITON_INTERPRET", None)  # compile, never interpret (Triton reads this at first import)
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
-from zipformer_rwkv.rwkv7.wkv7 import triton_kernel as tk  # noqa: E402
+from zipformer_rwkv.rwkv7.wkv7 import triton_kernel as tk
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 IN_DTYPE_PTRS = {"r_ptr", "w_ptr", "k_ptr", "v_ptr", "a_ptr", "b_ptr", "o_ptr", "do_ptr"}  # others are fp32
@@ -73,8 +71,8 @@ def main() -> None:
             for nw in args.num_warps:
                 for name, kernel in (("fwd", tk._wkv7_fwd_kernel), ("bwd", tk._wkv7_bwd_kernel)):
                     k = compile_kernel(kernel, dtype, bv, args.arch, nw)
-                    print(f"| {name} | {dtype} | {bv} | {nw} | {resource_usage(k.asm['cubin'])} | {k.metadata.shared} |",
-                          flush=True)
+                    usage = resource_usage(k.asm["cubin"])
+                    print(f"| {name} | {dtype} | {bv} | {nw} | {usage} | {k.metadata.shared} |", flush=True)
 
 
 if __name__ == "__main__":

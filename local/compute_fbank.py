@@ -18,10 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
-from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest  # noqa: E402
+import torch
+from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 
 # Below this much audio per job, one process is faster (fbank runs at ~400x real time per core).
 MIN_SECONDS_PER_JOB = 1800.0

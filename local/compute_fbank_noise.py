@@ -17,13 +17,11 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lhotse import CutSet, combine
+from lhotse.recipes import prepare_musan
 
-from lhotse import CutSet, combine  # noqa: E402
-from lhotse.recipes import prepare_musan  # noqa: E402
-
-from local.compute_fbank import compute_fbank, relative_feature_paths  # noqa: E402
-from local.import_manifest import import_manifest  # noqa: E402
+from compute_fbank import compute_fbank, relative_feature_paths
+from import_manifest import import_manifest
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 import soundfile
 from lhotse import MonoCut, Recording, SupervisionSegment
 
-from local.import_report import ImportReport
+from import_report import ImportReport
 
 TARGET_SAMPLING_RATE = 16000
 # Manifest durations are rounded (NeMo writes 2-3 decimals): a mismatch up to this many seconds

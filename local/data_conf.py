@@ -18,11 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import yaml
 
-import yaml  # noqa: E402
-
-from zipformer_rwkv.asr_datamodule import load_data_conf  # noqa: E402
+from zipformer_rwkv.asr_datamodule import load_data_conf
 
 KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise"]
 

@@ -12,9 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lhotse import load_manifest_lazy  # noqa: E402
+from lhotse import load_manifest_lazy
 
 
 def main() -> int:

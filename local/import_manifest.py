@@ -36,12 +36,10 @@ import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lhotse import CutSet, RecordingSet, SupervisionSet
 
-from lhotse import CutSet, RecordingSet, SupervisionSet  # noqa: E402
-
-from local.cut_builder import CutBuilder, Entry  # noqa: E402
-from local.import_report import ImportReport  # noqa: E402
+from cut_builder import CutBuilder, Entry
+from import_report import ImportReport
 
 NEMO_CONSUMED = ("audio_filepath", "duration", "offset", "lang", "speaker", "id", "sampling_rate",
                  "sample_rate", "_skipme")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian/Ubuntu machine; a no-op where all is present.
-#   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build).
+#   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build), then
+#   this repository itself, editable (`pip install -e . --no-deps`), so `import zipformer_rwkv` works
+#   from any folder and `python zipformer_rwkv/train.py` needs no path set-up.
 #   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), and
 #   libtcmalloc-minimal4 (run.sh preloads it for CPU training: 7-18% shorter steps, see README).
 # As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
@@ -35,4 +37,19 @@ fi
 if ! $PYTHON "$_root/local/check_requirements.py" "$_root/requirements.txt"; then
   echo "install_deps: pip install -r requirements.txt"
   $PYTHON -m pip install -q -r "$_root/requirements.txt"
+fi
+# The package itself, editable; re-installed when it is missing or points at another checkout.
+if ! (cd / && $PYTHON - "$_root" <<'PYEOF'
+import importlib.util, pathlib, sys
+spec = importlib.util.find_spec("zipformer_rwkv")
+want = pathlib.Path(sys.argv[1]).resolve() / "zipformer_rwkv" / "__init__.py"
+sys.exit(0 if spec is not None and pathlib.Path(spec.origin).resolve() == want else 1)
+PYEOF
+); then
+  echo "install_deps: pip install -e $_root --no-deps"
+  # with setuptools >= 70.1 at hand, build with it (works offline); else pip fetches one
+  isolation=""
+  $PYTHON -c "import setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" \
+    2>/dev/null && isolation="--no-build-isolation"
+  $PYTHON -m pip install -q --no-deps $isolation -e "$_root"
 fi

@@ -27,11 +27,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from local.tts_corpus.synth import SynthJob, Utterance, run_jobs  # noqa: E402
-from local.tts_corpus.text import RESERVED_BOOK, build_pool, split_pool  # noqa: E402
-from local.tts_corpus.voices import SPLIT_MIXES, TRAIN_MIX, allocate, sample_params  # noqa: E402
+from tts_corpus.synth import SynthJob, Utterance, run_jobs
+from tts_corpus.text import RESERVED_BOOK, build_pool, split_pool
+from tts_corpus.voices import SPLIT_MIXES, TRAIN_MIX, allocate, sample_params
 
 SPLITS = ("train", "dev", "test")
 SIZES = {"tiny": (120, 30, 30), "default": (9800, 400, 400)}  # default: ~10 h train at ~3.7 s/utt

@@ -15,10 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lhotse import CutSet  # noqa: E402
-from lhotse.recipes import prepare_librispeech  # noqa: E402
+from lhotse import CutSet
+from lhotse.recipes import prepare_librispeech
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -25,9 +25,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Set
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lhotse import load_manifest_lazy  # noqa: E402
+from lhotse import load_manifest_lazy
 
 
 def norm_key(text: str) -> str:

@@ -28,13 +28,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import soundfile as sf
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from local.tts_corpus.synth import SAMPLE_RATE, SynthJob, Utterance, run_jobs  # noqa: E402
-from local.tts_corpus.voices import NOISE_VOICES, sample_params  # noqa: E402
+from tts_corpus.synth import SAMPLE_RATE, SynthJob, Utterance, run_jobs
+from tts_corpus.voices import NOISE_VOICES, sample_params
 
 COLOURS = ("white", "pink", "brown")
 # per size: (files per colour, babble files, babble sentence bank, (min, max) seconds per file)

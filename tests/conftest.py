@@ -1,13 +1,7 @@
-"""Shared pytest set-up: make the repository root importable (``import zipformer_rwkv``), shared fixtures."""
-import sys
-from pathlib import Path
-
+"""Shared pytest fixtures. The package is installed (`pip install -e .`, done by local/install_deps.sh);
+local/ and bench/ are on the import path through pyproject.toml's pytest `pythonpath`."""
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def test_random_batch_has_the_requested_audio():
     from bench_scale import random_batch
-
     from zipformer_rwkv import recipe
 
     batch = random_batch(600, 15, random.Random(0))

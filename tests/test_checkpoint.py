@@ -23,7 +23,6 @@ from zipformer_rwkv.checkpoint import (
 from zipformer_rwkv.optim import Eden, ScaledAdam
 from zipformer_rwkv.utils import AttributeDict, create_grad_scaler
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -236,7 +235,6 @@ def test_killed_saver_leaves_previous_checkpoint(tmp_path):
     flag = tmp_path / "inside-save"
     code = f"""
 import sys, time, torch
-sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 import zipformer_rwkv.checkpoint as c
 from torch import nn
 real = torch.save
@@ -309,6 +307,32 @@ def test_trainable_only_checkpoint(tmp_path):
     assert rest["trainable_only"] is True
     assert torch.equal(fresh.adapter.weight, model.adapter.weight)
     assert torch.equal(fresh.encoder.weight, enc_before)
+
+
+def test_one_list_of_non_option_keys_serves_save_transcribe_and_export(tmp_path, monkeypatch):
+    from zipformer_rwkv import export
+    from zipformer_rwkv.checkpoint import NON_OPTION_KEYS, checkpoint_params
+
+    for key in NON_OPTION_KEYS:  # no params key can overwrite one
+        with pytest.raises(ValueError, match=f"params key '{key}' collides"):
+            save_checkpoint(tmp_path / "x.pt", _Tiny(), params={key: 1})
+    model = _Tiny()
+    model.encoder.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    params = {"model_type": "llm", "batch_idx_train": 7, "rng_state": {"python": torch.zeros(2)}}
+    f = tmp_path / "epoch-1.pt"
+    save_checkpoint(f, model, copy.deepcopy(model).double(), params=params, optimizer=opt, trainable_only=True,
+                    base_checkpoints={"encoder": "enc.pt"})
+    saved = torch.load(f, weights_only=True)
+    assert set(checkpoint_params(saved)) == set(params)  # what transcribe.py takes as options
+    monkeypatch.setattr("sys.argv", ["export.py", "--exp-dir", str(tmp_path), "--epoch", "1"])
+    export.main()
+    out = torch.load(tmp_path / "pretrained.pt", weights_only=True)
+    # weights and what describes them; the options; no training state (optimizer, RNG, model_avg)
+    assert set(out) == {"model", "trainable_only", "base_checkpoints", "model_type", "batch_idx_train",
+                        "exported_from"}
+    assert out["trainable_only"] is True and out["base_checkpoints"] == {"encoder": "enc.pt"}
+    assert sorted(out["model"]) == ["adapter.bias", "adapter.weight"]
 
 
 # ------------------------------------------------------------------------------ file selection

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from lhotse import load_manifest
 
-from local.import_manifest import import_manifest
-from local.prepare_lm_text import build_lm_text, norm_key
-from local.train_bpe_model import train_bpe
+from import_manifest import import_manifest
+from prepare_lm_text import build_lm_text, norm_key
+from train_bpe_model import train_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,7 @@
 """AsrDataModule: conf parsing, mux weights, batch shapes (precomputed and on-the-fly features with all
 augmentations), mid-epoch sampler resume, cut filters. Runs on a toy corpus with real fbank."""
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,9 @@ import torch
 from lhotse import CutSet, SupervisionSegment
 from lhotse.testing.dummies import dummy_cut
 
-from local.compute_fbank import compute_fbank
-from local.import_manifest import import_manifest
-from local.make_toy_corpus import make_toy_corpus
+from compute_fbank import compute_fbank
+from import_manifest import import_manifest
+from make_toy_corpus import make_toy_corpus
 from zipformer_rwkv.asr_datamodule import (
     AsrDataModule,
     encoder_output_frames,
@@ -193,6 +194,33 @@ def test_cut_filter_duration_and_tokens():
     # 2.0 s = 200 frames -> 48 output frames: 46 tokens fit (46 + 2), 47 do not
     assert keep(with_text(ok, 46)) and not keep(with_text(ok, 47))
     assert not make_cut_filter(1.0, 1.5)(with_text(ok, 1))
+
+
+def test_excluded_cut_is_logged_once_over_start_up_and_epochs(tmp_path, caplog):
+    # train.py sums the epoch's audio over the lazily filtered cuts at start-up (_epoch_audio), then
+    # every epoch iterates them again: the filter runs on each pass, its warning must not repeat.
+    from types import SimpleNamespace
+
+    from zipformer_rwkv.train import _epoch_audio
+    from zipformer_rwkv.utils import AttributeDict
+
+    cuts = []
+    for i, words in enumerate((1, 60, 2)):  # 2.0 s = 48 output frames: 60 tokens do not fit
+        c = dummy_cut(i, duration=2.0).with_id(f"cut-{i}")
+        c.features = None
+        c.supervisions = [SupervisionSegment(id=c.id, recording_id=c.recording_id, start=0,
+                                             duration=c.duration, text=" ".join(["W"] * words))]
+        cuts.append(c)
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    lazy = CutSet.from_jsonl_lazy(tmp_path / "cuts.jsonl.gz")  # as train_cuts() reads manifests
+    kept = lazy.filter(make_cut_filter(1.0, 20.0, num_tokens=lambda t: len(t.split())))
+    train_dl = SimpleNamespace(sampler=SimpleNamespace(cuts=[kept]))
+    with caplog.at_level(logging.WARNING):
+        assert _epoch_audio(AttributeDict(model_type="ctc"), train_dl, 1) == 4.0
+        for _epoch in range(2):
+            assert [c.id for c in kept] == ["cut-0", "cut-2"]
+    assert [r.getMessage() for r in caplog.records if "Excluding" in r.getMessage()] == \
+        ["Excluding cut cut-1: 48 output frames for 60 tokens (needs tokens + 2)"]
 
 
 def test_second_resume_with_prefetching_workers_counts_batches_before_the_first(data):

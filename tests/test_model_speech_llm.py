@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft, trainable_parameter_names
+from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
 from zipformer_rwkv.rwkv7 import RWKV7, RWKV7Config
 
@@ -70,7 +70,9 @@ def test_assemble_layout_and_targets():
 
 
 def test_template_from_string():
-    enc = lambda s: [ord(c) for c in s]
+    def enc(s):
+        return [ord(c) for c in s]
+
     t = PromptTemplate.from_string("ab<audio>c<eos>", enc, eos_id=0)
     assert (t.prefix, t.infix) == ([97, 98], [99, 0])
     with pytest.raises(ValueError, match="exactly once"):
@@ -90,7 +92,8 @@ def test_loss_is_mean_ce_over_transcript_and_eos_only():
         x = torch.cat([model.llm.emb.weight[ids_pre], audio[0], model.llm.emb.weight[ids_post]])
         logits = model.llm(inputs_embeds=x.unsqueeze(0))[0]
         k = len(texts[i]) + 1
-        total += float(nn.functional.cross_entropy(logits.detach()[-k:], torch.tensor(texts[i] + [EOS]), reduction="sum"))
+        target = torch.tensor(texts[i] + [EOS])
+        total += float(nn.functional.cross_entropy(logits.detach()[-k:], target, reduction="sum"))
     assert abs(float(loss) * stats["frames"] - total) < 1e-3 * total
 
 
@@ -99,7 +102,8 @@ def test_padding_does_not_change_loss():
     model = make_speech_llm().eval()
     feats, lens, texts = batch()
     _, s_all = model(feats, lens, texts)
-    ce_single = sum(model(feats[i : i + 1, : lens[i]], lens[i : i + 1], texts[i : i + 1])[1]["ce_loss"] for i in range(3))
+    ce_single = sum(model(feats[i : i + 1, : lens[i]], lens[i : i + 1], texts[i : i + 1])[1]["ce_loss"]
+                    for i in range(3))
     assert abs(s_all["ce_loss"] - ce_single) < 1e-3 * ce_single
 
 
@@ -113,7 +117,7 @@ def test_peft_modes_train_exactly_their_parameters(peft):
     model = make_speech_llm()
     model.freeze("encoder")
     apply_llm_peft(model.llm, peft, lora_r=4, lora_alpha=8)
-    names = set(trainable_parameter_names(model))
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
     adapter = {n for n in names if n.startswith("adapter.")}
     assert adapter == {n for n, _ in model.adapter.named_parameters(prefix="adapter")}
     llm_names = names - adapter
@@ -223,3 +227,34 @@ def test_ctc_model_loss_and_greedy():
     assert stats["frames"] == float((lens // 4).sum()) and torch.isfinite(loss)
     hyps = model.decode(feats, lens)
     assert len(hyps) == 3 and all(0 not in h for h in hyps)
+
+
+class _FramesEncoder(nn.Module):
+    """Returns fixed 25 Hz frames: one-hot rows of the given per-frame token ids (16 dims)."""
+
+    encoder_out_dim = 16
+
+    def __init__(self, paths, lens):
+        super().__init__()
+        self.out = nn.functional.one_hot(torch.tensor(paths), 16).float()
+        self.lens = torch.tensor(lens)
+
+    def forward(self, x, x_lens):
+        return self.out, self.lens
+
+
+def test_ctc_model_greedy_collapses_repeats_drops_blanks_and_padding():
+    # Frame-level best paths (blank = 0); the CTC head maps one-hot frame k to a peak at token k, so
+    # the greedy result is known by hand: repeats merge unless a blank separates them, blanks go,
+    # frames past each utterance's length are ignored.
+    paths = [[0, 3, 3, 0, 3, 5, 5, 0],
+             [7, 0, 0, 7, 9, 9, 9, 9],  # 4 valid frames, then padding holding token 9
+             [0, 0, 0, 0, 0, 0, 2, 2]]  # all blank within its 6 frames
+    model = CtcModel(_FramesEncoder(paths, [8, 4, 6]), vocab_size=V).eval()
+    with torch.no_grad():
+        linear = model.ctc_output[1]
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[:16, :16] = 10 * torch.eye(16)
+    hyps = model.decode(torch.zeros(3, 32, 80), torch.tensor([32, 16, 24]))
+    assert hyps == [[3, 3, 5], [7, 7], []]

@@ -1,4 +1,4 @@
-"""ScaledAdam, Eden/Eden2/FixedLRScheduler, parameter grouping and clip_grad_norm."""
+"""ScaledAdam, Eden, parameter grouping and clip_grad_norm."""
 import copy
 import io
 import math
@@ -9,14 +9,11 @@ from torch import nn
 
 from zipformer_rwkv.optim import (
     Eden,
-    Eden2,
-    FixedLRScheduler,
     ScaledAdam,
     clip_grad_norm,
     get_adamw_param_groups,
     get_parameter_groups_with_lrs,
 )
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -193,25 +190,23 @@ def test_eden_matches_formula(batch, epoch):
     assert opt.param_groups[0]["lr"] == pytest.approx(expect, rel=1e-12)
 
 
-def test_eden2_fixed_and_incremental_steps():
+def test_eden_incremental_steps_and_state_round_trip():
     p = nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([p], lr=1.0)
-    sched = Eden2(opt, lr_batches=10, warmup_batches=4, warmup_start=0.5)
-    assert sched.get_last_lr() == [0.5]  # set at construction: batch 0
+    sched = Eden(opt, lr_batches=10, lr_epochs=2, warmup_batches=4, warmup_start=0.5)
+    assert sched.get_last_lr() == [0.5]  # set at construction: batch 0, epoch 0
     for _ in range(20):
         sched.step_batch()
-    assert sched.batch == 20
-    assert sched.get_last_lr()[0] == pytest.approx(((400 + 100) / 100) ** -0.5)
+    sched.step_epoch()
+    assert (sched.batch, sched.epoch) == (20, 1)
+    expect = ((400 + 100) / 100) ** -0.25 * ((1 + 4) / 4) ** -0.25
+    assert sched.get_last_lr()[0] == pytest.approx(expect)
     state = _save_load(sched.state_dict())
     opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=1.0)
-    sched2 = Eden2(opt2, lr_batches=10, warmup_batches=4, warmup_start=0.5)
+    sched2 = Eden(opt2, lr_batches=10, lr_epochs=2, warmup_batches=4, warmup_start=0.5)
     sched2.load_state_dict(state)
     assert sched2.get_last_lr() == sched.get_last_lr() and opt2.param_groups[0]["lr"] == \
         sched.get_last_lr()[0]
-    fixed = FixedLRScheduler(torch.optim.SGD([p], lr=0.3))
-    fixed.step_batch(1000)
-    fixed.step_epoch(9)
-    assert fixed.get_last_lr() == [0.3]
 
 
 class _Net(nn.Module):

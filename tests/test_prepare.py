@@ -13,7 +13,7 @@ from pathlib import Path
 import sentencepiece as spm
 from lhotse import load_manifest
 
-from local.make_toy_corpus import make_toy_corpus
+from make_toy_corpus import make_toy_corpus
 from test_converters import make_fake_librispeech
 
 ROOT = Path(__file__).resolve().parent.parent

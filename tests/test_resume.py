@@ -64,3 +64,24 @@ def test_checkpoint_timer_with_a_stand_in_clock(tmp_path):
     assert timer.saved(tmp_path / "checkpoint-20.pt") == tmp_path / "checkpoint-10.pt"  # replaced
     assert timer.saved() is None  # an every-n / epoch save restarts the clock only
     assert not CheckpointTimer(0.0, clock=lambda: 1e9).due()  # 0: off
+
+
+def test_resuming_from_another_model_type_names_the_types(tmp_path):
+    # The model-type check runs before the weights are loaded: a strict load of a ctc checkpoint
+    # into an lm would otherwise fail first, listing missing/unexpected keys instead of the mix-up.
+    import pytest
+    from torch import nn
+
+    from zipformer_rwkv.checkpoint import save_checkpoint
+    from zipformer_rwkv.errors import CheckpointError
+    from zipformer_rwkv.train import load_checkpoint_if_available
+    from zipformer_rwkv.utils import AttributeDict
+
+    save_checkpoint(tmp_path / "epoch-1.pt", nn.Linear(3, 4), params={"model_type": "ctc", "batch_idx_train": 5})
+    model = nn.Linear(5, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer.scheduler = None
+    params = AttributeDict(exp_dir=tmp_path, start_batch=0, start_epoch=2, model_type="lm")
+    with pytest.raises(CheckpointError, match=r"epoch-1.pt is a --model-type ctc checkpoint, this run is "
+                                              r"--model-type lm"):
+        load_checkpoint_if_available(params, model, None, optimizer, None)

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "local"))
+import plot_wer_per_voice
+import summarize_results
 
-import plot_wer_per_voice  # noqa: E402
-import summarize_results  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RECOG_RE = re.compile(r"^(?P<cut>[^\t]+):\t(?P<kind>ref|hyp|note)=(?P<value>.*)$")
 
@@ -215,7 +214,8 @@ def test_wer_per_length_groups_by_cut_duration(tmp_path):
     _write_recogs(recogs, [("u1", ["A", "B"], ["A"]), ("u2", ["C"], ["C"]), ("u3", ["D", "E"], [])])
     png = tmp_path / "exp" / "lengths.png"
     subprocess.run([sys.executable, str(ROOT / "local/plot_wer_per_voice.py"), "--exp-dir", str(tmp_path / "exp"),
-                    "--cuts", str(cuts), "--group-by", "duration", "--output", str(png)], check=True, capture_output=True)
+                    "--cuts", str(cuts), "--group-by", "duration", "--output", str(png)],
+                   check=True, capture_output=True)
     lines = png.with_suffix(".md").read_text().splitlines()
     assert lines[0] == "WER (%) per utterance length on test"
     assert lines[4:7] == ["| 0-5 s | 2 | 50.00 |", "| 5-10 s | 1 | 0.00 |", "| >10 s | 2 | 100.00 |"]
@@ -246,7 +246,8 @@ def test_summarize_results_table(tmp_path):
     (exp / "ctc" / "log").mkdir()
     (exp / "ctc" / "log" / "log-train-2026").write_text("Number of model parameters: 2500000 (2000000 trainable)\n")
     (exp / "lm" / "greedy_search").mkdir(parents=True)
-    (exp / "lm" / "greedy_search" / "ppl-lm-valid-epoch-3_avg-1.txt").write_text("settings\tppl\tntokens\nlm\t31.5\t900\n")
+    ppl = exp / "lm" / "greedy_search" / "ppl-lm-valid-epoch-3_avg-1.txt"
+    ppl.write_text("settings\tppl\tntokens\nlm\t31.5\t900\n")
     (exp / "timing.tsv").write_text("1\tdata\t65\n2\tctc\t3600\n")
     text = summarize_results.make_markdown(exp)
     assert f"| ctc | greedy_search | {suffix} | 9.50 | 10.25 | - | 99.0 | 2.50 M (2.00 M) |" in text

@@ -285,7 +285,8 @@ def test_size_table_detection_on_meta(size):
         model = RWKV7(cfg)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
     n_params = sum(p.numel() for p in model.parameters())
-    expected = 2 * 65536 * n_embd + 4 * n_embd + n_layer * (19 * n_embd + 12 * n_embd**2 + 2 * n_embd * (dw + da + dv + dg))
+    per_layer = 19 * n_embd + 12 * n_embd**2 + 2 * n_embd * (dw + da + dv + dg)
+    expected = 2 * 65536 * n_embd + 4 * n_embd + n_layer * per_layer
     # RWKV-LM README's parameter formula counts layer-0 v0/v1/v2, which this file lacks
     assert n_params == expected - (n_embd + 2 * n_embd * dv)
     assert detect_model_size(RWKV7Config(n_layer=n_layer, n_embd=n_embd, d_decay=dw + 32)) == "custom"

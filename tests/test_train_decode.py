@@ -147,7 +147,8 @@ def test_rerun_continues_and_overwrite_moves_the_old_run_aside(data, ctc_exp):
 def test_resume_with_noise_and_a_prefetching_worker_gives_the_same_losses(data):
     """CutMix noise on and --num-workers 1 (the default preset): a run resumed from a mid-epoch
     checkpoint sees the same batches with the same noise, so the same losses."""
-    noise = ["--enable-musan", "true", "--noise-cuts", str(data["root"] / "corpus" / "fbank" / "tiny_cuts_train.jsonl.gz")]
+    noise_cuts = data["root"] / "corpus" / "fbank" / "tiny_cuts_train.jsonl.gz"
+    noise = ["--enable-musan", "true", "--noise-cuts", str(noise_cuts)]
     args = [a for a in data["args"]]
     args[args.index("--num-workers") + 1] = "1"
     args[args.index("--enable-musan"):args.index("--enable-musan") + 2] = noise
@@ -206,7 +207,8 @@ def test_unreadable_cut_is_skipped_named_and_counted(data, tmp_path):
     args = CTC_RUN + data["args"]
     args[args.index("--manifest-dir") + 1] = str(bad_dir)
     proc = train(["--exp-dir", tmp_path / "exp"] + args)
-    assert f"Skipped cut {bad.id} at batch 1: unreadable (" in proc.stderr and "1 so far, --max-bad-cuts 100" in proc.stderr
+    assert f"Skipped cut {bad.id} at batch 1: unreadable (" in proc.stderr
+    assert "1 so far, --max-bad-cuts 100" in proc.stderr
     assert (tmp_path / "exp" / "epoch-1.pt").is_file()  # the epoch went on
     line = train_fails(["--exp-dir", tmp_path / "exp0", "--max-bad-cuts", 0] + args)
     assert line.startswith(f"train.py: error: 1 unreadable cuts, more than --max-bad-cuts 0; the last: {bad.id}: ")
@@ -240,8 +242,8 @@ def test_ctc_decode_writes_icefall_files_with_kaldialign_wer(data, ctc_exp, monk
 
 
 def test_a_set_named_both_dev_and_test_is_an_error(data, tmp_path):
-    from zipformer_rwkv.decode import eval_sets, get_parser
     from zipformer_rwkv.asr_datamodule import AsrDataModule
+    from zipformer_rwkv.decode import eval_sets, get_parser
 
     conf = tmp_path / "conf.yaml"
     conf.write_text("corpus: tiny\ntrain:\n  - {name: train, cuts: tiny_cuts_train.jsonl.gz}\n"
@@ -259,7 +261,8 @@ def test_lm_perplexity_and_bad_input(data, lm_exp, monkeypatch):
     for name in ("dev", "test"):  # and on the dev/test transcripts
         assert (lm_exp / "greedy_search" / f"ppl-{name}-epoch-2_avg-1_use-averaged-model.txt").is_file()
     with pytest.raises(SystemExit, match=r"--epoch 2 --avg 3 .*use --avg <= 2"):
-        decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 3, "--use-averaged-model", "false"] + data["args"])
+        decode(monkeypatch,
+               ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 3, "--use-averaged-model", "false"] + data["args"])
     with pytest.raises(SystemExit, match=r"--model-type: checkpoint has 'lm', command line 'llm'"):
         decode(monkeypatch, ["--exp-dir", lm_exp, "--epoch", 2, "--avg", 1, "--model-type", "llm"] + data["args"])
 
@@ -267,7 +270,8 @@ def test_lm_perplexity_and_bad_input(data, lm_exp, monkeypatch):
 def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     exp = data["root"] / "exp_llm"
     train(["--model-type", "llm", "--exp-dir", exp, "--world-size", 2, "--master-port", 12871, "--num-epochs", 2,
-           "--max-duration", 6, "--encoder-checkpoint", ctc_exp / "epoch-1.pt", "--rwkv-checkpoint", lm_exp / "epoch-2.pt",
+           "--max-duration", 6, "--encoder-checkpoint", ctc_exp / "epoch-1.pt",
+           "--rwkv-checkpoint", lm_exp / "epoch-2.pt",
            "--freeze-encoder", "true", "--llm-peft", "lora+state", "--ctc-loss-scale", 0.2, "--average-period", 1,
            "--llm-lr", 3e-3] + TINY_ENC + TINY_LM + data["args"], timeout=400)
     sums = {}
@@ -293,16 +297,16 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     # may also decode to nothing, e.g. a lone word-boundary piece)
     decode(monkeypatch, common + ["--decoding-method", "greedy_search", "--max-new-tokens", 1])
     lines = next((exp / "greedy_search").glob("recogs-test-*max-new-tokens-1_*")).read_text().splitlines()
-    hyps = {l.split(":\t")[0]: l for l in lines if ":\thyp=" in l}
-    notes = {l.split(":\t")[0] for l in lines if "note=hit --max-new-tokens" in l}
-    assert notes and {c for c, l in hyps.items() if not l.endswith("hyp=[]")} <= notes
+    hyps = {line.split(":\t")[0]: line for line in lines if ":\thyp=" in line}
+    notes = {line.split(":\t")[0] for line in lines if "note=hit --max-new-tokens" in line}
+    assert notes and {c for c, line in hyps.items() if not line.endswith("hyp=[]")} <= notes
 
 
 def test_short_utterance_is_skipped_and_counted(data):
     from types import SimpleNamespace
 
     from zipformer_rwkv import recipe
-    from zipformer_rwkv.decode import NOTE_SKIPPED, decode_dataset
+    from zipformer_rwkv.inference import NOTE_SKIPPED, decode_dataset
     from zipformer_rwkv.train import get_parser
     from zipformer_rwkv.utils import AttributeDict
 
@@ -331,10 +335,11 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
     audio, sr = sf.read(wav)
     stereo_8k = tmp_path / "stereo_8k.flac"
     sf.write(stereo_8k, np.stack([audio[::2], audio[::2]], axis=1), sr // 2)  # other rate, 2 channels
-    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(wav), str(stereo_8k)])
+    monkeypatch.setattr(sys, "argv",
+                        ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(wav), str(stereo_8k)])
     transcribe.main()
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [l.split("\t")[0] for l in lines] == [str(wav), str(stereo_8k)]
+    assert [line.split("\t")[0] for line in lines] == [str(wav), str(stereo_8k)]
     short = tmp_path / "short.wav"  # 0.06 s = 4 fbank frames: too short for the encoder
     sf.write(short, audio[: sr * 6 // 100], sr)
     monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", str(ctc_exp / "epoch-1.pt"), str(short)])
@@ -354,7 +359,7 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
 def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():
     """`--query-head-dim 32` on the decode command line must match the resolved "32,32,32,32"
     that train.py saves; a different architecture must still be an error naming the option."""
-    from zipformer_rwkv.decode import apply_checkpoint_structure
+    from zipformer_rwkv.inference import apply_checkpoint_structure
     from zipformer_rwkv.utils import AttributeDict
 
     saved = {"model_type": "ctc", "query_head_dim": "32,32,32,32", "encoder_dim": "128,192,192,128"}

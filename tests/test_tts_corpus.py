@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from local import make_tts_corpus, prepare_noise
-from local.tts_corpus import rdata, synth, text, voices
-from local.tts_corpus.debian import DebianPackageError
-from local.tts_corpus.voices import Voice
+import make_tts_corpus
+import prepare_noise
+from tts_corpus import rdata, synth, text, voices
+from tts_corpus.debian import DebianPackageError
+from tts_corpus.voices import Voice
 from zipformer_rwkv.utils import repo_root
 
 DEB_DIR = repo_root() / "download" / "deb"

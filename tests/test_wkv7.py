@@ -1,8 +1,9 @@
-"""WKV7 reference and chunked PyTorch path (zipformer_rwkv/rwkv7/README.md). Tolerances: fp32 rel. error <= 1e-5 vs float64."""
+"""WKV7 reference and chunked PyTorch path (zipformer_rwkv/rwkv7/README.md).
+Tolerances: fp32 rel. error <= 1e-5 vs float64."""
 import pytest
 import torch
 
-from tests.wkv7_inputs import make_inputs, rel_err, run_fwd_bwd
+from wkv7_inputs import make_inputs, rel_err, run_fwd_bwd
 from zipformer_rwkv.rwkv7.wkv7 import ENV_IMPL, chunked, resolve_impl, wkv7, wkv7_chunked, wkv7_naive
 
 FP32_TOL = 1e-5
@@ -159,7 +160,8 @@ def test_unit_lower_inverse(method, L, negate):
     got = chunked.unit_lower_inverse(X.float(), negate=negate, method=method)
     assert got.dtype == torch.float32 and got.shape == X.shape
     assert rel_err(got, ref) <= FP32_TOL
-    assert torch.equal(got.triu(1), torch.zeros_like(got)) and torch.equal(got.diagonal(dim1=-2, dim2=-1), torch.ones(3, 2, L))
+    assert torch.equal(got.triu(1), torch.zeros_like(got))
+    assert torch.equal(got.diagonal(dim1=-2, dim2=-1), torch.ones(3, 2, L))
     with pytest.raises(ValueError, match="unknown method"):
         chunked.unit_lower_inverse(X, method="lu")
 

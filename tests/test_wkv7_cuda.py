@@ -25,7 +25,7 @@ if not torch.cuda.is_available():
                 allow_module_level=True)
 pytest.importorskip("triton", reason="triton is not installed")
 
-from tests.wkv7_inputs import errors_vs_reference, run_test_file_in_subprocess  # noqa: E402
+from wkv7_inputs import errors_vs_reference, run_test_file_in_subprocess  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7 import resolve_impl, wkv7  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7.triton_kernel import interpreter_active, wkv7_triton  # noqa: E402
 

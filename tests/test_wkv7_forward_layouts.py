@@ -3,7 +3,7 @@ autograd (zipformer_rwkv/rwkv7/wkv7/chunked.py `_forward`). fp32 rel. error <= 1
 import pytest
 import torch
 
-from tests.wkv7_inputs import make_inputs, rel_err
+from wkv7_inputs import make_inputs, rel_err
 from zipformer_rwkv.rwkv7.wkv7 import chunked, wkv7_chunked, wkv7_naive
 
 

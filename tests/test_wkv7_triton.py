@@ -16,7 +16,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from tests.wkv7_inputs import errors_vs_reference, make_inputs, rel_err, run_test_file_in_subprocess  # noqa: E402
+from wkv7_inputs import errors_vs_reference, make_inputs, rel_err, run_test_file_in_subprocess  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7 import wkv7  # noqa: E402
 from zipformer_rwkv.rwkv7.wkv7.triton_kernel import interpreter_active, wkv7_triton  # noqa: E402
 

@@ -7,7 +7,7 @@ import torch
 
 from zipformer_rwkv.zipformer import ctc_loss, encoder_out_length, make_ctc_output, set_batch_count
 from zipformer_rwkv.zipformer.scaling import ScheduledFloat
-from tests.zipformer_tiny import tiny_encoder
+from zipformer_tiny import tiny_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from zipformer_rwkv.zipformer import CheckpointMismatchError, ZipformerEncoder, load_encoder_checkpoint
-from tests.zipformer_tiny import tiny_config, tiny_encoder
+from zipformer_tiny import tiny_config, tiny_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.zipformer_tiny import tiny_encoder
+from zipformer_tiny import tiny_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

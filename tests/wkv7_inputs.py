@@ -10,7 +10,8 @@ import torch
 LOG_DECAY_SCALE = 0.6065306597  # exp(-0.5); RWKV-7's w = -0.6065 * sigmoid(w_raw), as in BlinkDL's RWKV_x070
 
 
-def make_inputs(B: int, T: int, H: int, K: int, seed: int, with_state: bool = True) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
+def make_inputs(B: int, T: int, H: int, K: int, seed: int,
+                with_state: bool = True) -> Tuple[List[torch.Tensor], Optional[torch.Tensor]]:
     """Float64 (r, w, k, v, a, b) of shape (B, T, H, K) as RWKV-7 produces them, and a (B, H, K, K) state.
 
     w = -0.6065 * sigmoid(randn) (log-decay); kk L2-normalised per head; a = -kk, b = kk * sigmoid(randn).

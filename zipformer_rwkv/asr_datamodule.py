@@ -49,8 +49,8 @@ from lhotse.dataset import (
     SimpleCutSampler,
     SpecAugment,
 )
-from lhotse.lazy import LazyIteratorChain
 from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
+from lhotse.lazy import LazyIteratorChain
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
@@ -176,23 +176,29 @@ def make_cut_filter(min_duration: float = 1.0, max_duration: float = 20.0,
       output_frames: input frames (100 Hz) -> model output frames.
       extra_frames: margin of the token check (icefall uses 2 for the transducer).
     Returns:
-      a callable `keep(cut) -> bool`.
+      a callable `keep(cut) -> bool`. Each excluded cut is logged once, the first time it is seen:
+      a lazily filtered CutSet runs the predicate on every pass (train.py's count of the epoch's
+      audio at start-up, then each epoch).
     """
+    logged = set()
+
+    def exclude(c: Cut, level: int, why: str) -> bool:
+        if c.id not in logged:
+            logged.add(c.id)
+            logging.log(level, f"Excluding cut {c.id}: {why}")
+        return False
 
     def keep(c: Cut) -> bool:
         if not min_duration <= c.duration <= max_duration:
-            logging.debug(f"Excluding cut {c.id}: duration {c.duration:.2f} s outside "
-                          f"[{min_duration}, {max_duration}]")
-            return False
+            return exclude(c, logging.DEBUG, f"duration {c.duration:.2f} s outside [{min_duration}, {max_duration}]")
         if num_tokens is None:
             return True
         frames = c.num_frames if c.has_features else compute_num_frames(c.duration, FRAME_SHIFT,
                                                                         c.sampling_rate)
         tokens = sum(num_tokens(s.text or "") for s in c.supervisions)
         if output_frames(frames) < tokens + extra_frames:
-            logging.warning(f"Excluding cut {c.id}: {output_frames(frames)} output frames for {tokens} "
-                            f"tokens (needs tokens + {extra_frames})")
-            return False
+            return exclude(c, logging.WARNING, f"{output_frames(frames)} output frames for {tokens} tokens "
+                                               f"(needs tokens + {extra_frames})")
         return True
 
     return keep

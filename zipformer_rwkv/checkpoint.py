@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -34,7 +34,14 @@ from zipformer_rwkv.errors import CheckpointError, CheckpointWriteError, Missing
 PathLike = Union[str, Path]
 
 _STATE_KEYS = ("optimizer", "scheduler", "grad_scaler", "sampler")
-_RESERVED = ("model", "model_avg", "trainable_only", "base_checkpoints") + _STATE_KEYS
+# The one list of checkpoint entries that are not `params` keys (training options and counters):
+# weights, what describes them, and the state dicts of the training objects.
+NON_OPTION_KEYS = ("model", "model_avg", "trainable_only", "base_checkpoints") + _STATE_KEYS
+
+
+def checkpoint_params(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The `params` a checkpoint was saved with: every entry but `NON_OPTION_KEYS`."""
+    return {k: v for k, v in checkpoint.items() if k not in NON_OPTION_KEYS}
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -181,8 +188,9 @@ def save_checkpoint(
       rank: the caller's rank; ranks other than 0 return without writing.
       trainable_only: store only trainable tensors of `model`/`model_avg` (frozen ones come from
         `base_checkpoints` when loading).
-      base_checkpoints: names -> paths of the frozen base checkpoints (e.g. {"encoder": ...,
-        "llm": ...}); stored as strings.
+      base_checkpoints: names -> paths of the frozen base checkpoints, {"encoder": ..., "llm": ...}
+        (what `--encoder-checkpoint` / `--rwkv-checkpoint` name); stored as strings.
+        `recipe.get_model_for_checkpoint` loads them when the file is decoded or transcribed.
     Raises:
       ValueError: if a key of `params` collides with a reserved key such as "model".
     """
@@ -209,7 +217,7 @@ def save_checkpoint(
         if obj is not None:
             checkpoint[key] = _to_safe(obj.state_dict(), key)
     for key, value in (params or {}).items():
-        if key in _RESERVED:
+        if key in NON_OPTION_KEYS:
             raise ValueError(f"params key '{key}' collides with a checkpoint field")
         checkpoint[key] = _to_safe(value, f"params.{key}")
     atomic_torch_save(checkpoint, filename)
@@ -556,29 +564,38 @@ def average_checkpoints_with_averaged_model(
     `filename_start` is excluded: `--epoch 10 --avg 5` uses epoch-5.pt and epoch-10.pt.
 
     Raises:
-      RuntimeError: a file lacks model_avg/batch_idx_train/average_period, layouts differ, or
-        e <= s (naming both files).
+      CheckpointError (a RuntimeError): a file lacks model_avg/batch_idx_train/average_period,
+        layouts differ, or e <= s: one line naming both files and the reason.
     """
     ckpts = {}
     for name, f in (("start", filename_start), ("end", filename_end)):
         ckpt = read_checkpoint(f, device)
         for key in ("model_avg", "batch_idx_train", "average_period"):
             if key not in ckpt:
-                raise RuntimeError(
+                raise CheckpointError(
                     f"{f} has no '{key}' (saved without model_avg? use --use-averaged-model false)"
                 )
         ckpts[name] = ckpt
     period = ckpts["end"]["average_period"]
-    s = ckpts["start"]["batch_idx_train"] // period * period
-    e = ckpts["end"]["batch_idx_train"] // period * period
+    raw_s, raw_e = ckpts["start"]["batch_idx_train"], ckpts["end"]["batch_idx_train"]
+    s, e = raw_s // period * period, raw_e // period * period
+    if raw_e <= raw_s:
+        raise CheckpointError(
+            f"cannot average between {filename_start} and {filename_end}: the second (batch {raw_e}) "
+            f"is not later than the first (batch {raw_s})"
+        )
     if not e > s:
-        raise RuntimeError(
-            f"{filename_end} (batch {e}) is not later than {filename_start} (batch {s}) "
-            f"after rounding to average_period={period}"
+        raise CheckpointError(
+            f"cannot average between {filename_start} (batch {raw_s}) and {filename_end} (batch {raw_e}): "
+            f"model_avg is updated every --average-period {period} batches, and none fell between them; "
+            f"use --use-averaged-model false, or a larger --avg"
         )
     avg_s = _strip_module_prefix(ckpts["start"]["model_avg"])
     avg_e = _strip_module_prefix(ckpts["end"]["model_avg"])
-    _check_same_layout(avg_e, avg_s, str(filename_end), str(filename_start))
+    try:
+        _check_same_layout(avg_e, avg_s, str(filename_end), str(filename_start))
+    except RuntimeError as err:
+        raise CheckpointError(str(err)) from None
     w_e, w_s = e / (e - s), -s / (e - s)
     for k in _unique_keys(avg_e):
         v = avg_e[k]
@@ -676,27 +693,41 @@ def resolve_decode_checkpoints(
     return DecodeCheckpoints(method, files, f"average of {[f.name for f in files]}")
 
 
+def plan_state(plan: DecodeCheckpoints,
+               device: Union[str, torch.device] = "cpu") -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The weights `plan` selects: one file's "model", the mean of the files' "model"
+    (`average_checkpoints`), or the mean through their model_avg
+    (`average_checkpoints_with_averaged_model`).
+
+    Returns:
+      (state dict, the first file's entries: for "load" all of them, else read without its tensors).
+    Raises:
+      RuntimeError / FileNotFoundError: as `read_checkpoint` and the averaging functions.
+    """
+    if plan.method == "load":
+        first = read_checkpoint(plan.filenames[0], device)
+        return first["model"], first
+    first = read_checkpoint(plan.filenames[0], device, mmap=True)
+    if plan.method == "average":
+        return average_checkpoints(plan.filenames, device), first
+    if plan.method == "averaged_model":
+        return average_checkpoints_with_averaged_model(*plan.filenames, device=device), first
+    raise ValueError(f"unknown method {plan.method!r}")
+
+
 def load_decode_model(
     model: nn.Module,
     plan: DecodeCheckpoints,
     device: Union[str, torch.device] = "cpu",
     strict: bool = True,
 ) -> None:
-    """Load the weights `plan` selects into `model` (trainable-only files: load the frozen base
-    weights into `model` first; their absent keys are accepted).
+    """Load the weights `plan` selects (`plan_state`) into `model` (trainable-only files: load the
+    frozen base weights into `model` first; their absent keys are accepted).
 
     Raises:
       RuntimeError / FileNotFoundError: as `read_checkpoint` and `load_state_dict_checked`.
     """
-    first = read_checkpoint(plan.filenames[0], device)
+    state, first = plan_state(plan, device)
     allow_missing = bool(first.get("trainable_only", False))
-    if plan.method == "load":
-        state = first["model"]
-    elif plan.method == "average":
-        state = average_checkpoints(plan.filenames, device)
-    elif plan.method == "averaged_model":
-        state = average_checkpoints_with_averaged_model(*plan.filenames, device=device)
-    else:
-        raise ValueError(f"unknown method {plan.method!r}")
     load_state_dict_checked(model, state, plan.description, strict, allow_missing)
     logging.info(f"Loaded {plan.description}")

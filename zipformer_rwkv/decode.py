@@ -18,6 +18,8 @@ Usage (from the repository root):
 
 The model structure (--model-type, encoder/RWKV-7 shapes, adapter, PEFT, prompt) is read from the
 checkpoint; an option given on the command line that contradicts it is an error naming both values.
+A trainable-only checkpoint (adapter/LoRA/state over a frozen base) gets its frozen weights from the
+base checkpoints it names (inference.load_model).
 
 Every dev set, then every test set, of the corpus conf (--conf) is decoded, as icefall decodes
 dev-clean/dev-other and test-clean/test-other. Writes to exp_dir/{decoding_method}/:
@@ -25,24 +27,26 @@ recogs-{set}-{suffix}.txt, errs-{set}-{suffix}.txt, wer-summary-{set}-{suffix}.t
 ppl-{set}-{suffix}.txt on the dev/test transcripts and lm-valid) and log-decode-{suffix}-*; logs
 the RTFx (audio seconds / decoding seconds).
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import logging
 import math
-import time
-from typing import Dict, List, Sequence, Tuple
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 import torch
 from lhotse import CutSet
 
 from zipformer_rwkv import recipe
 from zipformer_rwkv.asr_datamodule import AsrDataModule
-from zipformer_rwkv.checkpoint import load_decode_model, read_checkpoint, resolve_decode_checkpoints
+from zipformer_rwkv.checkpoint import read_checkpoint, resolve_decode_checkpoints
+from zipformer_rwkv.errors import RecipeError
+from zipformer_rwkv.inference import (
+    apply_checkpoint_structure,
+    decode_dataset,
+    explicit_options,
+    load_model,
+)
 from zipformer_rwkv.utils import (
     AttributeDict,
     setup_logger,
@@ -51,8 +55,6 @@ from zipformer_rwkv.utils import (
     write_error_stats,
     write_wer_summary,
 )
-
-NOTE_SKIPPED, NOTE_TRUNCATED = recipe.NOTE_SKIPPED, recipe.NOTE_TRUNCATED
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -77,51 +79,6 @@ def get_parser() -> argparse.ArgumentParser:
     recipe.add_model_arguments(parser)
     AsrDataModule.add_arguments(parser)
     return parser
-
-
-def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
-    """Names (dest) of the options given on the command line, as opposed to defaults."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and isinstance(action, argparse._StoreAction):
-            probe.add_argument(*action.option_strings, dest=action.dest, default=argparse.SUPPRESS,
-                               nargs=action.nargs if action.nargs is not None else None,
-                               **({"type": action.type} if action.type else {}))
-    known, _ = probe.parse_known_args(argv)
-    return set(vars(known))
-
-
-def same_option(given: object, saved: object) -> bool:
-    """True if an option value from the command line equals the checkpoint's, treating a
-    single value as broadcast to every stack (`--query-head-dim 32` == the stored "32,32,32,32",
-    the resolved form train.py saves)."""
-    a, b = str(given).replace(" ", ""), str(saved).replace(" ", "")
-    if a == b:
-        return True
-    la, lb = a.split(","), b.split(",")
-    return (len(la) == 1 and set(lb) == set(la)) or (len(lb) == 1 and set(la) == set(lb))
-
-
-def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: set, source: str) -> None:
-    """Copy the structure options (`recipe.STRUCTURE_OPTIONS`) of a checkpoint into params.
-
-    Raises:
-      ValueError: an option given explicitly differs from the checkpoint's value (lists all).
-    """
-    if "model_type" not in saved:
-        raise ValueError(f"{source} has no training options (model_type); not written by train.py?")
-    mismatches = []
-    for key in recipe.STRUCTURE_OPTIONS:
-        if key not in saved:
-            continue
-        if key in explicit and params.get(key) is not None and not same_option(params[key], saved[key]):
-            if key == "tokenizer" and params[key] == "auto":
-                continue
-            flag = "--" + key.replace("_", "-")
-            mismatches.append(f"{flag}: checkpoint has {saved[key]!r}, command line {params[key]!r}")
-        params[key] = saved[key]
-    if mismatches:
-        raise ValueError(f"{source} does not match the command line: " + "; ".join(mismatches))
 
 
 def decoding_suffix(params: AttributeDict) -> str:
@@ -153,35 +110,6 @@ def eval_sets(data: AsrDataModule) -> Dict[str, CutSet]:
 
 
 # ------------------------------------------------------------------------------------ decoding
-
-
-def decode_dataset(params, model, dl, tokenizers, device) -> Tuple[list, Dict[str, float]]:
-    """Decode every batch of `dl`.
-
-    Returns:
-      results `(cut_id, ref_words, hyp_words, note)` and stats {"audio_seconds", "decode_seconds",
-      "skipped", "truncated", "utterances"}.
-    """
-    results = []
-    stats = dict(audio_seconds=0.0, decode_seconds=0.0, skipped=0, truncated=0, utterances=0)
-    for batch in dl:
-        feats = batch["inputs"].to(device)
-        lens = recipe.batch_feature_lens(batch).to(device)
-        refs = recipe.batch_texts(batch)
-        cut_ids = [c.id for c in batch["supervisions"]["cut"]] if "cut" in batch["supervisions"] else \
-            [f"utt-{len(results) + i}" for i in range(len(refs))]
-        t0 = time.time()
-        hyps, notes = recipe.recognize(params, model, tokenizers, feats, lens)
-        stats["skipped"] += notes.count(NOTE_SKIPPED)
-        stats["truncated"] += notes.count(NOTE_TRUNCATED)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        stats["decode_seconds"] += time.time() - t0
-        stats["audio_seconds"] += float(lens.sum()) / 100.0
-        stats["utterances"] += len(refs)
-        for cid, ref, hyp, note in zip(cut_ids, refs, hyps, notes):
-            results.append((cid, ref.split(), hyp.split(), note))
-    return results, stats
 
 
 def save_results(params, test_set: str, results: list) -> float:
@@ -221,7 +149,7 @@ def lm_perplexity(params, model, texts: List[str], tokenizer, device, batch_toke
 def main() -> None:
     try:
         decode()
-    except (ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
+    except (RecipeError, ValueError, FileNotFoundError) as e:  # bad options / files: one clear line
         sys.exit(f"decode.py: error: {e}")
 
 
@@ -234,8 +162,9 @@ def decode() -> None:
         params.exp_dir = Path("exp") / params.model_type
     params.exp_dir = Path(params.exp_dir)
     plan = resolve_decode_checkpoints(params.exp_dir, params.epoch, params.iter, params.avg, params.use_averaged_model)
-    saved = read_checkpoint(plan.filenames[-1])
-    apply_checkpoint_structure(params, saved, explicit, str(plan.filenames[-1]))
+    # the structure options now (the suffix and the log need them); the weights with load_model below
+    apply_checkpoint_structure(params, read_checkpoint(plan.filenames[-1], mmap=True), explicit,
+                               str(plan.filenames[-1]))
     params.suffix = decoding_suffix(params)
     out_dir = params.exp_dir / params.decoding_method
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,9 +174,7 @@ def decode() -> None:
     logging.info(f"Decoding: {params}")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
-    load_decode_model(model, plan)
-    model.to(device).eval()
+    params, model, tokenizers = load_model(plan, params, device=device)
     logging.info(f"Number of model parameters: {sum(p.numel() for p in model.parameters())}")
 
     data = AsrDataModule(args)

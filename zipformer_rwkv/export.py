@@ -10,25 +10,19 @@ The file holds `{"model": averaged state dict}` plus the training options of the
 so it serves as `--encoder-checkpoint` (ctc) / `--rwkv-checkpoint` (lm) of a speech-LLM run, and as
 `transcribe.py --checkpoint`.
 """
+import argparse
+import logging
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import argparse
-import logging
-
 from zipformer_rwkv.checkpoint import (
     atomic_torch_save,
-    average_checkpoints,
-    average_checkpoints_with_averaged_model,
+    checkpoint_params,
+    plan_state,
     read_checkpoint,
     resolve_decode_checkpoints,
 )
 from zipformer_rwkv.utils import str2bool
-
-_DROP = ("model", "model_avg", "optimizer", "scheduler", "grad_scaler", "sampler", "rng_state")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -47,18 +41,16 @@ def main() -> None:
     args = get_parser().parse_args()
     try:
         plan = resolve_decode_checkpoints(args.exp_dir, args.epoch, args.iter, args.avg, args.use_averaged_model)
-        last = read_checkpoint(plan.filenames[-1])
-        if plan.method == "load":
-            state = last["model"]
-        elif plan.method == "average":
-            state = average_checkpoints(plan.filenames)
-        else:
-            state = average_checkpoints_with_averaged_model(*plan.filenames)
+        state, _ = plan_state(plan)  # the weights decode.py would load (inference.load_model)
+        last = read_checkpoint(plan.filenames[-1], mmap=True)  # its options
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"export.py: error: {e}")
     out = args.out or args.exp_dir / "pretrained.pt"
-    payload = {k: v for k, v in last.items() if k not in _DROP}
+    payload = {k: v for k, v in checkpoint_params(last).items() if k != "rng_state"}  # no training RNG
     payload["model"] = state
+    for key in ("trainable_only", "base_checkpoints"):  # what the weights are: kept with them
+        if key in last:
+            payload[key] = last[key]
     payload["exported_from"] = plan.description
     atomic_torch_save(payload, out)
     logging.info(f"Wrote {out} ({plan.description})")

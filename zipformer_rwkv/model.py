@@ -307,11 +307,6 @@ class SpeechLLM(FreezableModule):
         return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam_size)
 
 
-def trainable_parameter_names(model: nn.Module) -> List[str]:
-    """Names of parameters with `requires_grad` (what the optimizer updates)."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
 def apply_llm_peft(
     llm: nn.Module, peft: str, lora_r: int = 8, lora_alpha: int = 16,
     lora_targets: Sequence[str] = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value"),

@@ -3,8 +3,8 @@
 - `ScaledAdam`: Adam whose step for each tensor is proportional to that tensor's RMS, which also
   learns each tensor's overall scale, with gradient clipping relative to recent gradient norms
   (the optimizer Zipformer2 is designed for; icefall's `zipformer/optim.py`).
-- `Eden`, `Eden2`, `FixedLRScheduler`: per-batch / per-epoch schedules (icefall's `Eden`, `Eden2`),
-  all driven with `step_batch(batch_idx)` and `step_epoch(epoch)`.
+- `Eden`: the per-batch / per-epoch schedule (icefall's `Eden`), driven with `step_batch(batch_idx)`
+  and `step_epoch(epoch)`.
 - `get_parameter_groups_with_lrs`: icefall's named parameter groups honouring per-module `lr_scale`
   attributes and `freeze_modules`.
 - `get_adamw_param_groups`: AdamW groups with weight decay only on >=2-D `.weight` matrices, the
@@ -654,34 +654,3 @@ class Eden(LRScheduler):
         factor = ((b**2 + B**2) / B**2) ** -0.25 * ((e**2 + E**2) / E**2) ** -0.25
         factor *= self._warmup()
         return [x * factor for x in self.base_lrs]
-
-
-class Eden2(LRScheduler):
-    """Batch-only Eden: lr = base_lr * ((b^2 + B^2) / B^2)^-0.5 * warmup(b) (icefall `Eden2`)."""
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        lr_batches: Union[int, float],
-        warmup_batches: Union[int, float] = 500.0,
-        warmup_start: float = 0.5,
-        verbose: bool = False,
-    ):
-        if not lr_batches > 0:
-            raise ValueError(f"lr_batches must be > 0, got {lr_batches}")
-        self.lr_batches = lr_batches
-        self.warmup_batches = warmup_batches
-        self.warmup_start = warmup_start
-        super().__init__(optimizer, verbose)
-
-    def get_lr(self) -> List[float]:
-        B = self.lr_batches
-        factor = ((self.batch**2 + B**2) / B**2) ** -0.5 * self._warmup()
-        return [x * factor for x in self.base_lrs]
-
-
-class FixedLRScheduler(LRScheduler):
-    """Constant lr = base_lr (the Zipformer+Qwen2 recipe's schedule), same interface as Eden."""
-
-    def get_lr(self) -> List[float]:
-        return list(self.base_lrs)

@@ -10,12 +10,13 @@ pretrained-weight loading, batch -> loss, and the optimizers.
 """
 import argparse
 import logging
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from zipformer_rwkv.errors import CheckpointError
+from zipformer_rwkv.errors import CheckpointError, ConfigError
 from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
 from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
 from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
@@ -27,7 +28,7 @@ MODEL_TYPES = ("ctc", "lm", "llm")
 
 # Options that fix a model's structure: decode.py checks them against the checkpoint's params.
 STRUCTURE_OPTIONS = (
-    "model_type", "tokenizer", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
+    "model_type", "tokenizer", "bpe_model_sha256", "rwkv_config", "rwkv_n_layer", "rwkv_n_embd", "rwkv_head_size",
     "adapter_type", "adapter_downsample", "adapter_hidden_dim", "adapter_blank_threshold", "adapter_encoder_proj",
     "interleave_chunk_frames", "llm_peft", "lora_r", "lora_alpha", "lora_targets",
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
@@ -92,10 +93,32 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------ tokenizers
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _bpe(params: AttributeDict):
+    """The BPE tokenizer of `params.bpe_model`. Its identity travels with the model: the first load
+    sets `params.bpe_model_sha256` (saved in every checkpoint); when params already hold one (decode.py
+    and transcribe.py copy it from the checkpoint), another file is refused: a different BPE model with
+    a vocabulary no larger than the model's would decode garbage without any other error.
+
+    Raises:
+      ConfigError: the file's SHA-256 differs from `params.bpe_model_sha256`.
+    """
     from zipformer_rwkv.rwkv7 import get_tokenizer
 
-    return get_tokenizer("bpe", params.bpe_model)
+    tokenizer = get_tokenizer("bpe", params.bpe_model)
+    digest, want = file_sha256(params.bpe_model), params.get("bpe_model_sha256")
+    if want and digest != want:
+        raise ConfigError(f"--bpe-model {params.bpe_model} is not the BPE model the checkpoint was trained with "
+                          f"(sha256 {digest[:12]}..., the checkpoint's {want[:12]}...); give the run's bpe.model")
+    params.bpe_model_sha256 = digest
+    return tokenizer
 
 
 def get_tokenizers(params: AttributeDict, llm_vocab_size: Optional[int] = None) -> Dict[str, object]:
@@ -168,7 +191,8 @@ def _build_rwkv(params: AttributeDict, load_pretrained: bool) -> nn.Module:
     if "model" in ckpt and isinstance(ckpt["model"], dict):
         sd = {k[len("llm."):]: v for k, v in ckpt["model"].items() if k.startswith("llm.")}
         if not sd:
-            raise CheckpointError(f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
+            raise CheckpointError(
+                f"--rwkv-checkpoint {path}: its 'model' holds no llm.* tensors (not an lm/llm checkpoint)")
         if any(".lora_" in k or ".base_layer." in k for k in sd):
             raise CheckpointError(f"--rwkv-checkpoint {path}: holds LoRA layers; export a merged model first")
         model = RWKV7(config_from_state_dict(sd, path))
@@ -180,15 +204,21 @@ def _build_rwkv(params: AttributeDict, load_pretrained: bool) -> nn.Module:
     return load_rwkv7_checkpoint(path)
 
 
-def load_encoder_weights(model: nn.Module, path: str) -> None:
+def load_encoder_weights(model: nn.Module, path: str) -> List[str]:
     """Load `--encoder-checkpoint` into `model.encoder` (and `model.ctc_output` if shapes match).
 
     Accepts icefall files and our ctc/llm checkpoints (`zipformer_rwkv.zipformer.load_encoder_checkpoint`
     finds the encoder's key prefix); the encoder options must describe the file's architecture.
+    Returns:
+      the keys of `model.state_dict()` that were loaded (every `encoder.*`, and `ctc_output.*` when
+      the file's head fits).
+    Raises:
+      FileNotFoundError, CheckpointMismatchError (a ValueError): as `load_encoder_checkpoint`.
     """
     from zipformer_rwkv.zipformer import load_encoder_checkpoint
 
     load_encoder_checkpoint(path, model.encoder)
+    loaded = [f"encoder.{k}" for k in model.encoder.state_dict()]
     ckpt = _read(path)
     sd = ckpt.get("model", ckpt)
     head = {k[len("ctc_output."):]: v for k, v in sd.items() if k.startswith("ctc_output.")}
@@ -196,8 +226,98 @@ def load_encoder_weights(model: nn.Module, path: str) -> None:
         own = model.ctc_output.state_dict()
         if all(k in own and own[k].shape == v.shape for k, v in head.items()):
             model.ctc_output.load_state_dict(head)
+            loaded += [f"ctc_output.{k}" for k in head]
             logging.info(f"Loaded ctc_output from {path}")
     logging.info(f"Loaded encoder from {path}")
+    return loaded
+
+
+# base_checkpoints names of a trainable-only checkpoint -> the training option that named that file
+BASE_CHECKPOINT_OPTIONS = {"encoder": "encoder_checkpoint", "llm": "rwkv_checkpoint"}
+
+
+def _load_llm_base(model: nn.Module, path: str, params: AttributeDict, source: str) -> List[str]:
+    """Copy the RWKV-7 of `path` (as `--rwkv-checkpoint` reads it) into `model.llm`, whose LoRA layers
+    (peft keeps a wrapped Linear's weight as `<name>.base_layer.weight`) are left as they are.
+    Returns the keys of `model.state_dict()` it loaded. Raises CheckpointError: another structure."""
+    import dataclasses
+
+    base = _build_rwkv(AttributeDict(rwkv_checkpoint=path), load_pretrained=True)
+    recorded = params.get("rwkv_config")
+    if recorded and dataclasses.asdict(base.config) != dict(recorded):
+        diff = {k: (v, recorded.get(k)) for k, v in dataclasses.asdict(base.config).items() if recorded.get(k) != v}
+        raise CheckpointError(f"{source}: its base checkpoint llm={path} is another RWKV-7 than the one it was "
+                              f"trained on ({', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())})")
+    own = model.llm.state_dict()
+    state, loaded = {}, []
+    for k, v in base.state_dict().items():
+        target = k if k in own else ".base_layer.".join(k.rsplit(".", 1))
+        if target not in own or tuple(own[target].shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: its base checkpoint llm={path} does not fit the model "
+                                  f"('{k}' {tuple(v.shape)})")
+        state[target] = v
+        loaded.append(f"llm.{target}")
+    model.llm.load_state_dict(state, strict=False)
+    logging.info(f"Loaded RWKV-7 base weights from {path}")
+    return loaded
+
+
+def get_model_for_checkpoint(params: AttributeDict, saved: dict,
+                             source: str) -> Tuple[nn.Module, Dict[str, object]]:
+    """Build the model that a checkpoint's weights are loaded into (`params` already holds the
+    checkpoint's structure options); the caller then loads `saved["model"]` (or "model_avg").
+
+    A full checkpoint holds every weight: the model is built without reading any other file. A
+    trainable-only one (`saved["trainable_only"]`: adapter, LoRA, tuned state on a frozen base, as
+    RWKV-ASR publishes them) holds only what was trained; the frozen weights are loaded here from its
+    base checkpoints: `saved["base_checkpoints"]` ({"encoder": path, "llm": path}), else the
+    `--encoder-checkpoint` / `--rwkv-checkpoint` it was trained with. Relative paths are taken from
+    the current folder.
+
+    Args:
+      params: the options (structure from the checkpoint). saved: the checkpoint dict.
+      source: the checkpoint's name for messages.
+    Returns:
+      (model, tokenizers) as `get_model`.
+    Raises:
+      CheckpointError: a base checkpoint is missing, unreadable or of another structure than the one
+        recorded, or some frozen weights are neither in the checkpoint nor in a base checkpoint.
+    """
+    from zipformer_rwkv.errors import RecipeError
+
+    model, tokenizers = get_model(params, load_pretrained=False)
+    if not saved.get("trainable_only"):
+        return model, tokenizers
+    bases = {k: str(v) for k, v in (saved.get("base_checkpoints") or {}).items() if v}
+    if not bases:
+        bases = {k: str(params[o]) for k, o in BASE_CHECKPOINT_OPTIONS.items() if params.get(o)}
+    unknown = sorted(set(bases) - set(BASE_CHECKPOINT_OPTIONS))
+    if unknown:
+        known = sorted(BASE_CHECKPOINT_OPTIONS)
+        raise CheckpointError(f"{source}: unknown base checkpoints {unknown} (known: {known})")
+    covered = set(saved.get("model") or {})
+    for name, path in bases.items():
+        if not hasattr(model, name):
+            continue  # e.g. an encoder base of an lm
+        if not Path(path).is_file():
+            raise CheckpointError(f"{source} holds only the trained weights, and its base checkpoint {name}={path} "
+                                  "does not exist (relative paths are taken from the current folder)")
+        try:
+            if name == "encoder":
+                covered.update(load_encoder_weights(model, path))
+            else:
+                covered.update(_load_llm_base(model, path, params, source))
+        except CheckpointError:
+            raise
+        except (RecipeError, ValueError) as e:  # the encoder loader's message lists keys on more lines
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            why = "; ".join([lines[0]] + [line for line in lines[1:] if line.startswith("the checkpoint holds")])
+            raise CheckpointError(f"{source}: its base checkpoint {name}={path} does not fit: {why}") from None
+    missing = [k for k in model.state_dict() if k not in covered]
+    if missing:
+        raise CheckpointError(f"{source} holds only the trained weights, and its base checkpoints {bases or '(none)'} "
+                              f"do not hold {len(missing)} others, e.g. {missing[:3]}")
+    return model, tokenizers
 
 
 # ------------------------------------------------------------------------------------ model

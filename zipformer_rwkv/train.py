@@ -42,18 +42,14 @@ Known failures (a full disk, an unusable checkpoint, bad data) stop with one lin
 features/audio cannot be read is skipped, named in the log and counted (the epoch goes on) up to
 --max-bad-cuts; non-finite-loss warnings name the batch's cuts.
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import copy
 import logging
 import math
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -71,12 +67,14 @@ from zipformer_rwkv.checkpoint import (
     atomic_copy,
     atomic_torch_save,
     load_checkpoint,
+    read_checkpoint,
     remove_checkpoints,
     save_checkpoint,
     save_checkpoint_with_global_batch_idx,
     unwrap_model,
     update_averaged_model,
 )
+from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.errors import (
     CheckpointError,
     DataError,
@@ -85,7 +83,6 @@ from zipformer_rwkv.errors import (
     known_error_message,
     log_to_files,
 )
-from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
 from zipformer_rwkv.hooks import register_inf_check_hooks
 from zipformer_rwkv.lm_data import make_text_dataloader
 from zipformer_rwkv.resume import (
@@ -164,7 +161,7 @@ def get_params() -> AttributeDict:
     return AttributeDict(
         best_train_loss=float("inf"), best_valid_loss=float("inf"),
         best_train_epoch=-1, best_valid_epoch=-1,
-        batch_idx_train=0, cur_epoch=1, feature_dim=80, subsampling_factor=4,
+        batch_idx_train=0, cur_epoch=1, feature_dim=80,
         reset_interval=200, num_bad_batches=0, num_bad_cuts=0, env_info=get_env_info(),
     )
 
@@ -255,11 +252,12 @@ def load_checkpoint_if_available(params, model, model_avg, optimizer, scaler) ->
         return None
     if not filename.is_file():
         raise MissingFileError(f"cannot resume: {filename} does not exist")
+    saved_type = read_checkpoint(filename, mmap=True).get("model_type", params.model_type)
+    if saved_type != params.model_type:  # checked before the strict load, which would fail less clearly
+        raise CheckpointError(f"{filename} is a --model-type {saved_type} checkpoint, "
+                              f"this run is --model-type {params.model_type}")
     saved = load_checkpoint(filename, model, model_avg, optimizer=optimizer,
                             scheduler=optimizer.scheduler, scaler=scaler)
-    if saved.get("model_type", params.model_type) != params.model_type:
-        raise CheckpointError(f"{filename} is a --model-type {saved['model_type']} checkpoint, "
-                              f"this run is --model-type {params.model_type}")
     for key in ("best_train_epoch", "best_valid_epoch", "batch_idx_train", "best_train_loss",
                 "best_valid_loss", "num_bad_batches", "num_bad_cuts"):
         if key in saved:

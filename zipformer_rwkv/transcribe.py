@@ -19,20 +19,16 @@ line `transcribe.py: {path}: {reason}` on stderr; a transcript that hit --max-ne
 EOS is printed and flagged on stderr. Exit status: 0 if every file was transcribed, else the number
 of failed files (at most 100); 1 with one `transcribe.py: error:` line if the model cannot be loaded.
 """
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: make the repository root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import argparse
 import logging
 import re
+import sys
+from pathlib import Path
 
 import torch
 
-from zipformer_rwkv import recipe
-from zipformer_rwkv.checkpoint import load_state_dict_checked, read_checkpoint
+from zipformer_rwkv import inference, recipe
+from zipformer_rwkv.checkpoint import checkpoint_params, read_checkpoint
 from zipformer_rwkv.utils import AttributeDict, str2bool
 
 SAMPLE_RATE = 16000
@@ -85,27 +81,26 @@ def _first_reason(e: Exception) -> str:
 
 
 def load_model(args) -> tuple:
-    saved = read_checkpoint(args.checkpoint)
-    if "model_type" not in saved:
+    """(params, model, tokenizers) of `--checkpoint` (`inference.load_model`), after the checks that
+    need only the file's options (read without its tensors).
+
+    Raises:
+      ValueError: not written by train.py, a language model, or --use-averaged-model on a run shorter
+        than --average-period; and what `inference.load_model` raises.
+    """
+    options = checkpoint_params(read_checkpoint(args.checkpoint, mmap=True))
+    if "model_type" not in options:
         raise ValueError(f"{args.checkpoint} was not written by train.py (no model_type)")
-    params = AttributeDict({k: v for k, v in saved.items() if k not in ("model", "model_avg", "optimizer",
-                                                                      "scheduler", "grad_scaler", "sampler")})
-    if params.model_type == "lm":
+    if options["model_type"] == "lm":
         raise ValueError(f"{args.checkpoint} is a language model (--model-type lm); it cannot transcribe audio")
-    updates, period = saved.get("batch_idx_train"), saved.get("average_period")
+    updates, period = options.get("batch_idx_train"), options.get("average_period")
     if args.use_averaged_model and updates is not None and period and updates < period:
         raise ValueError(f"{args.checkpoint}: model_avg is still the initial weights ({updates} updates < "
                          f"--average-period {period}); use --use-averaged-model false")
+    params = AttributeDict(options)
     if args.bpe_model:
         params.bpe_model = args.bpe_model
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
-    key = "model_avg" if args.use_averaged_model else "model"
-    if key not in saved:
-        raise ValueError(f"{args.checkpoint} has no {key}")
-
-    load_state_dict_checked(model, saved[key], f"{args.checkpoint}[{key}]",
-                            allow_missing=bool(saved.get("trainable_only")))
-    return params, model.eval(), tokenizers
+    return inference.load_model(args.checkpoint, params, use_averaged_model=args.use_averaged_model)
 
 
 def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> tuple:

@@ -2,9 +2,10 @@
 
 One ``SynthJob`` holds up to ~40 utterances of one voice. Festival jobs run as a single
 ``festival --batch`` script (about 0.23 s start-up per process, measured with festival 2.5 on
-Debian 12); festival stops at the first error, so a failing utterance is recorded and the batch restarts after it. A sentence that cannot be
-spoken (engine or sox error, no/empty/silent output, < ``MIN_DURATION`` s) becomes a ``Result`` with a
-``reason`` instead of a duration: the caller lists it in ``skipped.txt``, nothing is dropped silently.
+Debian 12); festival stops at the first error, so a failing utterance is recorded and the batch
+restarts after it. A sentence that cannot be spoken (engine or sox error, no/empty/silent output,
+< ``MIN_DURATION`` s) becomes a ``Result`` with a ``reason`` instead of a duration: the caller lists
+it in ``skipped.txt``, nothing is dropped silently.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from local.tts_corpus.voices import Voice
+from .voices import Voice
 
 SAMPLE_RATE = 16000
 MIN_DURATION = 0.3  # seconds; shorter outputs are skipped

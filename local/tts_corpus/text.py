@@ -14,8 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.tts_corpus.debian import package_root
-from local.tts_corpus.rdata import read_lazyload_db
+from .debian import package_root
+from .rdata import read_lazyload_db
 
 AUSTEN_PACKAGE = "r-cran-janeaustenr"
 AUSTEN_DB = "usr/lib/R/site-library/janeaustenr/data/Rdata.rdx"

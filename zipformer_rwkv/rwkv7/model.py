@@ -565,13 +565,14 @@ class RWKV7(nn.Module):
 
         nn.init.uniform_(self.emb.weight, -1e-4, 1e-4)
         ortho(self.head.weight, 0.5 * (math.sqrt(V / C) if V > C else 1.0))
-        for ln in [self.ln_out] + [m for b in self.blocks for m in (getattr(b, "ln0", None), b.ln1, b.ln2) if m is not None]:
+        norms = [m for b in self.blocks for m in (getattr(b, "ln0", None), b.ln1, b.ln2) if m is not None]
+        for ln in [self.ln_out] + norms:
             ln.weight.fill_(1.0)
             ln.bias.zero_()
-        for l, block in enumerate(self.blocks):
+        for layer, block in enumerate(self.blocks):
             att, ffn = block.att, block.ffn
-            r01 = l / max(L - 1, 1)
-            r10 = 1.0 - l / L
+            r01 = layer / max(L - 1, 1)
+            r10 = 1.0 - layer / L
             for name, p in (("x_r", 0.2), ("x_w", 0.9), ("x_k", 0.7), ("x_v", 0.7), ("x_a", 0.9), ("x_g", 0.2)):
                 getattr(att, name).copy_(vec(1.0 - ddd ** (p * r10)))
             ffn.x_k.copy_(vec(1.0 - ddd ** (r10**4)))
@@ -592,7 +593,7 @@ class RWKV7(nn.Module):
             ortho(att.key.weight, 0.1)
             ortho(att.value.weight, 1.0)
             att.output.weight.zero_()
-            att.ln_x.weight.fill_(((l + 1) / L) ** 0.7)
+            att.ln_x.weight.fill_(((layer + 1) / L) ** 0.7)
             att.ln_x.bias.zero_()
             ortho(ffn.key.weight, 1.0)
             ffn.value.weight.zero_()

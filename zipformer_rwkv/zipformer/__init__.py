@@ -4,7 +4,7 @@
 Public API:
   ZipformerEncoder, ZipformerConfig, ENCODER_CONFIGS, add_model_arguments, get_encoder_model,
   resolve_encoder_config, encoder_out_length, load_encoder_checkpoint, CheckpointMismatchError,
-  make_ctc_output, CtcHead, ctc_loss, ctc_greedy_search, set_batch_count.
+  make_ctc_output, ctc_loss, ctc_greedy_search, set_batch_count.
 """
 from typing import Optional
 
@@ -16,7 +16,7 @@ from zipformer_rwkv.zipformer.config import (
     add_model_arguments,
     resolve_encoder_config,
 )
-from zipformer_rwkv.zipformer.ctc import CtcHead, ctc_greedy_search, ctc_loss, make_ctc_output
+from zipformer_rwkv.zipformer.ctc import ctc_greedy_search, ctc_loss, make_ctc_output
 from zipformer_rwkv.zipformer.encoder import ZipformerEncoder, encoder_out_length, get_encoder_model
 from zipformer_rwkv.zipformer.load import CheckpointMismatchError, load_encoder_checkpoint
 from zipformer_rwkv.zipformer.subsampling import Conv2dSubsampling
@@ -35,7 +35,7 @@ def set_batch_count(model: nn.Module, batch_count: Optional[float]) -> None:
 
 
 __all__ = [
-    "CheckpointMismatchError", "Conv2dSubsampling", "CtcHead", "ENCODER_CONFIGS", "Zipformer2",
+    "CheckpointMismatchError", "Conv2dSubsampling", "ENCODER_CONFIGS", "Zipformer2",
     "ZipformerConfig", "ZipformerEncoder", "add_model_arguments", "ctc_greedy_search", "ctc_loss",
     "encoder_out_length", "get_encoder_model", "load_encoder_checkpoint", "make_ctc_output",
     "resolve_encoder_config", "set_batch_count",

@@ -17,13 +17,6 @@ def make_ctc_output(encoder_dim: int, vocab_size: int, dropout: float = 0.1) -> 
                          nn.LogSoftmax(dim=-1))
 
 
-class CtcHead(nn.Sequential):
-    """`make_ctc_output` as a class: same layout and keys (`1.weight`, `1.bias`)."""
-
-    def __init__(self, encoder_dim: int, vocab_size: int, dropout: float = 0.1):
-        super().__init__(*make_ctc_output(encoder_dim, vocab_size, dropout))
-
-
 def ctc_loss(log_probs: Tensor, lens: Tensor, targets: Sequence[Sequence[int]],
              blank: int = 0, zero_infinity: bool = False) -> Tensor:
     """Summed CTC loss over the batch (torch.nn.functional.ctc_loss, reduction="sum").
