@@ -10,7 +10,8 @@ Usage (from the folder run.sh ran in):
 
 For each train.py --exp-dir given, the options of its newest epoch-N.pt (or checkpoint-N.pt) are
 reused: same model structure, PEFT/freezing, optimizer, --max-duration/--max-tokens, data,
-augmentation and autocast (--use-fp16 / --use-bf16, the "autocast" column). The model starts from random weights (the speed does not depend on them). Each
+augmentation and autocast (--use-fp16 / --use-bf16, the "autocast" column). The model starts from
+random weights (the speed does not depend on them). Each
 stage runs in its own process, so "peak RSS" is that stage's own maximum resident memory
 (model, optimizer, data loader in the main process; --num-workers 0 is forced so loading is
 included in the timed wall time, as on a 2-core machine). "in run" is the throughput train.py
@@ -171,7 +172,8 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
         split = profile_split(prof)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     autocast = {torch.float16: "fp16", torch.bfloat16: "bf16"}[params.dtype] if params.use_autocast else "fp32"
-    return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches, amount=amount, wall=wall,
+    return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches,
+                amount=amount, wall=wall,
                 rate=amount / max(wall, 1e-9), unit="tokens" if params.model_type == "lm" else "audio s",
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 peak_cuda_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
@@ -183,7 +185,8 @@ def run_child(exp_dir: Path, args, code: Optional[Path] = None) -> dict:
     """measure() in a fresh process (its own peak RSS), importing zipformer_rwkv from `code`
     (None: this tree). Exits with the child's error when it fails."""
     cmd = [sys.executable, __file__, str(exp_dir), "--one", "--batches", str(args.batches),
-           "--warmup", str(args.warmup), "--num-threads", str(args.num_threads), "--at-batch", str(args.at_batch)] + (["--profile"] if args.profile else [])
+           "--warmup", str(args.warmup), "--num-threads", str(args.num_threads), "--at-batch", str(args.at_batch)]
+    cmd += ["--profile"] if args.profile else []
     env = None
     if code is not None:  # the exported revision's zipformer_rwkv comes first on the child's path
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code)] + [os.environ.get("PYTHONPATH", "")]))
@@ -226,7 +229,8 @@ def main() -> None:
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         try:
-            print("RESULT " + json.dumps(measure(args.exp_dirs[0], args.batches, args.warmup, args.at_batch, args.profile)))
+            result = measure(args.exp_dirs[0], args.batches, args.warmup, args.at_batch, args.profile)
+            print("RESULT " + json.dumps(result))
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"bench_train.py: error: {e}")
         return

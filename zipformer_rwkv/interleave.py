@@ -10,7 +10,7 @@ Training needs to know which chunk each transcript token was spoken in: the CTC 
 alignment gives each token its first frame (`ctc_align.ctc_forced_align`), so the CTC head must
 predict RWKV-7's vocabulary. Each audio position belongs to the chunk of its first frame.
 """
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -112,9 +112,9 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
     for r in range(audio.size(0)):
         state, hyp = None, Hypothesis()
         for k in range(int(num_chunks[r])):
-            pieces = [llm.emb(torch.tensor(template.prefix, dtype=torch.long, device=device))] if k == 0 and template.prefix else []
-            pieces.append(audio[r, audio_chunk[r] == k])
-            pieces.append(llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device)))
+            ids = template.prefix if k == 0 else []
+            pieces = [llm.emb(torch.tensor(ids, dtype=torch.long, device=device)), audio[r, audio_chunk[r] == k],
+                      llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device))]
             embeds = torch.cat(pieces).unsqueeze(0)
             last, state = llm.forward_features(inputs_embeds=embeds, state=state, last_only=True)
             logits = llm.logits(last)
