@@ -176,6 +176,11 @@ def test_speech_llm_config_validation():
                       (dict(ctc_loss_scale=-0.1), "ctc-loss-scale")]:
         with pytest.raises(ValueError, match=match):
             SpeechLLMConfig(**kw)
+    from test_model_speech_llm import EOS, TinyEncoder, make_llm
+    from zipformer_rwkv.prompt import PromptTemplate
+
+    with pytest.raises(TypeError, match="SpeechLLMConfig"):  # the flat options are no config
+        SpeechLLM(TinyEncoder(), make_llm(), PromptTemplate([5], [7], EOS), dict(adapter_downsample=2))
 
 
 def test_speech_llm_config_defaults_are_the_training_flags_defaults():

@@ -215,6 +215,7 @@ class SpeechLLM(FreezableModule):
         here: `template` is the prompt).
       ctc_vocab_size: if > 0, add a CTC head (trained with `config.ctc_loss_scale`).
     Raises:
+      TypeError: config is not a SpeechLLMConfig.
       ValueError: "ctc" adapter or interleaving without a CTC head over RWKV-7's vocabulary;
         interleaving with a template that has no infix.
     """
@@ -228,6 +229,8 @@ class SpeechLLM(FreezableModule):
         ctc_vocab_size: int = 0,
     ):
         super().__init__()
+        if not isinstance(config, SpeechLLMConfig):
+            raise TypeError(f"config must be a SpeechLLMConfig, got {type(config).__name__}")
         self.encoder = encoder
         self.llm = llm
         self.config = config
