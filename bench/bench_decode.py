@@ -33,6 +33,7 @@ from zipformer_rwkv import recipe
 from zipformer_rwkv.checkpoint import resolve_decode_checkpoints
 from zipformer_rwkv.errors import RecipeError
 from zipformer_rwkv.inference import decode_dataset, load_model
+from zipformer_rwkv.search import DecodingOptions
 from zipformer_rwkv.utils import AttributeDict
 
 
@@ -42,7 +43,6 @@ def load_system(exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool, c
     from zipformer_rwkv.asr_datamodule import AsrDataModule
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--max-new-tokens", type=int, default=200)
     recipe.add_model_arguments(parser)
     AsrDataModule.add_arguments(parser)
     args = parser.parse_args(common)
@@ -78,13 +78,10 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
 
 
-def bench(params, model, tokenizers, batches, method: str, beam_size: int, device, warmup: int,
-          ctc_weight: float = 0.0) -> dict:
-    params = AttributeDict(dict(params))
-    params.decoding_method, params.beam_size, params.ctc_weight = method, beam_size, ctc_weight
-    decode_dataset(params, model, batches[:warmup], tokenizers, device)  # warm-up
+def bench(model, tokenizers, batches, options: DecodingOptions, device, warmup: int) -> dict:
+    decode_dataset(model, batches[:warmup], tokenizers, device, options)  # warm-up
     t0 = time.time()
-    results, stats = decode_dataset(params, model, batches, tokenizers, device)
+    results, stats = decode_dataset(model, batches, tokenizers, device, options)
     wall = time.time() - t0
     return dict(utts=stats["utterances"], audio=stats["audio_seconds"], secs=stats["decode_seconds"],
                 wall=wall, rtfx=stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9),
@@ -121,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.num_threads)
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     common = ["--conf", args.conf, "--manifest-dir", args.manifest_dir, "--bpe-model", args.bpe_model,
-              "--max-new-tokens", str(args.max_new_tokens), "--num-workers", "0"]
+              "--num-workers", "0"]
     systems = []
     for name, d, e, a in (("ctc", args.ctc_exp_dir, args.ctc_epoch, args.ctc_avg),
                           ("llm", args.llm_exp_dir, args.llm_epoch, args.llm_avg)):
@@ -152,7 +149,9 @@ def main() -> None:
         weights = [0.0] + ([args.ctc_weight] if params.model_type == "llm" and args.ctc_weight > 0 else [])
         for method, weight in itertools.product(methods, weights):
             for bs, bl in batches.items():
-                r = bench(params, model, tokenizers, bl, method, args.beam_size, device, args.warmup, weight)
+                options = DecodingOptions(decoding_method=method, beam_size=args.beam_size, ctc_weight=weight,
+                                          max_new_tokens=args.max_new_tokens)
+                r = bench(model, tokenizers, bl, options, device, args.warmup)
                 label = method if method != "beam_search" else f"beam_search (beam {args.beam_size})"
                 label += f" + ctc {weight:g}" if weight else ""
                 rows.append((f"{name} ({nparams / 1e6:.2f} M)", "ctc greedy" if name == "ctc" else label,

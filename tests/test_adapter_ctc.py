@@ -7,6 +7,7 @@ import torch
 
 from test_model_speech_llm import EOS, V, batch, make_speech_llm
 from zipformer_rwkv.adapter import CtcTokenAdapter, ctc_compress, segment_mean
+from zipformer_rwkv.search import DecodingOptions
 
 BLANK = 0
 
@@ -139,5 +140,5 @@ def test_generation_reads_the_ctc_head():
     audio, audio_lens, *_ = model.encode(feats, lens)
     assert audio_lens.tolist() == [1, 1, 1]
     assert torch.allclose(audio[:, 0], model.llm.emb.weight[9].expand(3, -1), atol=1e-5)
-    hyps = model.generate(feats, lens, "greedy_search", max_new_tokens=4)
+    hyps = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=4))
     assert len(hyps) == 3 and all(EOS not in h.tokens for h in hyps)

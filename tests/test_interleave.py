@@ -8,6 +8,7 @@ from test_adapter_ctc import posteriors
 from test_model_speech_llm import EOS, V, batch, make_speech_llm
 from zipformer_rwkv.interleave import audio_chunks, generate_interleaved, position_frames, text_chunks
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble, assemble_interleaved
+from zipformer_rwkv.search import DecodingOptions
 
 T = PromptTemplate(prefix=[5, 6], infix=[7], eos_id=EOS)
 
@@ -91,7 +92,7 @@ def test_speech_llm_trains_and_decodes_interleaved():
         assert model.get_parameter(name).grad.abs().sum() > 0, name
     model.eval()
     cap = 3
-    hyps = model.generate(feats, lens, method="greedy_search", max_new_tokens=cap)
+    hyps = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=cap))
     audio, audio_lens, _, enc_lens, ctc_lp = model.encode(feats, lens)
     audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_lp)
     checked = 0

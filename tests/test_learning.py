@@ -62,9 +62,11 @@ def _fit(params, model, tokenizers, batch, steps: int) -> None:
 
 def _wer(params, model, tokenizers, batch) -> float:
     from zipformer_rwkv import recipe
+    from zipformer_rwkv.search import DecodingOptions
 
     sup = batch["supervisions"]
-    hyps, _ = recipe.recognize(params, model.eval(), tokenizers, batch["inputs"], sup["num_frames"])
+    hyps, _ = recipe.recognize(model.eval(), tokenizers, batch["inputs"], sup["num_frames"],
+                               DecodingOptions.from_args(params))
     errors = sum(kaldialign.edit_distance(r.split(), h.split())["total"] for r, h in zip(sup["text"], hyps))
     return 100.0 * errors / sum(len(r.split()) for r in sup["text"])
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
+from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, SpeechLLMConfig, apply_llm_peft
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble
 from zipformer_rwkv.rwkv7 import RWKV7, RWKV7Config
+from zipformer_rwkv.search import DecodingOptions
 
 V = 40
 EOS = 1
@@ -37,9 +38,12 @@ def make_llm(seed=0):
     return llm
 
 
-def make_speech_llm(template=None, seed=0, **kw):
+def make_speech_llm(template=None, seed=0, ctc_vocab_size=0, **kw):
+    """A SpeechLLM on TinyEncoder and a 2-layer RWKV-7; `kw` are SpeechLLMConfig fields (default here:
+    2 frames per position, a single-Linear adapter)."""
     template = template or PromptTemplate(prefix=[5, 6], infix=[7], eos_id=EOS)
-    return SpeechLLM(TinyEncoder(), make_llm(seed), template, adapter_downsample=2, **kw)
+    config = SpeechLLMConfig(**{"adapter_downsample": 2, "adapter_hidden_dim": 0, **kw})
+    return SpeechLLM(TinyEncoder(), make_llm(seed), template, config, ctc_vocab_size)
 
 
 def batch(n=3, seed=0):
@@ -167,7 +171,7 @@ def test_frozen_encoder_stays_in_eval_mode():
 def test_recurrent_generation_equals_rerunning_prefix():
     model = make_speech_llm().eval()
     feats, lens, _ = batch()
-    hyps = model.generate(feats, lens, "greedy_search", max_new_tokens=6)
+    hyps = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=6))
     for i, h in enumerate(hyps):
         audio, _, _, _, _ = model.encode(feats[i : i + 1, : lens[i]], lens[i : i + 1])
         prompt = torch.cat([model.llm.emb.weight[[5, 6]], audio[0], model.llm.emb.weight[[7]]])
@@ -177,7 +181,7 @@ def test_recurrent_generation_equals_rerunning_prefix():
             with torch.no_grad():
                 nxt = int(model.llm(inputs_embeds=x)[0, -1].argmax())
             assert nxt == (tokens[j] if j < len(tokens) else EOS)
-    beam1 = model.generate(feats, lens, "beam_search", beam_size=1, max_new_tokens=6)
+    beam1 = model.generate(feats, lens, DecodingOptions("beam_search", beam_size=1, max_new_tokens=6))
     assert [h.tokens for h in beam1] == [h.tokens for h in hyps]
 
 
@@ -187,13 +191,14 @@ def test_joint_ctc_generation_follows_the_ctc_head():
     another vocabulary, generate() names the problem."""
     feats, lens, _ = batch()
     with pytest.raises(ValueError, match="--ctc-loss-scale > 0"):
-        make_speech_llm().eval().generate(feats, lens, "greedy_search", ctc_weight=0.5)
+        make_speech_llm().eval().generate(feats, lens, DecodingOptions("greedy_search", ctc_weight=0.5))
     with pytest.raises(ValueError, match="one vocabulary"):
-        make_speech_llm(ctc_vocab_size=V + 1, ctc_loss_scale=0.3).eval().generate(feats, lens, ctc_weight=0.5)
+        make_speech_llm(ctc_vocab_size=V + 1, ctc_loss_scale=0.3).eval().generate(
+            feats, lens, DecodingOptions(ctc_weight=0.5))
     model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3).eval()
     with pytest.raises(ValueError, match="must be in"):
-        model.generate(feats, lens, "beam_search", ctc_weight=-0.5)
-    plain = model.generate(feats, lens, "greedy_search", max_new_tokens=6)
+        model.generate(feats, lens, DecodingOptions("beam_search", ctc_weight=-0.5))
+    plain = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=6))
     assert any(h.tokens != [9] for h in plain)
     with torch.no_grad():
         model.ctc_output[1].weight.zero_()
@@ -201,7 +206,7 @@ def test_joint_ctc_generation_follows_the_ctc_head():
         model.ctc_output[1].bias[9] = 20.0
     for method, beam in [("greedy_search", 1), ("beam_search", 3)]:
         for weight in (0.5, 1.0):
-            hyps = model.generate(feats, lens, method, beam_size=beam, max_new_tokens=6, ctc_weight=weight)
+            hyps = model.generate(feats, lens, DecodingOptions(method, beam, weight, max_new_tokens=6))
             assert [h.tokens for h in hyps] == [[9]] * 3
 
 

@@ -307,6 +307,7 @@ def test_short_utterance_is_skipped_and_counted(data):
 
     from zipformer_rwkv import recipe
     from zipformer_rwkv.inference import NOTE_SKIPPED, decode_dataset
+    from zipformer_rwkv.search import DecodingOptions
     from zipformer_rwkv.train import get_parser
     from zipformer_rwkv.utils import AttributeDict
 
@@ -318,7 +319,7 @@ def test_short_utterance_is_skipped_and_counted(data):
     batch = {"inputs": feats, "supervisions": {
         "text": ["red cat", "dog"], "sequence_idx": torch.tensor([0, 1]), "start_frame": torch.tensor([0, 0]),
         "num_frames": torch.tensor([200, 20]), "cut": [SimpleNamespace(id="long"), SimpleNamespace(id="short")]}}
-    results, stats = decode_dataset(params, model.eval(), [batch], tok, torch.device("cpu"))
+    results, stats = decode_dataset(model.eval(), [batch], tok, torch.device("cpu"), DecodingOptions.from_args(params))
     assert stats["skipped"] == 1 and stats["utterances"] == 2
     by_id = {r[0]: r for r in results}
     assert by_id["short"][2] == [] and by_id["short"][3] == NOTE_SKIPPED  # scored as deletions, flagged

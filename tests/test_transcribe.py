@@ -23,7 +23,7 @@ def _fake_model(monkeypatch, truncate_longer_than: int = 10**9):
     params = AttributeDict(model_type="llm", adapter_downsample=2)
     monkeypatch.setattr(transcribe, "load_model", lambda args: (params, None, {}))
 
-    def recognize(params, model, tokenizers, feats, feat_lens):
+    def recognize(model, tokenizers, feats, feat_lens, options):
         t = int(feat_lens[0])
         return [f"frames={t}"], [recipe.NOTE_TRUNCATED if t > truncate_longer_than else ""]
 

@@ -47,6 +47,7 @@ from zipformer_rwkv.inference import (
     explicit_options,
     load_model,
 )
+from zipformer_rwkv.search import DecodingOptions
 from zipformer_rwkv.utils import (
     AttributeDict,
     setup_logger,
@@ -65,14 +66,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--use-averaged-model", type=str2bool, default=True,
                         help="average through model_avg of epoch-{epoch-avg}.pt and epoch-{epoch}.pt")
     parser.add_argument("--exp-dir", type=Path, default=None, help="default: exp/{model_type}")
-    parser.add_argument("--decoding-method", type=str, default="greedy_search",
-                        choices=("greedy_search", "beam_search"),
-                        help="llm: search over the RWKV-7 state; ctc: greedy_search = CTC greedy")
-    parser.add_argument("--beam-size", type=int, default=4, help="beam_search: beam width")
-    parser.add_argument("--ctc-weight", type=float, default=0.0,
-                        help="llm: lambda of joint CTC / RWKV-7 search (needs a model trained with "
-                        "--ctc-loss-scale > 0); 0 = RWKV-7 scores only")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="llm: output tokens per utterance")
+    DecodingOptions.add_arguments(parser)
     parser.add_argument("--lm-dir", type=Path, default=Path("data/lm"),
                         help="lm: also report perplexity on {lm_dir}/valid.txt if it exists")
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
@@ -157,6 +151,7 @@ def decode() -> None:
     parser = get_parser()
     args = parser.parse_args()
     explicit = explicit_options(parser, sys.argv[1:])
+    options = DecodingOptions.from_args(args)  # a bad decoding option fails here, before any file is read
     params = AttributeDict(vars(args))
     if params.exp_dir is None:
         params.exp_dir = Path("exp") / params.model_type
@@ -193,7 +188,7 @@ def decode() -> None:
         return
 
     for test_set, cuts in eval_sets(data).items():
-        results, stats = decode_dataset(params, model, data.test_dataloaders(cuts), tokenizers, device)
+        results, stats = decode_dataset(model, data.test_dataloaders(cuts), tokenizers, device, options)
         save_results(params, test_set, results)
         rtfx = stats["audio_seconds"] / max(stats["decode_seconds"], 1e-9)
         logging.info(

@@ -24,6 +24,7 @@ from zipformer_rwkv.checkpoint import (
     load_state_dict_checked,
     read_checkpoint,
 )
+from zipformer_rwkv.search import DecodingOptions
 from zipformer_rwkv.utils import AttributeDict
 
 NOTE_SKIPPED, NOTE_TRUNCATED = recipe.NOTE_SKIPPED, recipe.NOTE_TRUNCATED
@@ -127,9 +128,13 @@ def load_model(
 # ------------------------------------------------------------------------------------ decoding
 
 
-def decode_dataset(params, model, dl, tokenizers, device) -> Tuple[list, Dict[str, float]]:
+def decode_dataset(
+    model: nn.Module, dl, tokenizers: Dict[str, object], device: torch.device,
+    options: DecodingOptions = DecodingOptions(),
+) -> Tuple[list, Dict[str, float]]:
     """Decode every batch of `dl` (K2SpeechRecognitionDataset batches: "inputs" (N, T, 80) fbank at
-    100 Hz) with `recipe.recognize`; decoding seconds are wall time around the search.
+    100 Hz) with `recipe.recognize(model, tokenizers, feats, lens, options)`; decoding seconds are
+    wall time around the search.
 
     Returns:
       results `(cut_id, ref_words, hyp_words, note)` and stats {"audio_seconds", "decode_seconds",
@@ -144,7 +149,7 @@ def decode_dataset(params, model, dl, tokenizers, device) -> Tuple[list, Dict[st
         cut_ids = [c.id for c in batch["supervisions"]["cut"]] if "cut" in batch["supervisions"] else \
             [f"utt-{len(results) + i}" for i in range(len(refs))]
         t0 = time.time()
-        hyps, notes = recipe.recognize(params, model, tokenizers, feats, lens)
+        hyps, notes = recipe.recognize(model, tokenizers, feats, lens, options)
         stats["skipped"] += notes.count(NOTE_SKIPPED)
         stats["truncated"] += notes.count(NOTE_TRUNCATED)
         if device.type == "cuda":

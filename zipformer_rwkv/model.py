@@ -4,7 +4,9 @@
                 `encoder`, `ctc_output` live inside `encoder`/`ctc_output`).
 * `LmModel`   : RWKV-7 on text tokens (LM pre-training).
 * `SpeechLLM` : encoder -> `Adapter` -> RWKV-7, prompted as in `prompt.py`; loss = cross-entropy on
-                the transcript and EOS only, plus an optional auxiliary CTC loss on the encoder.
+                the transcript and EOS only, plus an optional auxiliary CTC loss on the encoder; its
+                structure beyond the encoder and RWKV-7 is a `SpeechLLMConfig`, its search a
+                `search.DecodingOptions`.
 
 Every `forward` returns `(loss, stats)`: `loss` is the per-unit mean used for backward and `stats`
 holds float sums for logging, with `stats["frames"]` the number of units (encoder frames for CTC,
@@ -15,7 +17,8 @@ so a `model.train()` after validation never wakes a frozen encoder's dropout (in
 Zipformer+Qwen2 recipe, `src/train.py` calls `model.train()` after validation and so puts its frozen
 encoder back into training mode).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -25,7 +28,7 @@ from zipformer_rwkv.adapter import Adapter, CtcTokenAdapter
 from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 from zipformer_rwkv.interleave import audio_chunks, generate_interleaved, position_frames, text_chunks
 from zipformer_rwkv.prompt import IGNORE_ID, PromptTemplate, assemble, assemble_interleaved
-from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.search import DecodingOptions, Hypothesis, beam_search, greedy_search
 from zipformer_rwkv.zipformer.ctc import ctc_greedy_search, ctc_loss, make_ctc_output
 
 Stats = Dict[str, float]
@@ -67,6 +70,8 @@ class CtcModel(FreezableModule):
         super().__init__()
         self.encoder = encoder
         self.ctc_output = make_ctc_output(encoder.encoder_out_dim, vocab_size)
+
+    min_encoder_frames = 1  # encoder frames an utterance needs to be decoded
 
     def forward(
         self, feats: torch.Tensor, feat_lens: torch.Tensor, targets: List[List[int]]
@@ -126,6 +131,79 @@ class LmModel(FreezableModule):
         return loss / ntok, {"frames": ntok, "loss": loss.item(), "correct": correct}
 
 
+ADAPTER_TYPES = ("stack", "ctc")
+
+
+@dataclass(frozen=True)
+class SpeechLLMConfig:
+    """Structure of a `SpeechLLM` around its encoder and RWKV-7: the adapter, the optional CTC head's
+    loss, chunk interleaving and the prompt. Each field is the training option `--field-name`
+    (`recipe.add_model_arguments`), saved flat in every checkpoint under the field's name.
+
+    Raises:
+      ValueError: an unknown adapter_type, adapter_downsample < 1, adapter_hidden_dim < -1,
+        interleave_chunk_frames < 0 or ctc_loss_scale < 0.
+    """
+
+    adapter_type: str = "stack"
+    """"stack": frame stacking + MLP (`Adapter`); "ctc": CTC-compressed, posterior-weighted RWKV-7
+    embeddings (`CtcTokenAdapter`; needs a CTC head over RWKV-7's vocabulary)."""
+    adapter_downsample: int = 4
+    """stack: encoder frames (25 Hz) stacked per RWKV-7 position (4: 6.25 Hz)."""
+    adapter_hidden_dim: int = -1
+    """stack: hidden width of the adapter MLP; -1: RWKV-7's width (n_embd); 0: a single Linear."""
+    adapter_blank_threshold: float = 0.95
+    """ctc: frames whose blank posterior is >= this are dropped."""
+    adapter_encoder_proj: bool = False
+    """ctc: add a (zero-initialised) projection of the encoder state to each position."""
+    interleave_chunk_frames: int = 0
+    """> 0: RWKV-7 reads chunks of this many encoder frames and writes each chunk's text before the
+    next (`interleave.py`; needs a CTC head over RWKV-7's vocabulary); 0: audio, then text."""
+    ctc_loss_scale: float = 0.0
+    """Weight of the auxiliary CTC loss (per encoder frame) added to the per-token cross-entropy."""
+    prompt_template: str = ""
+    """Prompt with one <audio> marker ("" = the tokenizer's default); `recipe.get_model` turns it
+    into the `PromptTemplate` given to `SpeechLLM`."""
+
+    def __post_init__(self):
+        if self.adapter_type not in ADAPTER_TYPES:
+            raise ValueError(f"--adapter-type must be stack or ctc, got {self.adapter_type!r}")
+        if self.adapter_downsample < 1:
+            raise ValueError(f"--adapter-downsample must be >= 1, got {self.adapter_downsample}")
+        if self.adapter_hidden_dim < -1:
+            raise ValueError(f"--adapter-hidden-dim must be -1 (RWKV-7's width), 0 or a width, "
+                             f"got {self.adapter_hidden_dim}")
+        if self.interleave_chunk_frames < 0:
+            raise ValueError(f"--interleave-chunk-frames must be >= 0, got {self.interleave_chunk_frames}")
+        if self.ctc_loss_scale < 0:
+            raise ValueError(f"--ctc-loss-scale must be >= 0, got {self.ctc_loss_scale}")
+
+    @property
+    def uses_ctc_head(self) -> bool:
+        """True when the model keeps a CTC head: an auxiliary CTC loss, the ctc adapter, or chunk
+        interleaving (its forced alignment)."""
+        return self.ctc_loss_scale > 0 or self.adapter_type == "ctc" or self.interleave_chunk_frames > 0
+
+    @property
+    def min_encoder_frames(self) -> int:
+        """Encoder frames an utterance needs to give RWKV-7 any input (stack: one adapter position)."""
+        return self.adapter_downsample if self.adapter_type == "stack" else 1
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "SpeechLLMConfig":
+        """The config of flat options (parsed arguments as an AttributeDict, or a checkpoint's
+        options); an option absent (a checkpoint older than the option) takes the field's default.
+
+        Raises:
+          ValueError: as the constructor.
+        """
+        return cls(**{f.name: params[f.name] for f in fields(cls) if params.get(f.name) is not None})
+
+    def to_params(self) -> Dict[str, Any]:
+        """The flat options (field name -> value), as checkpoints store them."""
+        return asdict(self)
+
+
 class SpeechLLM(FreezableModule):
     """Encoder -> adapter -> RWKV-7 writing the transcript.
 
@@ -133,18 +211,13 @@ class SpeechLLM(FreezableModule):
       encoder: as for `CtcModel`.
       llm: an `RWKV7` (possibly with LoRA layers / `time_state`s added).
       template: prompt template (token ids around the audio, EOS).
-      adapter_downsample: k, encoder frames per LLM position (25 Hz -> 25/k Hz).
-      adapter_hidden_dim: hidden width of the adapter MLP (0: one Linear).
-      ctc_vocab_size: if > 0, add a CTC head (trained with `ctc_loss_scale`).
-      ctc_loss_scale: weight of the per-frame CTC loss added to the per-token cross-entropy.
-      adapter_type: "stack" (`Adapter`: frame stacking + MLP) or "ctc" (`CtcTokenAdapter`: CTC-compressed
-        posterior-weighted RWKV-7 embeddings; needs the CTC head, `ctc_vocab_size` = RWKV-7's vocabulary).
-      adapter_blank_threshold, adapter_encoder_proj: `CtcTokenAdapter` options.
-      interleave_chunk_frames: > 0: chunk-interleaved audio and text (`interleave.py`), chunks of
-        this many encoder frames; needs the CTC head over RWKV-7's vocabulary (forced alignment).
+      config: adapter, CTC loss, interleaving (`SpeechLLMConfig`; its `prompt_template` is not read
+        here: `template` is the prompt).
+      ctc_vocab_size: if > 0, add a CTC head (trained with `config.ctc_loss_scale`).
     Raises:
-      ValueError: an unknown adapter type; "ctc" or interleaving without a CTC head over RWKV-7's
-        vocabulary; interleaving with a template that has no infix.
+      TypeError: config is not a SpeechLLMConfig.
+      ValueError: "ctc" adapter or interleaving without a CTC head over RWKV-7's vocabulary;
+        interleaving with a template that has no infix.
     """
 
     def __init__(
@@ -152,37 +225,32 @@ class SpeechLLM(FreezableModule):
         encoder: nn.Module,
         llm: nn.Module,
         template: PromptTemplate,
-        adapter_downsample: int = 4,
-        adapter_hidden_dim: int = 0,
+        config: SpeechLLMConfig = SpeechLLMConfig(),
         ctc_vocab_size: int = 0,
-        ctc_loss_scale: float = 0.0,
-        adapter_type: str = "stack",
-        adapter_blank_threshold: float = 0.95,
-        adapter_encoder_proj: bool = False,
-        interleave_chunk_frames: int = 0,
     ):
         super().__init__()
+        if not isinstance(config, SpeechLLMConfig):
+            raise TypeError(f"config must be a SpeechLLMConfig, got {type(config).__name__}")
         self.encoder = encoder
         self.llm = llm
+        self.config = config
         width, enc_dim = llm.config.n_embd, encoder.encoder_out_dim
-        if adapter_type == "stack":
-            self.adapter = Adapter(enc_dim, width, adapter_downsample, adapter_hidden_dim)
-        elif adapter_type == "ctc":
+        if config.adapter_type == "stack":
+            hidden = width if config.adapter_hidden_dim < 0 else config.adapter_hidden_dim
+            self.adapter = Adapter(enc_dim, width, config.adapter_downsample, hidden)
+        else:
             if ctc_vocab_size != llm.config.vocab_size:
                 raise ValueError(f"--adapter-type ctc needs a CTC head over RWKV-7's vocabulary "
                                  f"({llm.config.vocab_size}), got {ctc_vocab_size} CTC outputs")
-            self.adapter = CtcTokenAdapter(enc_dim, width, adapter_blank_threshold, adapter_encoder_proj)
-        else:
-            raise ValueError(f"--adapter-type must be stack or ctc, got {adapter_type!r}")
-        self.adapter_type = adapter_type
+            self.adapter = CtcTokenAdapter(enc_dim, width, config.adapter_blank_threshold, config.adapter_encoder_proj)
+        self.adapter_type = config.adapter_type
         self.ctc_output = make_ctc_output(enc_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
-        self.ctc_loss_scale = ctc_loss_scale
+        self.ctc_loss_scale = config.ctc_loss_scale
         self.template = template
-        self.adapter_downsample = adapter_downsample
-        self.interleave_chunk_frames = interleave_chunk_frames
-        if interleave_chunk_frames < 0:
-            raise ValueError(f"--interleave-chunk-frames must be >= 0, got {interleave_chunk_frames}")
-        if interleave_chunk_frames > 0:
+        self.adapter_downsample = config.adapter_downsample
+        self.interleave_chunk_frames = config.interleave_chunk_frames
+        self.min_encoder_frames = config.min_encoder_frames
+        if config.interleave_chunk_frames > 0:
             if ctc_vocab_size != llm.config.vocab_size:
                 raise ValueError(f"--interleave-chunk-frames needs a CTC head over RWKV-7's vocabulary "
                                  f"({llm.config.vocab_size}) to align the text, got {ctc_vocab_size} CTC outputs")
@@ -261,28 +329,26 @@ class SpeechLLM(FreezableModule):
 
     @torch.no_grad()
     def generate(
-        self,
-        feats: torch.Tensor,
-        feat_lens: torch.Tensor,
-        method: str = "greedy_search",
-        beam_size: int = 4,
-        max_new_tokens: int = 200,
-        ctc_weight: float = 0.0,
+        self, feats: torch.Tensor, feat_lens: torch.Tensor, options: DecodingOptions = DecodingOptions()
     ) -> List[Hypothesis]:
         """Prefill once, then decode token by token from the recurrent state (batched).
 
         Args:
-          method: "greedy_search" or "beam_search".
-          ctc_weight: lambda > 0: joint CTC / RWKV-7 search (`search.beam_search`) with the CTC
-            head's prefix scores (needs the head, and the LLM vocabulary = the CTC vocabulary);
-            greedy_search is then the joint search with a beam of 1.
+          feats: (N, T, 80) fbank at 100 Hz; feat_lens: (N,) valid frames.
+          options: the search (`DecodingOptions`, already validated). `ctc_weight` > 0: joint CTC /
+            RWKV-7 search (`search.beam_search`) with the CTC head's prefix scores (needs the head, and
+            the LLM vocabulary = the CTC vocabulary); greedy_search is then the joint search with a
+            beam of 1.
         Returns:
           one `Hypothesis` per utterance (token ids of the LLM tokenizer, EOS removed).
         Raises:
-          ValueError: unknown method; ctc_weight != 0 without a usable CTC head, or outside (0, 1].
+          TypeError: options is not a DecodingOptions.
+          ValueError: ctc_weight > 0 without a usable CTC head, or with chunk interleaving.
         """
-        if method not in ("greedy_search", "beam_search"):
-            raise ValueError(f"unknown decoding method {method!r}; expected greedy_search or beam_search")
+        if not isinstance(options, DecodingOptions):
+            raise TypeError(f"options must be a DecodingOptions, got {type(options).__name__}")
+        method, beam_size, max_new_tokens = options.decoding_method, options.beam_size, options.max_new_tokens
+        ctc_weight = options.ctc_weight
         audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
         if self.interleave_chunk_frames > 0:
             if ctc_weight != 0:
@@ -292,7 +358,7 @@ class SpeechLLM(FreezableModule):
                                         max_tokens_per_chunk=min(max_new_tokens, 2 * self.interleave_chunk_frames))
         logits, state = self.prefill(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
-        if ctc_weight != 0:  # a negative weight reaches beam_search's range check
+        if ctc_weight != 0:
             if self.ctc_output is None:
                 raise ValueError("--ctc-weight needs a speech LLM with a CTC head: train it with "
                                  "--ctc-loss-scale > 0 (the head starts from the encoder checkpoint's)")

@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 
 from zipformer_rwkv.errors import CheckpointError, ConfigError
-from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, apply_llm_peft
+from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, SpeechLLMConfig, apply_llm_peft
 from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
 from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
 from zipformer_rwkv.prompt import PromptTemplate
+from zipformer_rwkv.search import DecodingOptions
 from zipformer_rwkv.utils import AttributeDict, str2bool
 from zipformer_rwkv.zipformer import encoder_out_length
 
@@ -353,22 +354,15 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
 
     from zipformer_rwkv.zipformer import get_encoder_model
 
+    config = SpeechLLMConfig.from_params(params)
     enc = tok["llm"].encode
-    if params.prompt_template:
-        template = PromptTemplate.from_string(params.prompt_template.replace("\\n", "\n"), enc, eos,
+    if config.prompt_template:
+        template = PromptTemplate.from_string(config.prompt_template.replace("\\n", "\n"), enc, eos,
                                               " " if params.tokenizer == "world" else "")
     else:
         template = PromptTemplate.default(params.tokenizer, enc, eos)
-    hidden = llm.config.n_embd if params.adapter_hidden_dim < 0 else params.adapter_hidden_dim
-    model = SpeechLLM(
-        get_encoder_model(params), llm, template, params.adapter_downsample, hidden,
-        ctc_vocab_size=tok["bpe"].vocab_size if uses_ctc_head(params) else 0,
-        ctc_loss_scale=params.ctc_loss_scale,
-        adapter_type=params.adapter_type,
-        adapter_blank_threshold=params.adapter_blank_threshold,
-        adapter_encoder_proj=params.adapter_encoder_proj,
-        interleave_chunk_frames=params.get("interleave_chunk_frames", 0),
-    )
+    ctc_vocab_size = tok["bpe"].vocab_size if config.uses_ctc_head else 0
+    model = SpeechLLM(get_encoder_model(params), llm, template, config, ctc_vocab_size)
     if load_pretrained and params.encoder_checkpoint:
         load_encoder_weights(model, params.encoder_checkpoint)
     apply_llm_peft(model.llm, params.llm_peft, params.lora_r, params.lora_alpha, _targets(params))
@@ -380,16 +374,14 @@ def get_model(params: AttributeDict, load_pretrained: bool = True) -> Tuple[nn.M
 
 
 def uses_ctc_head(params: AttributeDict) -> bool:
-    """True when a speech LLM keeps a CTC head: an auxiliary CTC loss, `--adapter-type ctc`, or
-    chunk interleaving (its forced alignment)."""
-    return (params.ctc_loss_scale > 0 or params.get("adapter_type", "stack") == "ctc"
-            or params.get("interleave_chunk_frames", 0) > 0)
+    """True when a speech LLM of these options keeps a CTC head (`SpeechLLMConfig.uses_ctc_head`)."""
+    return SpeechLLMConfig.from_params(params).uses_ctc_head
 
 
 def min_encoder_frames(params: AttributeDict) -> int:
     """Encoder frames an utterance needs to give the model any input (llm stack: one adapter position)."""
-    if params.model_type == "llm" and params.get("adapter_type", "stack") == "stack":
-        return params.adapter_downsample
+    if params.model_type == "llm":
+        return SpeechLLMConfig.from_params(params).min_encoder_frames
     return 1
 
 
@@ -425,40 +417,47 @@ NOTE_SKIPPED = "skipped: encoder output too short for the model"
 
 @torch.no_grad()
 def recognize(
-    params: AttributeDict,
     model: nn.Module,
     tokenizers: Dict[str, object],
     feats: torch.Tensor,
     feat_lens: torch.Tensor,
+    options: DecodingOptions = DecodingOptions(),
 ) -> Tuple[List[str], List[str]]:
     """Transcribe a batch with a ctc or llm model (decode.py and transcribe.py both use this).
 
     Args:
+      model: a `CtcModel` (CTC greedy search whatever the options) or a `SpeechLLM`, in eval mode.
+      tokenizers: as `get_tokenizers` ("bpe" for ctc, "llm" for llm).
       feats: (N, T, 80) fbank at 100 Hz; feat_lens: (N,) valid frames.
+      options: how a speech LLM searches (`DecodingOptions`).
     Returns:
       hypothesis texts and notes, one each per utterance. An utterance whose encoder output is too
       short (ctc: < 1 frame, llm: < one adapter position) gets "" and NOTE_SKIPPED; an llm hypothesis
       that reached --max-new-tokens without EOS gets NOTE_TRUNCATED; other notes are "".
     Raises:
-      ValueError: --ctc-weight given for a ctc model, or a bad one for an llm (`SpeechLLM.generate`).
+      TypeError: model is neither a CtcModel nor a SpeechLLM, or options not a DecodingOptions.
+      ValueError: --ctc-weight given for a ctc model, or one the llm cannot use (`SpeechLLM.generate`).
     """
-    if params.model_type == "ctc" and params.get("ctc_weight", 0.0) != 0:
+    if not isinstance(options, DecodingOptions):
+        raise TypeError(f"options must be a DecodingOptions, got {type(options).__name__}")
+    if not isinstance(model, (CtcModel, SpeechLLM)):
+        raise TypeError(f"recognize needs a CtcModel or a SpeechLLM, got {type(model).__name__}")
+    if isinstance(model, CtcModel) and options.ctc_weight != 0:
         raise ValueError("--ctc-weight is for speech LLM (llm) checkpoints; a ctc model decodes by CTC alone")
     n = feats.size(0)
     hyps, notes = [""] * n, [""] * n
-    ok = (encoder_out_length(feat_lens) >= min_encoder_frames(params)).nonzero().flatten()
+    ok = (encoder_out_length(feat_lens) >= model.min_encoder_frames).nonzero().flatten()
     for i in set(range(n)) - set(ok.tolist()):
         notes[i] = NOTE_SKIPPED
     if len(ok) == 0:
         return hyps, notes
     sub_lens = feat_lens[ok]
     sub = feats[ok, : int(sub_lens.max())]
-    if params.model_type == "ctc":
+    if isinstance(model, CtcModel):
         for i, ids in zip(ok.tolist(), model.decode(sub, sub_lens)):
             hyps[i] = tokenizers["bpe"].decode(ids)
         return hyps, notes
-    out = model.generate(sub, sub_lens, params.decoding_method, params.beam_size, params.max_new_tokens,
-                         params.get("ctc_weight", 0.0))
+    out = model.generate(sub, sub_lens, options)
     for i, h in zip(ok.tolist(), out):
         hyps[i] = tokenizers["llm"].decode(h.tokens)
         if h.truncated:

@@ -9,8 +9,9 @@ Both start from the logits and state left by the prefill of the prompt (audio + 
 i.e. `first_logits` already predict the first output token. Scores are sums of log-probabilities;
 no length normalisation, so a beam of 1 is exactly greedy search.
 """
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+import argparse
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -18,6 +19,64 @@ from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 
 StepFn = Callable[[torch.Tensor, Any], Tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
+
+
+DECODING_METHODS = ("greedy_search", "beam_search")
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How a trained model decodes (decode.py, transcribe.py, bench/bench_decode.py and
+    `SpeechLLM.generate`); each field is also the command-line option `--field-name`
+    (`add_arguments`), with the same default.
+
+    A ctc model reads none of them (CTC greedy search whatever the method) and refuses a
+    `ctc_weight` other than 0 (`recipe.recognize`).
+
+    Raises:
+      ValueError: an unknown decoding_method, beam_size < 1, max_new_tokens < 1, or ctc_weight
+        outside [0, 1].
+    """
+
+    decoding_method: str = field(default="greedy_search", metadata=dict(
+        choices=DECODING_METHODS, help="llm: search over the RWKV-7 state; ctc: greedy_search = CTC greedy"))
+    beam_size: int = field(default=4, metadata=dict(help="beam_search: beam width"))
+    ctc_weight: float = field(default=0.0, metadata=dict(
+        help="llm: lambda of joint CTC / RWKV-7 search (needs a model trained with --ctc-loss-scale > 0); "
+             "0 = RWKV-7 scores only"))
+    max_new_tokens: int = field(default=200, metadata=dict(help="llm: output tokens per utterance"))
+
+    def __post_init__(self):
+        if self.decoding_method not in DECODING_METHODS:
+            raise ValueError(f"unknown decoding method {self.decoding_method!r}; expected greedy_search or "
+                             "beam_search")
+        for name in ("beam_size", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if isinstance(self.ctc_weight, bool) or not isinstance(self.ctc_weight, (int, float)) \
+                or not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"--ctc-weight must be in [0, 1] (0 = off), got {self.ctc_weight!r}")
+        object.__setattr__(self, "ctc_weight", float(self.ctc_weight))
+
+    @classmethod
+    def add_arguments(cls, parser: Union[argparse.ArgumentParser, "argparse._ArgumentGroup"]) -> None:
+        """Add `--decoding-method`, `--beam-size`, `--ctc-weight`, `--max-new-tokens` (type, default
+        and help from the fields; `utils.add_dataclass_arguments`)."""
+        from zipformer_rwkv.utils import add_dataclass_arguments
+
+        add_dataclass_arguments(parser, cls)
+
+    @classmethod
+    def from_args(cls, args: Union[argparse.Namespace, Mapping[str, Any]]) -> "DecodingOptions":
+        """The options of parsed arguments (`add_arguments`), an AttributeDict or a dict; an absent
+        field takes its default.
+
+        Raises:
+          ValueError: as the constructor.
+        """
+        get = args.get if isinstance(args, Mapping) else (lambda k, d: getattr(args, k, d))
+        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
 
 
 @dataclass

@@ -29,6 +29,7 @@ import torch
 
 from zipformer_rwkv import inference, recipe
 from zipformer_rwkv.checkpoint import checkpoint_params, read_checkpoint
+from zipformer_rwkv.search import DecodingOptions
 from zipformer_rwkv.utils import AttributeDict, str2bool
 
 SAMPLE_RATE = 16000
@@ -38,11 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="epoch-N.pt / checkpoint-N.pt / pretrained.pt")
     parser.add_argument("--use-averaged-model", type=str2bool, default=False, help="use the file's model_avg")
-    parser.add_argument("--decoding-method", choices=("greedy_search", "beam_search"), default="greedy_search")
-    parser.add_argument("--beam-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--ctc-weight", type=float, default=0.0,
-                        help="llm: joint CTC / RWKV-7 search weight (decode.py --ctc-weight); 0 = off")
+    DecodingOptions.add_arguments(parser)
     parser.add_argument("--bpe-model", type=str, default=None, help="override the checkpoint's BPE model path")
     parser.add_argument("files", nargs="+", type=Path, help="audio files")
     return parser
@@ -103,13 +100,10 @@ def load_model(args) -> tuple:
     return inference.load_model(args.checkpoint, params, use_averaged_model=args.use_averaged_model)
 
 
-def transcribe(params, model, tokenizers, feats: torch.Tensor, args) -> tuple:
+def transcribe(model, tokenizers, feats: torch.Tensor, options: DecodingOptions) -> tuple:
     """(transcript, note) of one (T, 80) fbank tensor; the transcript is `<NOTE>` when
     recipe.recognize skips it, the note recipe.NOTE_TRUNCATED when it hit --max-new-tokens."""
-    params = AttributeDict(params, decoding_method=args.decoding_method, beam_size=args.beam_size,
-                           max_new_tokens=args.max_new_tokens, ctc_weight=args.ctc_weight)
-    hyps, notes = recipe.recognize(params, model, tokenizers, feats.unsqueeze(0),
-                                   torch.tensor([feats.shape[0]]))
+    hyps, notes = recipe.recognize(model, tokenizers, feats.unsqueeze(0), torch.tensor([feats.shape[0]]), options)
     text = f"<{notes[0]}>" if notes[0] == recipe.NOTE_SKIPPED else hyps[0].strip()
     return text, notes[0]
 
@@ -118,13 +112,14 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     args = get_parser().parse_args()
     try:
-        params, model, tokenizers = load_model(args)
+        options = DecodingOptions.from_args(args)
+        _, model, tokenizers = load_model(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"transcribe.py: error: {e}")
     failed, truncated = 0, 0
     for path in args.files:
         try:
-            text, note = transcribe(params, model, tokenizers, load_fbank(path), args)
+            text, note = transcribe(model, tokenizers, load_fbank(path), options)
         except (ValueError, OSError, RuntimeError) as e:
             failed += 1
             msg = str(e) if str(path) in str(e) else f"{path}: {type(e).__name__}: {e}"

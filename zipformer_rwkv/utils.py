@@ -59,6 +59,64 @@ def str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
 
 
+def add_dataclass_arguments(
+    parser: Union[argparse.ArgumentParser, "argparse._ArgumentGroup"],
+    cls: type,
+    names: Optional[Sequence[str]] = None,
+    defaults: Optional[Dict[str, Any]] = None,
+    helps: Optional[Dict[str, str]] = None,
+) -> None:
+    """Add one `--field-name` option per field of the dataclass `cls` (dest = the field name).
+
+    The option's type comes from the field's annotation: bool -> `str2bool` (`--flag true/false`),
+    int, float, str; a tuple (e.g. `Tuple[int, ...]`) is read as a str (a comma list that the
+    dataclass itself parses). Its default is the field's default, its help the field's
+    `metadata["help"]`, its choices `metadata["choices"]` (if any).
+
+    Args:
+      parser: an ArgumentParser or argument group.
+      cls: a dataclass type.
+      names: the fields to add, in this order (default: every field, in declaration order).
+      defaults: per-field defaults replacing the field's (e.g. None = "not given").
+      helps: per-field help texts replacing `metadata["help"]`.
+    Raises:
+      TypeError: `cls` is not a dataclass, or a field's annotation is none of the types above.
+      KeyError: a name in `names` is not a field of `cls`.
+    """
+    import dataclasses
+    import typing
+
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"add_dataclass_arguments needs a dataclass, got {cls!r}")
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name in names if names is not None else list(by_name):
+        if name not in by_name:
+            raise KeyError(f"{cls.__name__} has no field {name!r}")
+        f, hint = by_name[name], hints[name]
+        if hint is bool:
+            kind = str2bool
+        elif hint in (int, float, str):
+            kind = hint
+        elif typing.get_origin(hint) is tuple:
+            kind = str
+        else:
+            raise TypeError(f"{cls.__name__}.{name}: no command-line type for {hint!r}")
+        if defaults is not None and name in defaults:
+            default = defaults[name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            raise TypeError(f"{cls.__name__}.{name} has no default; give one in `defaults`")
+        kwargs: Dict[str, Any] = dict(type=kind, default=default)
+        text = helps.get(name) if helps is not None and name in helps else f.metadata.get("help")
+        if text is not None:
+            kwargs["help"] = text
+        if "choices" in f.metadata:
+            kwargs["choices"] = tuple(f.metadata["choices"])
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
 def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
     """Boolean mask of padded positions.
 

@@ -5,7 +5,7 @@ import argparse
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Dict, Mapping, Tuple
 
-from zipformer_rwkv.utils import str2bool
+from zipformer_rwkv.utils import add_dataclass_arguments, str2bool
 
 
 def _ints(s: Any) -> Tuple[int, ...]:
@@ -154,17 +154,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=sorted(ENCODER_CONFIGS),
                         help="Named Zipformer2 configuration giving the defaults of the options "
                              "below (LibriSpeech small 22.0 M / medium 64.0 M / large 146.6 M).")
+    medium, helps = ENCODER_CONFIGS["medium"], {}
     for name, help_text in _OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if name in _BOOL_OPTIONS:
-            parser.add_argument(flag, type=str2bool, default=None, help=help_text + " Default: False.")
-        elif name in _INT_OPTIONS:
-            default = getattr(ENCODER_CONFIGS["medium"], name)
-            parser.add_argument(flag, type=int, default=None, help=help_text + f" Default: {default}.")
+        value = getattr(medium, name)
+        if isinstance(value, tuple):
+            helps[name] = help_text + f" Default from --encoder-config (medium: {','.join(map(str, value))})."
         else:
-            default = ",".join(map(str, getattr(ENCODER_CONFIGS["medium"], name)))
-            parser.add_argument(flag, type=str, default=None,
-                                help=help_text + f" Default from --encoder-config (medium: {default}).")
+            helps[name] = help_text + f" Default: {value}."
+    add_dataclass_arguments(parser, ZipformerConfig, names=list(_OPTIONS), defaults=dict.fromkeys(_OPTIONS),
+                            helps=helps)
 
 
 def _get(params: Any, name: str, default: Any = None) -> Any:
