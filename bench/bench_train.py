@@ -136,10 +136,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     model, tokenizers, optimizer, scaler = build_for_training(params, device)
     at_batch = int(saved.get("batch_idx_train", 0)) if at_batch < 0 else at_batch
-    if params.model_type != "lm":  # as train.py does before each batch
-        from zipformer_rwkv.zipformer import set_batch_count
-
-        set_batch_count(model, at_batch // 10 * 10 * params.max_duration / params.ref_duration)
+    train.set_encoder_schedules(params, model, at_batch, world_size=1)  # as train.py does before each batch
     train_dl, _ = train.get_dataloaders(params, args, tokenizers, 1, 0)
     train_dl.sampler.set_epoch(0)
     amount = wall = 0.0

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zipformer_rwkv.adapter import ctc_compress
-from zipformer_rwkv.ctc_align import ctc_forced_align
+from zipformer_rwkv.ctc_align import ctc_forced_align, tokens_per_chunk
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
 
 
@@ -78,11 +78,11 @@ def text_chunks(ctc_log_probs: Tensor, enc_lens: Tensor, texts: List[List[int]],
     ali = ctc_forced_align(ctc_log_probs.detach(), enc_lens, texts)
     out = []
     for r, y in enumerate(texts):
-        last = int(num_chunks[r]) - 1
         if torch.isfinite(ali.scores[r]):
-            out.append([min(f // chunk_frames, last) for f in ali.token_frames[r, :len(y)].tolist()])
+            per_chunk = tokens_per_chunk(ali.token_frames[r, :len(y)], chunk_frames, int(enc_lens[r]))
+            out.append([k for k, tokens in enumerate(per_chunk) for _ in tokens])
         else:
-            out.append([last] * len(y))
+            out.append([int(num_chunks[r]) - 1] * len(y))
     return out
 
 

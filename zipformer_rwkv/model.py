@@ -247,7 +247,6 @@ class SpeechLLM(FreezableModule):
         self.ctc_output = make_ctc_output(enc_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
         self.ctc_loss_scale = config.ctc_loss_scale
         self.template = template
-        self.adapter_downsample = config.adapter_downsample
         self.interleave_chunk_frames = config.interleave_chunk_frames
         self.min_encoder_frames = config.min_encoder_frames
         if config.interleave_chunk_frames > 0:
@@ -310,8 +309,9 @@ class SpeechLLM(FreezableModule):
 
     def _audio_chunks(self, audio, audio_lens, enc_lens, ctc_log_probs):
         """(audio_chunk (N, A), num_chunks (N,)) of the adapter positions (`interleave.audio_chunks`)."""
-        frames = position_frames(audio_lens, audio.size(1), enc_lens, ctc_log_probs, self.adapter_type,
-                                 self.adapter_downsample, getattr(self.adapter, "blank_threshold", 0.95))
+        c = self.config
+        frames = position_frames(audio_lens, audio.size(1), enc_lens, ctc_log_probs, c.adapter_type,
+                                 c.adapter_downsample, c.adapter_blank_threshold)
         return audio_chunks(frames, enc_lens, self.interleave_chunk_frames)
 
     @torch.no_grad()

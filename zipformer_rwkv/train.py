@@ -330,7 +330,6 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
     model.train()
     tot = MetricsTracker()
     t_start, done_audio = time.time(), 0.0
-    set_batch_count = _batch_count_setter(params)
     batches = iter(train_dl)
     if rng_state is not None:
         set_rng_state(rng_state)
@@ -339,10 +338,8 @@ def train_one_epoch(params, model, model_avg, optimizer, scaler, train_dl, valid
         num_batches += 1
         if not _usable_after_bad_cuts(params, batch, world_size):
             continue
-        if set_batch_count is not None and (params.batch_idx_train % 10 == 0 or batch_idx == 0):
-            # every 10 batches (icefall), counted globally so a resumed run sets the same values
-            count = params.batch_idx_train // 10 * 10
-            set_batch_count(model, count * params.max_duration * world_size / params.ref_duration)
+        if params.batch_idx_train % 10 == 0 or batch_idx == 0:
+            set_encoder_schedules(params, model, params.batch_idx_train, world_size)
         params.batch_idx_train += 1
         try:
             with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
@@ -462,12 +459,17 @@ def _sum_over_ranks(n: int, world_size: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def _batch_count_setter(params):
+def set_encoder_schedules(params, model: torch.nn.Module, batch_idx_train: int, world_size: int) -> None:
+    """Set the Zipformer's ScheduledFloats (dropout, layer skipping, Balancer/Whiten) as icefall's
+    train.py does: from the global batch index rounded down to 10 (so a resumed run sets the same
+    values), counted in reference durations: count * max_duration * world_size / ref_duration.
+    Nothing to do for the LM."""
     if params.model_type == "lm":
-        return None
+        return
     from zipformer_rwkv.zipformer import set_batch_count
 
-    return lambda model, n: set_batch_count(unwrap_model(model), n)
+    count = batch_idx_train // 10 * 10
+    set_batch_count(unwrap_model(model), count * params.max_duration * world_size / params.ref_duration)
 
 
 def _batch_fingerprint(batch: dict, max_cuts: int = 3) -> str:
