@@ -101,9 +101,10 @@ def depthwise_conv1d_channels_last(x: Tensor, conv: nn.Conv1d) -> Tensor:
     (N, C, T, 1) in channels-last memory, i.e. (N, T, C) in memory, C innermost.
 
     Same weights, same values (fp32 rounding aside); on CPU oneDNN's channels-last depthwise
-    kernel is 2-7x faster than Conv1d's for the Zipformer's shapes (forward + backward, 2
-    threads; `bench/bench_train.py` measures the whole step). x: (N, C, T); returns (N, C, T'),
-    a channels-last view ((N, T', C) in memory)."""
+    kernel was 2-7x faster than Conv1d's for the Zipformer's shapes (forward + backward, 2 threads,
+    a one-off timing loop); the whole training step: `bench/bench_train.py --baseline` (RESULTS.md).
+
+    x: (N, C, T); returns (N, C, T'), a channels-last view ((N, T', C) in memory)."""
     w = conv.weight.unsqueeze(-1)  # (C, 1, k, 1)
     xi = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
     return F.conv2d(xi, w, conv.bias, padding=(conv.padding[0], 0), groups=conv.groups).squeeze(-1)
