@@ -110,7 +110,8 @@ case "$size" in
       --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5 --max-utt-duration 3"
     ctc_train_opts="--max-duration 30 --base-lr 0.05"
     lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
-    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc"
+    llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
+      --interleave-chunk-frames 8"
     decode_max_duration=60
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -140,8 +141,10 @@ case "$size" in
     if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
       lm_train_opts+=" --use-bf16 true"
     fi
-    # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings
-    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc"
+    # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings;
+    # --interleave-chunk-frames 16: it writes each 0.64 s chunk's text before it reads the next chunk
+    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
+      --interleave-chunk-frames 16"
     decode_max_duration=300
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"

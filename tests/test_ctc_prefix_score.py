@@ -196,3 +196,51 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="ctc_weight must be in"):
         beam_search(logits, torch.zeros(2), lambda t, s: (torch.zeros(len(t), 4), s),
                     lambda s, i: s[i], EOS, 3, 2, scorer, 0.0)
+
+
+def test_horizon_scores_as_the_truncated_utterance():
+    """With a horizon H, prefix and EOS scores equal a scorer given only the first H frames, for
+    prefixes grown by `extend` at any horizon (the forward variables are causal)."""
+    lp = _log_probs(2, 7, 4, seed=3)
+    full = CtcPrefixScorer(lp, torch.tensor([7, 6]), blank=BLANK, eos_id=EOS, pre_beam=2)
+    prefixes = [[2, 2, 3], [3]]
+    full.set_horizon(torch.tensor([4, 2]))  # extending under one horizon, scoring under others
+    grown = full.extend(full.initial_state(), prefixes)
+    cands = torch.tensor([[2, 3], [2, 3]])
+    for h in ([6, 3], [7, 6], [6, 4]):
+        full.set_horizon(torch.tensor(h))
+        got = full.score(grown, cands)
+        for n in range(2):
+            cut = CtcPrefixScorer(lp[n:n + 1, :h[n]], torch.tensor([h[n]]), blank=BLANK, eos_id=EOS, pre_beam=2)
+            one = cut.extend(cut.initial_state(), prefixes[n:n + 1])
+            want = cut.score(one, cands[n:n + 1])
+            table = brute_force(lp[n], h[n])  # and against every alignment of the H frames
+            g = prefix_prob(table, prefixes[n])
+            for k, c in enumerate(cands[n].tolist()):
+                ref = math.log(prefix_prob(table, prefixes[n] + [c]) / g)
+                # psi is relative to the horizons it was grown under; differences between candidates are not
+                assert float(got.delta[n, k] - got.delta[n, 0]) == pytest.approx(
+                    float(want.delta[0, k] - want.delta[0, 0]), rel=1e-9, abs=1e-9)
+                assert float(want.delta[0, k]) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+            end = math.log(table.get(tuple(prefixes[n]), 0.0) / g)
+            assert float(want.eos_delta[0]) == pytest.approx(end, rel=1e-9)
+            assert float(got.eos_delta[n] - got.delta[n, 0]) == pytest.approx(
+                float(want.eos_delta[0] - want.delta[0, 0]), rel=1e-9, abs=1e-9)
+    with pytest.raises(ValueError, match="horizon"):
+        full.set_horizon(torch.tensor([7, 7]))
+
+
+def test_extend_equals_score_then_select():
+    lp = _log_probs(2, 6, 5, seed=4)
+    scorer = CtcPrefixScorer(lp, torch.tensor([6, 5]), blank=BLANK, eos_id=EOS)
+    state = scorer.initial_state()
+    tokens = [[2, 3, 3], [4]]
+    grown = scorer.extend(state, tokens)
+    for n, seq in enumerate(tokens):
+        one = CtcPrefixScorer.select_rows(state, torch.tensor([n]))
+        for c in seq:
+            one = scorer.select(one, scorer.score(one, torch.tensor([[c]])), torch.tensor([0]), torch.tensor([0]))
+        assert torch.allclose(grown.gamma[n], one.gamma[0]) and grown.last[n] == one.last[0]
+        assert float(grown.psi[n]) == pytest.approx(float(one.psi[0]), rel=1e-12)
+    with pytest.raises(ValueError, match="token lists"):
+        scorer.extend(state, [[2]])

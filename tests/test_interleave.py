@@ -125,3 +125,73 @@ def test_interleaving_needs_a_ctc_head_over_the_llm_vocabulary():
         make_speech_llm(interleave_chunk_frames=4)
     with pytest.raises(ValueError, match="after <audio>"):
         make_speech_llm(template=PromptTemplate([5], [], EOS), ctc_vocab_size=V, interleave_chunk_frames=4)
+
+
+@pytest.mark.parametrize("method,ctc_weight", [("greedy_search", 0.0), ("beam_search", 0.0),
+                                               ("greedy_search", 0.5), ("beam_search", 0.5)])
+def test_a_batch_decodes_as_its_utterances_one_by_one(method, ctc_weight):
+    """Rows with different numbers of chunks and audio positions per chunk: padding never reaches
+    the state, the CTC prefixes follow their rows."""
+    torch.manual_seed(0)
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3, adapter_type="ctc", adapter_blank_threshold=1.0,
+                            interleave_chunk_frames=4).eval()
+    feats, lens, _ = batch()
+    options = DecodingOptions(method, beam_size=3, ctc_weight=ctc_weight, max_new_tokens=3)
+    together = model.generate(feats, lens, options)
+    _, _, _, enc_lens, _ = model.encode(feats, lens)
+    assert len(set(((enc_lens + 3) // 4).tolist())) > 1  # the rows leave the batch at different chunks
+    for r in range(feats.size(0)):
+        alone = model.generate(feats[r:r + 1, :int(lens[r])], lens[r:r + 1], options)[0]
+        assert together[r].tokens == alone.tokens, r
+        assert together[r].score == pytest.approx(alone.score, abs=1e-4)
+    assert sum(len(h.tokens) for h in together) > 0
+
+
+class _Recorder:
+    """An RWKV-7 whose forward_features records the token ids it reads (the chunks' texts)."""
+
+    def __init__(self, llm):
+        self.llm, self.read = llm, []
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+    def forward_features(self, idx=None, **kw):
+        if idx is not None:
+            self.read.append([row[:n].tolist() for row, n in zip(idx, kw["lengths"])])
+        return self.llm.forward_features(idx, **kw)
+
+
+def test_joint_ctc_per_chunk_writes_each_token_in_the_chunk_it_starts_in():
+    """With ctc_weight 1 and a confident CTC head, the text is the CTC labelling and each chunk
+    writes exactly the tokens whose first frame lies in it (the horizon moves with the chunk)."""
+    from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
+
+    # chunks of 4 frames: [_ 10 10 _] [11 _ _ 12] [12 _ 13 _] [14 14]; token 12 spans chunks 1 and 2
+    frames = [0, 10, 10, 0, 11, 0, 0, 12, 12, 0, 13, 0, 14, 14]
+    lp = torch.full((1, len(frames), V), -9.0)
+    lp[0, torch.arange(len(frames)), torch.tensor(frames)] = 0.0
+    lp = lp.log_softmax(-1)
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3, adapter_type="ctc", interleave_chunk_frames=4)
+    llm = _Recorder(model.llm.eval())
+    audio = torch.randn(1, 3, model.llm.emb.embedding_dim)
+    audio_chunk, num_chunks = torch.tensor([[0, 1, 3]]), torch.tensor([4])
+    for method in ("greedy_search", "beam_search"):
+        llm.read = []
+        ctc = CtcPrefixScorer(lp, torch.tensor([len(frames)]), blank=0, eos_id=EOS, pre_beam=4)
+        hyp = generate_interleaved(llm, model.template, audio, audio_chunk, num_chunks, method, beam_size=3,
+                                   max_tokens_per_chunk=5, ctc=ctc, ctc_weight=1.0, chunk_frames=4)[0]
+        assert hyp.tokens == [10, 11, 12, 13, 14]
+        assert not hyp.truncated
+        texts = [rows[0] for rows in llm.read if len(rows[0]) > 1 or rows[0] == [EOS]]
+        assert texts == [[10, EOS], [11, 12, EOS], [13, EOS]], method  # the last chunk's text is not read
+
+
+def test_joint_ctc_needs_the_chunk_size():
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3, adapter_type="ctc", interleave_chunk_frames=4)
+    from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
+
+    ctc = CtcPrefixScorer(torch.zeros(1, 4, V).log_softmax(-1), torch.tensor([4]), eos_id=EOS)
+    with pytest.raises(ValueError, match="chunk_frames"):
+        generate_interleaved(model.llm, model.template, torch.randn(1, 1, 64), torch.tensor([[0]]), torch.tensor([1]),
+                             ctc=ctc, ctc_weight=0.5)

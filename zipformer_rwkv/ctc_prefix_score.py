@@ -23,7 +23,7 @@ matrix product, so the pre-beam uses the CTC evidence even when the decoder's ow
 the word.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -100,6 +100,25 @@ class CtcPrefixScorer:
         probs[:, :, blank] = 0.0
         probs[:, :, eos_id] = 0.0
         self.probs = probs
+        self.set_horizon(self.lengths)
+
+    def set_horizon(self, frames: Tensor) -> None:
+        """Score prefixes over the first `frames` frames of each utterance only (chunk-by-chunk
+        decoding, `interleave.generate_interleaved`): the prefix probability sums over t < frames,
+        and EOS scores the prefix as everything spoken in frames 0..frames-1. The forward variables
+        are causal, so states stay valid when the horizon moves. The default is `lengths`.
+
+        Args:
+          frames: (N,) int64 in 1..lengths.
+        Raises:
+          ValueError: a horizon outside 1..lengths.
+        """
+        frames = frames.to(self.lengths.device, torch.int64)
+        if frames.shape != self.lengths.shape or bool((frames < 1).any() | (frames > self.lengths).any()):
+            raise ValueError(f"CtcPrefixScorer: horizon {frames.tolist()} must lie in 1..lengths "
+                             f"{self.lengths.tolist()}")
+        self.horizon = frames
+        self.until = torch.arange(self.valid.size(1), device=frames.device) < frames.unsqueeze(1)  # (N, T)
 
     def initial_state(self) -> CtcPrefixState:
         """The empty prefix for every utterance: gamma_n = 0 (log: -inf), gamma_b = prod of blanks."""
@@ -126,7 +145,7 @@ class CtcPrefixScorer:
         Args:
           prior: optional (R, V) decoder scores added to the ranking (already weighted).
         """
-        shifted = self._shifted_total(state).masked_fill(~self.valid[state.utt], NEG_INF)  # (R, T)
+        shifted = self._shifted_total(state).masked_fill(~self.until[state.utt], NEG_INF)  # (R, T)
         peak = shifted.max(dim=1, keepdim=True).values.clamp(min=-1e30)
         scaled = (shifted - peak).exp().float().unsqueeze(1)  # (R, 1, T)
         bound = torch.bmm(scaled, self.probs[state.utt]).squeeze(1)  # (R, V)
@@ -156,8 +175,9 @@ class CtcPrefixScorer:
         phi = torch.where(repeat, gb, torch.logaddexp(gn, gb))  # (R, T, K)
         first = torch.where(state.last < 0, 0.0, NEG_INF).to(phi).view(r, 1, 1).expand(r, 1, k)
         phi_prev = torch.cat([first, phi[:, :-1]], dim=1)  # phi'[t] = phi[t-1]
-        # psi(h) = sum over valid t of phi'[t] * y[t, c]
-        psi = torch.where(valid, phi_prev + x, NEG_INF).logsumexp(dim=1)  # (R, K)
+        # psi(h) = sum over t < horizon of phi'[t] * y[t, c]
+        until = self.until[state.utt].unsqueeze(-1)
+        psi = torch.where(until, phi_prev + x, NEG_INF).logsumexp(dim=1)  # (R, K)
         # gamma_n[t] = X[t] + logcumsumexp_{s<=t}(phi'[s] - X[s-1])
         cum_x = x.cumsum(dim=1)
         prev_x = torch.cat([torch.zeros_like(cum_x[:, :1]), cum_x[:, :-1]], dim=1)
@@ -167,12 +187,17 @@ class CtcPrefixScorer:
         acc = torch.logcumsumexp(new_n - cum_b, dim=1)
         new_b = cum_b + torch.cat([torch.full_like(acc[:, :1], NEG_INF), acc[:, :-1]], dim=1)
         gamma = torch.stack([new_n, new_b], dim=-1).transpose(1, 2)  # (R, K, T, 2)
-        # EOS: gamma(g) on the last valid frame.
-        last_frame = (self.lengths[state.utt] - 1).view(r, 1, 1).expand(r, 1, 2)
+        # EOS: gamma(g) on the last frame of the horizon.
+        last_frame = (self.horizon[state.utt] - 1).view(r, 1, 1).expand(r, 1, 2)
         end = torch.gather(state.gamma, 1, last_frame).squeeze(1).logsumexp(dim=-1)  # (R,)
         psi_g = state.psi.unsqueeze(1)
         return CtcCandidates(tokens=tokens, delta=(psi - psi_g).nan_to_num(nan=NEG_INF),
                              eos_delta=(end - state.psi).nan_to_num(nan=NEG_INF), gamma=gamma)
+
+    @staticmethod
+    def select_rows(state: CtcPrefixState, rows: Tensor) -> CtcPrefixState:
+        """The prefixes in rows `rows` (R',) int64 of `state` (gather; may repeat or drop rows)."""
+        return CtcPrefixState(utt=state.utt[rows], gamma=state.gamma[rows], psi=state.psi[rows], last=state.last[rows])
 
     @staticmethod
     def select(state: CtcPrefixState, cands: CtcCandidates, rows: Tensor, cols: Tensor) -> CtcPrefixState:
@@ -186,3 +211,29 @@ class CtcPrefixScorer:
             psi=state.psi[rows] + cands.delta[rows, cols], last=cands.tokens[rows, cols],
         )
 
+
+    def extend(self, state: CtcPrefixState, tokens: List[List[int]]) -> CtcPrefixState:
+        """The states of the prefixes g + tokens[row] (tokens already chosen, e.g. a chunk's text).
+
+        Args:
+          state: R prefixes; tokens: R lists of ids (never blank or EOS; may be empty).
+        Returns:
+          R states. `psi` accumulates as in `select`, under the current horizon, so only score
+          differences between candidates of one prefix carry over to a later horizon; the tokens
+          must fit in the horizon (else psi is -inf).
+        Raises:
+          ValueError: len(tokens) != R.
+        """
+        if len(tokens) != state.utt.numel():
+            raise ValueError(f"CtcPrefixScorer.extend: {len(tokens)} token lists for {state.utt.numel()} prefixes")
+        gamma, psi, last = state.gamma.clone(), state.psi.clone(), state.last.clone()
+        dev = gamma.device
+        for j in range(max((len(t) for t in tokens), default=0)):
+            rows = torch.tensor([r for r, t in enumerate(tokens) if len(t) > j], dtype=torch.long, device=dev)
+            cand = torch.tensor([[t[j]] for t in tokens if len(t) > j], dtype=torch.long, device=dev)
+            sub = CtcPrefixState(utt=state.utt[rows], gamma=gamma[rows], psi=psi[rows], last=last[rows])
+            scored = self.score(sub, cand)
+            gamma[rows] = scored.gamma[:, 0]
+            psi[rows] = psi[rows] + scored.delta[:, 0]
+            last[rows] = cand[:, 0]
+        return CtcPrefixState(utt=state.utt, gamma=gamma, psi=psi, last=last)

@@ -15,9 +15,11 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from zipformer_rwkv.adapter import ctc_compress
 from zipformer_rwkv.ctc_align import ctc_forced_align, tokens_per_chunk
+from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
 from zipformer_rwkv.search import Hypothesis, beam_search, greedy_search
 
 
@@ -88,14 +90,21 @@ def text_chunks(ctc_log_probs: Tensor, enc_lens: Tensor, texts: List[List[int]],
 
 @torch.no_grad()
 def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_chunks: Tensor,
-                         method: str = "greedy_search", beam_size: int = 4,
-                         max_tokens_per_chunk: int = 32) -> List[Hypothesis]:
-    """Decode chunk by chunk, one utterance at a time, carrying RWKV-7's state.
+                         method: str = "greedy_search", beam_size: int = 4, max_tokens_per_chunk: int = 32,
+                         ctc: Optional[CtcPrefixScorer] = None, ctc_weight: float = 0.0,
+                         chunk_frames: int = 0) -> List[Hypothesis]:
+    """Decode chunk by chunk, all utterances of the batch together, carrying RWKV-7's state.
 
-    For each chunk: read its audio positions and the infix (the prefix too before the first chunk)
-    in one parallel pass, search for the chunk's text up to EOS (greedy, or a beam within the
-    chunk of which the best hypothesis is kept), then read that text and the EOS into the state.
-    The last chunk's EOS ends the transcript.
+    For each chunk: read every row's audio positions of the chunk and the infix (the prefix too
+    before the first chunk) in one right-padded parallel pass, search for the chunk's text up to
+    EOS (greedy, or a beam within the chunk of which the best hypothesis is kept), then read that
+    text and the EOS into the state. A row's last chunk's EOS ends its transcript; rows with fewer
+    chunks leave the batch. Padding never reaches the state (`forward_features(lengths=...)`), so a
+    batch decodes as its utterances one by one.
+
+    Joint CTC / RWKV-7 search per chunk (`ctc`, `ctc_weight` > 0; greedy = a beam of 1): chunk k
+    scores prefixes on frames [0, (k + 1) * chunk_frames) only (`CtcPrefixScorer.set_horizon`), so
+    its EOS means "all the text whose first frame lies in the chunk" as in training (`text_chunks`).
 
     Args:
       llm: the RWKV-7 (`forward_features`, `logits`, `step`, `reorder_state`, `emb`).
@@ -103,29 +112,54 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
       audio: (N, A, C) adapter outputs; audio_chunk (N, A), num_chunks (N,) from `audio_chunks`.
       method: "greedy_search" or "beam_search".
       max_tokens_per_chunk: at most this many tokens before a chunk's EOS.
+      ctc: a CTC prefix scorer over the same N utterances (encoder frames, RWKV-7's vocabulary), or None.
+      ctc_weight: lambda of the joint search, in (0, 1] with `ctc`.
+      chunk_frames: encoder frames per chunk (needed with `ctc`).
     Returns:
-      one `Hypothesis` per utterance (all chunks' tokens; score = sum of the kept chunk scores).
+      one `Hypothesis` per utterance (all chunks' tokens; score = sum of the kept chunk scores;
+      truncated if any chunk hit `max_tokens_per_chunk`).
+    Raises:
+      ValueError: `ctc` without chunk_frames > 0.
     """
+    if ctc is not None and chunk_frames <= 0:
+        raise ValueError("joint CTC decoding of an interleaved model needs chunk_frames > 0")
     device = audio.device
     eos = template.eos_id
-    hyps = []
-    for r in range(audio.size(0)):
-        state, hyp = None, Hypothesis()
-        for k in range(int(num_chunks[r])):
-            ids = template.prefix if k == 0 else []
-            pieces = [llm.emb(torch.tensor(ids, dtype=torch.long, device=device)), audio[r, audio_chunk[r] == k],
-                      llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device))]
-            embeds = torch.cat(pieces).unsqueeze(0)
-            last, state = llm.forward_features(inputs_embeds=embeds, state=state, last_only=True)
-            logits = llm.logits(last)
-            if method == "greedy_search":
-                best = greedy_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk)[0]
-            else:
-                best = beam_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk, beam_size)[0]
-            hyp.tokens.extend(best.tokens)
-            hyp.score += best.score
-            if k < int(num_chunks[r]) - 1:  # read the chunk's text and its EOS before the next audio
-                ids = torch.tensor(best.tokens + [eos], dtype=torch.long, device=device).unsqueeze(0)
-                _, state = llm.forward_features(ids, state=state, last_only=True)
-        hyps.append(hyp)
+    n = audio.size(0)
+    hyps = [Hypothesis() for _ in range(n)]
+    prefix = llm.emb(torch.tensor(template.prefix, dtype=torch.long, device=device))
+    infix = llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device))
+    active = list(range(n))  # utterance of each state row
+    state, ctc_state = None, (ctc.initial_state() if ctc is not None else None)
+    beam = beam_size if method == "beam_search" else 1
+    for k in range(int(num_chunks.max())):
+        pieces = [torch.cat(([prefix] if k == 0 else []) + [audio[r, audio_chunk[r] == k], infix]) for r in active]
+        lengths = torch.tensor([p.size(0) for p in pieces], device=device)
+        last, state = llm.forward_features(inputs_embeds=pad_sequence(pieces, batch_first=True), lengths=lengths,
+                                           state=state, last_only=True)
+        logits = llm.logits(last)
+        if ctc is not None:
+            ctc.set_horizon(torch.clamp(ctc.lengths, max=(k + 1) * chunk_frames))
+            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk, beam,
+                               ctc, ctc_weight, ctc_state)
+        elif method == "greedy_search":
+            best = greedy_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk)
+        else:
+            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk, beam_size)
+        for r, h in zip(active, best):
+            hyps[r].tokens.extend(h.tokens)
+            hyps[r].score += h.score
+            hyps[r].truncated |= h.truncated
+        keep = [i for i, r in enumerate(active) if int(num_chunks[r]) > k + 1]
+        if not keep:
+            break
+        # read each continuing row's chunk text and its EOS before the next chunk's audio
+        index = torch.tensor(keep, dtype=torch.long, device=device)
+        texts = [torch.tensor(best[i].tokens + [eos], dtype=torch.long, device=device) for i in keep]
+        lengths = torch.tensor([t.numel() for t in texts], device=device)
+        _, state = llm.forward_features(pad_sequence(texts, batch_first=True), lengths=lengths,
+                                        state=llm.reorder_state(state, index), last_only=True)
+        if ctc is not None:
+            ctc_state = ctc.extend(CtcPrefixScorer.select_rows(ctc_state, index), [best[i].tokens for i in keep])
+        active = [active[i] for i in keep]
     return hyps

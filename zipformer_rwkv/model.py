@@ -338,34 +338,37 @@ class SpeechLLM(FreezableModule):
           options: the search (`DecodingOptions`, already validated). `ctc_weight` > 0: joint CTC /
             RWKV-7 search (`search.beam_search`) with the CTC head's prefix scores (needs the head, and
             the LLM vocabulary = the CTC vocabulary); greedy_search is then the joint search with a
-            beam of 1.
+            beam of 1. With chunk interleaving, all of it runs chunk by chunk
+            (`interleave.generate_interleaved`).
         Returns:
           one `Hypothesis` per utterance (token ids of the LLM tokenizer, EOS removed).
         Raises:
           TypeError: options is not a DecodingOptions.
-          ValueError: ctc_weight > 0 without a usable CTC head, or with chunk interleaving.
+          ValueError: ctc_weight > 0 without a usable CTC head.
         """
         if not isinstance(options, DecodingOptions):
             raise TypeError(f"options must be a DecodingOptions, got {type(options).__name__}")
         method, beam_size, max_new_tokens = options.decoding_method, options.beam_size, options.max_new_tokens
         ctc_weight = options.ctc_weight
         audio, audio_lens, enc, enc_lens, ctc_log_probs = self.encode(feats, feat_lens)
-        if self.interleave_chunk_frames > 0:
-            if ctc_weight != 0:
-                raise ValueError("--ctc-weight is not supported with --interleave-chunk-frames yet")
-            audio_chunk, num_chunks = self._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
-            return generate_interleaved(self.llm, self.template, audio, audio_chunk, num_chunks, method, beam_size,
-                                        max_tokens_per_chunk=min(max_new_tokens, 2 * self.interleave_chunk_frames))
-        logits, state = self.prefill(audio, audio_lens)
         step, reorder, eos = self.llm.step, self.llm.reorder_state, self.template.eos_id
+        ctc = None
         if ctc_weight != 0:
             if self.ctc_output is None:
                 raise ValueError("--ctc-weight needs a speech LLM with a CTC head: train it with "
                                  "--ctc-loss-scale > 0 (the head starts from the encoder checkpoint's)")
-            if ctc_log_probs.size(-1) != logits.size(-1):
+            if ctc_log_probs.size(-1) != self.llm.emb.num_embeddings:
                 raise ValueError(f"--ctc-weight needs one vocabulary for CTC and RWKV-7: the CTC head has "
-                                 f"{ctc_log_probs.size(-1)} outputs, RWKV-7 {logits.size(-1)} (use --tokenizer bpe)")
+                                 f"{ctc_log_probs.size(-1)} outputs, RWKV-7 {self.llm.emb.num_embeddings} "
+                                 "(use --tokenizer bpe)")
             ctc = CtcPrefixScorer(ctc_log_probs, enc_lens, blank=0, eos_id=eos, pre_beam=max(8, 2 * beam_size))
+        if self.interleave_chunk_frames > 0:
+            audio_chunk, num_chunks = self._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
+            return generate_interleaved(self.llm, self.template, audio, audio_chunk, num_chunks, method, beam_size,
+                                        max_tokens_per_chunk=min(max_new_tokens, 2 * self.interleave_chunk_frames),
+                                        ctc=ctc, ctc_weight=ctc_weight, chunk_frames=self.interleave_chunk_frames)
+        logits, state = self.prefill(audio, audio_lens)
+        if ctc is not None:
             beam = beam_size if method == "beam_search" else 1
             return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam, ctc, ctc_weight)
         if method == "greedy_search":

@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer
+from zipformer_rwkv.ctc_prefix_score import CtcPrefixScorer, CtcPrefixState
 
 StepFn = Callable[[torch.Tensor, Any], Tuple[torch.Tensor, Any]]
 ReorderFn = Callable[[Any, torch.Tensor], Any]
@@ -153,6 +153,7 @@ def beam_search(
     beam_size: int = 4,
     ctc: Optional[CtcPrefixScorer] = None,
     ctc_weight: float = 0.0,
+    ctc_state: Optional[CtcPrefixState] = None,
 ) -> List[Hypothesis]:
     """Batched beam search over the recurrent state (rows reordered with `reorder_fn`).
 
@@ -175,6 +176,7 @@ def beam_search(
       beam_size: B >= 1; B = 1 gives the same result as `greedy_search` (without `ctc`).
       ctc: CTC prefix scorer over the same N utterances and the same vocabulary, or None.
       ctc_weight: lambda; used only with `ctc`.
+      ctc_state: the CTC prefixes the N rows start from (`CtcPrefixScorer.extend`), or None: empty.
     Returns:
       N best hypotheses, in input order (`score` is the joint score when `ctc` is given).
     Raises:
@@ -190,7 +192,8 @@ def beam_search(
     # Live beams: one row of the state per (utterance, beam); start with one beam per utterance.
     live: List[List[Hypothesis]] = [[Hypothesis()] for _ in range(n)]
     active = list(range(n))
-    ctc_state = ctc.initial_state() if ctc is not None else None
+    if ctc is not None and ctc_state is None:
+        ctc_state = ctc.initial_state()
     logits = first_logits
     for step in range(max_new_tokens):
         logp = logits.float().log_softmax(dim=-1)  # rows: beams of active utterances, in order
