@@ -15,7 +15,8 @@
 #      then CTC greedy decoding of dev/test (decode.py): the baseline row
 #   3  RWKV-7 LM on $data_dir/lm text with the BPE vocabulary (train.py --model-type lm) in
 #      $exp_dir/lm, then its perplexity on dev/test transcripts and the LM valid text
-#   4  speech LLM in $exp_dir/llm, from the stage-2 encoder and the stage-3 RWKV-7
+#   4  speech LLM in $exp_dir/llm, from the stage-2 encoder (epoch-N.pt, its structure too) and
+#      the stage-3 RWKV-7
 #   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model; each also
 #      as joint CTC / RWKV-7 search, --ctc-weight), the results table ($exp_dir/RESULTS.md) and the
 #      PNGs (training curves, WER per test voice)
@@ -48,7 +49,7 @@
 #                               default: true)
 #   --llm-peft none|lora|state|lora+state  [none] speech LLM: how RWKV-7 is tuned (none = fully)
 #   --beam-size N               [4] stage 5 beam search
-#   --ctc-weight X              [0.7] stage 5 also decodes with joint CTC / RWKV-7 search (decode.py
+#   --ctc-weight X              [default 0.7, tiny 0] stage 5 also decodes with joint CTC / RWKV-7 search (decode.py
 #                               --ctc-weight; the speech LLM keeps a CTC head, --ctc-loss-scale 0.3);
 #                               0 skips it
 #   --ctc-opts, --lm-opts, --llm-opts, --decode-opts "..."   [] extra options appended to the
@@ -78,7 +79,7 @@ llm_avg=
 freeze_encoder=
 llm_peft=none
 beam_size=4
-ctc_weight=0.7
+ctc_weight=
 ctc_opts=
 lm_opts=
 llm_opts=
@@ -116,6 +117,7 @@ case "$size" in
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=false}"
+    : "${ctc_weight:=0}"  # joint CTC per chunk of an untrained model is slow; unit-tested instead
     ;;
   default)
     # Sized for 2 CPU cores (README "Results"): a 6.36 M-param Zipformer2 (4 stacks, 128-192 wide;
@@ -149,6 +151,7 @@ case "$size" in
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
+    : "${ctc_weight:=0.7}"
     ;;
   *) die "--size must be tiny or default, got '$size'" ;;
 esac
@@ -310,9 +313,10 @@ if begin_stage 4 "$exp_dir/llm"; then
   for f in "$encoder_ckpt" "$rwkv_ckpt"; do
     [ -f "$f" ] || die "$f not found: run stages 2 and 3 first (with the same --ctc-epochs/--lm-epochs)"
   done
+  # the encoder's structure (and --utterance-cmn) comes from $encoder_ckpt, as decode.py reads a model's
   train "$exp_dir/llm" "$llm_epochs" --model-type llm --encoder-checkpoint "$encoder_ckpt" \
     --rwkv-checkpoint "$rwkv_ckpt" --tokenizer bpe --freeze-encoder "$freeze_encoder" \
-    --llm-peft "$llm_peft" "${data_opts[@]}" $enc_opts $common_opts $llm_train_opts $llm_opts
+    --llm-peft "$llm_peft" "${data_opts[@]}" $common_opts $llm_train_opts $llm_opts
   end_stage 4 llm
 fi
 

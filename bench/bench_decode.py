@@ -14,7 +14,7 @@ Usage (from the folder run.sh ran in; same --epoch/--avg as run.sh stage 5 and s
 Each system is loaded as decode.py loads it (structure from the checkpoint; --use-averaged-model
 true when its epoch > avg, as run.sh decodes it). Batches are built before timing (fbank read from
 disk is not timed), --warmup batches are decoded first, and decoding is
-zipformer_rwkv.inference.decode_dataset, so the times are what decode.py logs. "batch 1" decodes
+zipformer_rwkv.decoding.inference.decode_dataset, so the times are what decode.py logs. "batch 1" decodes
 utterance by utterance; "batched" uses lhotse's DynamicBucketingSampler with --max-duration seconds
 per batch. WER (kaldialign) is printed as a check that the model is the trained one. Peak RSS is the
 process maximum so far.
@@ -30,17 +30,17 @@ from typing import List
 import torch
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.checkpoint import resolve_decode_checkpoints
+from zipformer_rwkv.decoding.inference import decode_dataset, load_model
+from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.errors import RecipeError
-from zipformer_rwkv.inference import decode_dataset, load_model
-from zipformer_rwkv.search import DecodingOptions
+from zipformer_rwkv.training.selection import resolve_decode_checkpoints
 from zipformer_rwkv.utils import AttributeDict
 
 
 def load_system(exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool, common: List[str], device):
     """(params, model, tokenizers, args) as decode.py builds them (`inference.load_model`); `args` holds
     the data options (`AsrDataModule.add_arguments`) of `common`."""
-    from zipformer_rwkv.asr_datamodule import AsrDataModule
+    from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule
 
     parser = argparse.ArgumentParser()
     recipe.add_model_arguments(parser)
@@ -131,7 +131,7 @@ def main() -> None:
             except (RecipeError, ValueError, FileNotFoundError) as err:
                 sys.exit(f"bench_decode.py: error: {err}")
 
-    from zipformer_rwkv.asr_datamodule import AsrDataModule
+    from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule
 
     data = AsrDataModule(systems[0][5])
     sets = data.test_cuts()

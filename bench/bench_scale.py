@@ -42,7 +42,7 @@ from typing import List
 
 import torch
 
-from bench_train import build_for_training, training_step
+from train_step import build_for_training, training_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,7 +190,7 @@ def _train_rank(rank: int, argv: List[str], port: int, result: str) -> None:
     import torch.distributed as dist
 
     from zipformer_rwkv import train
-    from zipformer_rwkv.dist import cleanup_dist
+    from zipformer_rwkv.training.dist import cleanup_dist
 
     train.run(rank, 1, train.get_parser().parse_args(argv))
     Path(result).write_text(dist.get_backend() if dist.is_initialized() else "none")

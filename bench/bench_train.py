@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from train_step import build_for_training, training_step
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository (`git archive` for --baseline)
 
 RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
@@ -46,7 +48,7 @@ RATE_RE = re.compile(r"([\d.]+) (audio s|tokens)/s, ETA")
 
 def newest_checkpoint(exp_dir: Path) -> Path:
     """The checkpoint a re-run of train.py would continue from (`resume.latest_checkpoint`)."""
-    from zipformer_rwkv.resume import latest_checkpoint
+    from zipformer_rwkv.training.resume import latest_checkpoint
 
     found = latest_checkpoint(exp_dir)
     if found is None:
@@ -61,36 +63,6 @@ def logged_rate(exp_dir: Path) -> Optional[str]:
         return None
     found = RATE_RE.findall(logs[-1].read_text(encoding="utf8", errors="replace"))
     return f"{float(found[-1][0]):.1f}" if found else None
-
-
-def build_for_training(params, device):
-    """train.py's model (random weights: `recipe.get_model(params, load_pretrained=False)`, so an
-    RWKV-7 comes from params.rwkv_config), moved to `device` in train mode, its optimizers and grad
-    scaler. Returns (model, tokenizers, optimizer, scaler)."""
-    from zipformer_rwkv import recipe
-    from zipformer_rwkv.utils import create_grad_scaler
-
-    model, tokenizers = recipe.get_model(params, load_pretrained=False)
-    model.to(device).train()
-    optimizer = recipe.get_optimizer(params, model)
-    scaler = create_grad_scaler(device, enabled=params.use_fp16, init_scale=1.0)
-    return model, tokenizers, optimizer, scaler
-
-
-def training_step(params, model, optimizer, scaler, batch: dict, tokenizers, device, step: int) -> float:
-    """One train.py optimizer step on `batch` (autocast per params.use_autocast/params.dtype, grad
-    scaler, scheduler at batch `step`); returns the batch's audio seconds (lm: tokens)."""
-    from zipformer_rwkv import recipe, train
-    from zipformer_rwkv.utils import torch_autocast
-
-    with torch_autocast(device, enabled=params.use_autocast, dtype=params.dtype):
-        loss, _ = recipe.compute_loss(params, model, batch, tokenizers, device)
-    scaler.scale(loss).backward()
-    optimizer.scheduler.step_batch(step)
-    optimizer.step(scaler)
-    scaler.update()
-    optimizer.zero_grad()
-    return train.batch_audio_seconds(params, batch)
 
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
@@ -118,7 +90,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     import torch
 
     from zipformer_rwkv import train
-    from zipformer_rwkv.checkpoint import read_checkpoint
+    from zipformer_rwkv.training.checkpoint import read_checkpoint
 
     ckpt = newest_checkpoint(exp_dir)
     saved = read_checkpoint(ckpt)

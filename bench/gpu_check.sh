@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks of the compiled Triton WKV7 kernel and of training at real scale, in one command
 # (about 4-5 minutes on one H100; each step has a time limit, 8 minutes in all at most):
-#   1. tests/test_wkv7_cuda.py: compiled kernel vs the float64 reference (fwd, state, every gradient)
+#   1. tests/rwkv7/test_wkv7_cuda.py: compiled kernel vs the float64 reference (fwd, state, every gradient)
 #   2. bench/bench_wkv7.py --device cuda: ours vs fla's chunk_rwkv7, (8, 4096, 64, 64) and (1, 65536, 16, 64) bf16
 #   3. bench/bench_scale.py: Zipformer2 large + RWKV-7 0.4B-shape training throughput, then one epoch of
 #      train.py via mp.spawn (NCCL) on a tiny synthetic corpus
@@ -90,7 +90,7 @@ step() {  # step TITLE SECONDS CMD... : run CMD with a time limit; its stdout ta
 if [ "$DRY" = 1 ]; then
   export TRITON_INTERPRET=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   step "WKV7 kernel vs float64 reference (interpreter; CUDA tests skip)" 300 \
-    $PY -m pytest -q -rs -p no:cacheprovider tests/test_wkv7_triton.py tests/test_wkv7_cuda.py
+    $PY -m pytest -q -rs -p no:cacheprovider tests/rwkv7/test_wkv7_triton.py tests/rwkv7/test_wkv7_cuda.py
   step "Compiled WKV7 kernels build for sm_90 (ahead of time, no GPU)" 300 \
     $PY bench/wkv7_compile_check.py --num-warps 4 8
   step "WKV7 speed (dry run shape)" 300 \
@@ -99,7 +99,7 @@ if [ "$DRY" = 1 ]; then
     $PY bench/bench_scale.py --dry-run --device cpu --train-py "$TMP/trainpy"
 else
   step "Compiled WKV7 kernel vs float64 reference" 120 \
-    $PY -m pytest -q -rs -p no:cacheprovider tests/test_wkv7_cuda.py
+    $PY -m pytest -q -rs -p no:cacheprovider tests/rwkv7/test_wkv7_cuda.py
   step "WKV7 speed: ours vs fla chunk_rwkv7" 150 $PY bench/bench_wkv7.py --device cuda --chunk-sizes
   step "Training throughput at scale and train.py via mp.spawn (NCCL)" 210 \
     $PY bench/bench_scale.py --train-py "$TMP/trainpy"

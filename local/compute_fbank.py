@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
-from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
+from lhotse import CutSet, LilcomChunkyWriter, load_manifest
+
+from zipformer_rwkv.dataset.features import fbank_extractor
 
 # Below this much audio per job, one process is faster (fbank runs at ~400x real time per core).
 MIN_SECONDS_PER_JOB = 1800.0
@@ -50,7 +52,7 @@ def compute_fbank(cuts: CutSet, storage_path: Path, nj: int) -> CutSet:
     Returns:
       the cuts with `features` set; each has num_frames = round(duration * 100) and num_features = 80.
     """
-    extractor = Fbank(FbankConfig(num_mel_bins=80))
+    extractor = fbank_extractor()
     Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
     if sum(c.duration for c in cuts) < MIN_SECONDS_PER_JOB * nj:
         nj = 1  # starting worker processes (spawn + torch import) would cost more than it saves

@@ -21,8 +21,9 @@ import soundfile
 from lhotse import MonoCut, Recording, SupervisionSegment
 
 from import_report import ImportReport
+from zipformer_rwkv.dataset.features import SAMPLE_RATE
 
-TARGET_SAMPLING_RATE = 16000
+TARGET_SAMPLING_RATE = SAMPLE_RATE
 # Manifest durations are rounded (NeMo writes 2-3 decimals): a mismatch up to this many seconds
 # between the manifest and the audio file is accepted and the audio file's length wins.
 DURATION_TOLERANCE = 0.1

@@ -11,7 +11,7 @@ Usage:
       writes a conf for a corpus imported from manifests DIR/*.jsonl (or *.list): names starting
       with "train" are training sources (weight 1.0 each), "dev"/"valid" dev sets, all others test sets.
 
-See zipformer_rwkv/asr_datamodule.py:load_data_conf for the format.
+See zipformer_rwkv/dataset/asr_datamodule.py:load_data_conf for the format.
 """
 import argparse
 import shlex
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from zipformer_rwkv.asr_datamodule import load_data_conf
+from zipformer_rwkv.dataset.asr_datamodule import load_data_conf
 
 KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise"]
 

@@ -11,9 +11,9 @@ import torch
 
 from speech_llm_data import make_bpe
 from zipformer_rwkv import decode, recipe, transcribe
-from zipformer_rwkv.adapter import Adapter, CtcTokenAdapter
-from zipformer_rwkv.model import SpeechLLM, SpeechLLMConfig
-from zipformer_rwkv.search import DecodingOptions
+from zipformer_rwkv.decoding.search import DecodingOptions
+from zipformer_rwkv.speechllm.adapter import Adapter, CtcTokenAdapter
+from zipformer_rwkv.speechllm.model import SpeechLLM, SpeechLLMConfig
 from zipformer_rwkv.utils import AttributeDict, add_dataclass_arguments, str2bool
 from zipformer_rwkv.zipformer.ctc import make_ctc_output
 
@@ -176,8 +176,8 @@ def test_speech_llm_config_validation():
                       (dict(ctc_loss_scale=-0.1), "ctc-loss-scale")]:
         with pytest.raises(ValueError, match=match):
             SpeechLLMConfig(**kw)
-    from test_model_speech_llm import EOS, TinyEncoder, make_llm
-    from zipformer_rwkv.prompt import PromptTemplate
+    from tiny_models import EOS, TinyEncoder, make_llm
+    from zipformer_rwkv.speechllm.prompt import PromptTemplate
 
     with pytest.raises(TypeError, match="SpeechLLMConfig"):  # the flat options are no config
         SpeechLLM(TinyEncoder(), make_llm(), PromptTemplate([5], [7], EOS), dict(adapter_downsample=2))
@@ -189,7 +189,11 @@ def test_speech_llm_config_defaults_are_the_training_flags_defaults():
     assert set(f.name for f in dataclasses.fields(SpeechLLMConfig)) <= set(recipe.STRUCTURE_OPTIONS)
     p = argparse.ArgumentParser()
     recipe.add_model_arguments(p)
-    assert SpeechLLMConfig.from_params(AttributeDict(vars(p.parse_args([])))) == SpeechLLMConfig()
+    parsed = vars(p.parse_args([]))
+    assert set(f.name for f in dataclasses.fields(SpeechLLMConfig)) <= set(parsed)  # each field is a flag
+    assert SpeechLLMConfig.from_params(AttributeDict(parsed)) == SpeechLLMConfig()
+    assert vars(p.parse_args(["--adapter-type", "ctc", "--adapter-encoder-proj", "true",
+                              "--interleave-chunk-frames", "16"]))["adapter_encoder_proj"] is True
 
 
 def test_speech_llm_config_from_an_old_checkpoints_options():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from zipformer_rwkv.hooks import register_inf_check_hooks
+from zipformer_rwkv.training.hooks import register_inf_check_hooks
 from zipformer_rwkv.utils import (
     AttributeDict,
     MetricsTracker,

@@ -38,16 +38,17 @@ import torch
 from lhotse import CutSet
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.asr_datamodule import AsrDataModule
-from zipformer_rwkv.checkpoint import read_checkpoint, resolve_decode_checkpoints
-from zipformer_rwkv.errors import RecipeError
-from zipformer_rwkv.inference import (
+from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule
+from zipformer_rwkv.decoding.inference import (
     apply_checkpoint_structure,
     decode_dataset,
     explicit_options,
     load_model,
 )
-from zipformer_rwkv.search import DecodingOptions
+from zipformer_rwkv.decoding.search import DecodingOptions
+from zipformer_rwkv.errors import RecipeError
+from zipformer_rwkv.training.checkpoint import read_checkpoint
+from zipformer_rwkv.training.selection import resolve_decode_checkpoints
 from zipformer_rwkv.utils import (
     AttributeDict,
     setup_logger,
@@ -125,7 +126,7 @@ def save_results(params, test_set: str, results: list) -> float:
 @torch.no_grad()
 def lm_perplexity(params, model, texts: List[str], tokenizer, device, batch_tokens: int = 4000) -> Tuple[float, int]:
     """(perplexity, number of predicted tokens) of `model` (an LmModel) on `texts`, EOS included."""
-    from zipformer_rwkv.lm_data import TextBatches, TokenBatchSampler
+    from zipformer_rwkv.dataset.lm_data import TextBatches, TokenBatchSampler
 
     seqs = [tokenizer.encode(t) for t in texts if t.strip()]
     seqs = [s for s in seqs if s]

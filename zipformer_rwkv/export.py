@@ -15,13 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from zipformer_rwkv.checkpoint import (
-    atomic_torch_save,
-    checkpoint_params,
-    plan_state,
-    read_checkpoint,
-    resolve_decode_checkpoints,
-)
+from zipformer_rwkv.training.checkpoint import atomic_torch_save, checkpoint_params, read_checkpoint
+from zipformer_rwkv.training.selection import plan_state, resolve_decode_checkpoints
 from zipformer_rwkv.utils import str2bool
 
 

@@ -16,13 +16,13 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.errors import CheckpointError, ConfigError
-from zipformer_rwkv.model import CtcModel, LmModel, SpeechLLM, SpeechLLMConfig, apply_llm_peft
-from zipformer_rwkv.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
-from zipformer_rwkv.optim_set import OptimizerEntry, OptimizerSet
-from zipformer_rwkv.prompt import PromptTemplate
-from zipformer_rwkv.search import DecodingOptions
-from zipformer_rwkv.utils import AttributeDict, str2bool
+from zipformer_rwkv.speechllm.model import CtcModel, LmModel, SpeechLLM, SpeechLLMConfig, apply_llm_peft
+from zipformer_rwkv.speechllm.prompt import PromptTemplate
+from zipformer_rwkv.training.optim import Eden, ScaledAdam, get_adamw_param_groups, get_parameter_groups_with_lrs
+from zipformer_rwkv.training.optim_set import OptimizerEntry, OptimizerSet
+from zipformer_rwkv.utils import AttributeDict, add_dataclass_arguments, str2bool
 from zipformer_rwkv.zipformer import encoder_out_length
 
 MODEL_TYPES = ("ctc", "lm", "llm")
@@ -55,28 +55,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rwkv-n-layer", type=int, default=4, help="layers of a from-scratch RWKV-7")
     g.add_argument("--rwkv-n-embd", type=int, default=256, help="width of a from-scratch RWKV-7")
     g.add_argument("--rwkv-head-size", type=int, default=64, help="head size of a from-scratch RWKV-7")
-    g.add_argument("--prompt-template", type=str, default="",
-                   help="speech LLM prompt with one <audio> marker (<eos> = EOS id); "
-                        "default 'User: <audio>\\n\\nAssistant:' (world) or '<audio><eos>' (bpe)")
-    g.add_argument("--adapter-type", choices=("stack", "ctc"), default="stack",
-                   help="llm: stack = frame stacking + MLP projector; ctc = the CTC head predicts RWKV-7's "
-                        "vocabulary, blank frames are dropped, label runs merged, and each position is the "
-                        "posterior-weighted sum of RWKV-7's embeddings (needs --tokenizer bpe)")
-    g.add_argument("--adapter-downsample", type=int, default=4,
-                   help="stack: encoder frames stacked per RWKV-7 position (25 Hz -> 6.25 Hz for 4)")
-    g.add_argument("--adapter-blank-threshold", type=float, default=0.95,
-                   help="ctc: frames with blank posterior >= this are dropped")
-    g.add_argument("--adapter-encoder-proj", type=str2bool, default=False,
-                   help="ctc: add a (zero-initialised) projection of the encoder state to each position")
-    g.add_argument("--interleave-chunk-frames", type=int, default=0,
-                   help="llm: > 0: RWKV-7 reads each chunk of this many encoder frames (25 Hz: 16 = 0.64 s) "
-                        "and writes its text before the next (SpeechLLM-XL); the text is split by the CTC "
-                        "head's forced alignment, so it needs --tokenizer bpe and a CTC head; 0: whole "
-                        "utterance, then text")
-    g.add_argument("--adapter-hidden-dim", type=int, default=-1,
-                   help="hidden width of the adapter MLP; -1: the RWKV-7 width; 0: a single Linear")
-    g.add_argument("--ctc-loss-scale", type=float, default=0.0,
-                   help="llm: weight of an auxiliary CTC loss on the encoder (0 disables it)")
+    add_dataclass_arguments(g, SpeechLLMConfig)
     g.add_argument("--freeze-encoder", type=str2bool, default=False, help="llm: do not train the encoder")
     g.add_argument("--freeze-llm", type=str2bool, default=False,
                    help="llm: do not train RWKV-7 (implied for its base weights by --llm-peft != none)")
@@ -156,7 +135,7 @@ def get_tokenizers(params: AttributeDict, llm_vocab_size: Optional[int] = None) 
 
 
 def _read(path: str) -> dict:
-    from zipformer_rwkv.checkpoint import read_checkpoint
+    from zipformer_rwkv.training.checkpoint import read_checkpoint
 
     return read_checkpoint(path)
 

@@ -50,31 +50,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Collection, List, Optional
 
 import torch
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from zipformer_rwkv import recipe
-from zipformer_rwkv.asr_datamodule import (
+from zipformer_rwkv.dataset.asr_datamodule import (
     AsrDataModule,
-    encoder_output_frames,
     make_cut_filter,
     set_train_epoch,
 )
-from zipformer_rwkv.checkpoint import (
-    atomic_copy,
-    atomic_torch_save,
-    load_checkpoint,
-    read_checkpoint,
-    remove_checkpoints,
-    save_checkpoint,
-    save_checkpoint_with_global_batch_idx,
-    unwrap_model,
-    update_averaged_model,
-)
-from zipformer_rwkv.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
+from zipformer_rwkv.dataset.lm_data import make_text_dataloader
+from zipformer_rwkv.decoding.inference import apply_checkpoint_structure, explicit_options
 from zipformer_rwkv.errors import (
     CheckpointError,
     DataError,
@@ -83,9 +72,21 @@ from zipformer_rwkv.errors import (
     known_error_message,
     log_to_files,
 )
-from zipformer_rwkv.hooks import register_inf_check_hooks
-from zipformer_rwkv.lm_data import make_text_dataloader
-from zipformer_rwkv.resume import (
+from zipformer_rwkv.training.averaging import update_averaged_model
+from zipformer_rwkv.training.checkpoint import (
+    atomic_copy,
+    atomic_torch_save,
+    checkpoint_params,
+    load_checkpoint,
+    read_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+    save_checkpoint_with_global_batch_idx,
+    unwrap_model,
+)
+from zipformer_rwkv.training.dist import cleanup_dist, get_local_rank, is_torchrun, setup_dist
+from zipformer_rwkv.training.hooks import register_inf_check_hooks
+from zipformer_rwkv.training.resume import (
     CheckpointTimer,
     batches_in_saved_sampler,
     choose_start,
@@ -93,7 +94,7 @@ from zipformer_rwkv.resume import (
     sampler_to_save,
     superseded_files,
 )
-from zipformer_rwkv.rng import get_rng_state, set_rng_state
+from zipformer_rwkv.training.rng import get_rng_state, set_rng_state
 from zipformer_rwkv.utils import (
     AttributeDict,
     MetricsTracker,
@@ -104,6 +105,8 @@ from zipformer_rwkv.utils import (
     str2bool,
     torch_autocast,
 )
+from zipformer_rwkv.zipformer import ENCODER_OPTIONS
+from zipformer_rwkv.zipformer.encoder import encoder_out_length
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -194,7 +197,7 @@ def train_cut_filter(params: AttributeDict, tokenizers):
     else:  # CTC needs at least as many encoder frames as tokens
         ds, num_tokens = 1, (lambda text: len(tokenizers["bpe"].encode(text)))
     return make_cut_filter(params.min_utt_duration, params.max_utt_duration, num_tokens=num_tokens,
-                           output_frames=lambda n: encoder_output_frames(n) // ds, extra_frames=1)
+                           output_frames=lambda n: encoder_out_length(n) // ds, extra_frames=1)
 
 
 class EmptyEpochError(RecipeError, RuntimeError):
@@ -629,6 +632,29 @@ def _train(rank: int, world_size: int, args) -> None:
         cleanup_dist()
 
 
+def take_encoder_structure(params: dict, explicit: Collection[str]) -> List[str]:
+    """A speech LLM builds the encoder its `--encoder-checkpoint` holds: the Zipformer's structure
+    options saved in that file (ours, and icefall's epoch-N.pt, which keeps its params at the top
+    level) replace the command line's, as decode.py takes a model's from its own checkpoint. A file
+    with none (icefall's pretrained.pt: weights only) leaves the command line's.
+
+    Args:
+      params: the parsed options (vars(args)); changed in place.
+      explicit: options given on the command line (`inference.explicit_options`).
+    Returns:
+      the options taken from the file.
+    Raises:
+      ValueError: an explicit option differs from the file's (all of them named).
+    """
+    path = params.get("encoder_checkpoint")
+    if params.get("model_type") != "llm" or not path:
+        return []
+    saved = checkpoint_params(read_checkpoint(path, mmap=True))
+    keys = [k for k in ENCODER_OPTIONS if saved.get(k) is not None]
+    apply_checkpoint_structure(params, saved, explicit, f"--encoder-checkpoint {path}", keys)
+    return keys
+
+
 def main() -> None:
     torch.set_num_threads(1)  # icefall; run() sets --num-threads per process
     parser = get_parser()
@@ -637,6 +663,10 @@ def main() -> None:
     for path, what in ((args.encoder_checkpoint, "--encoder-checkpoint"), (args.rwkv_checkpoint, "--rwkv-checkpoint")):
         if path and not Path(path).is_file():
             sys.exit(f"train.py: error: {what} {path} does not exist")
+    try:
+        take_encoder_structure(vars(args), explicit_options(parser, sys.argv[1:]))
+    except (ValueError, RecipeError) as e:
+        sys.exit(f"train.py: error: {e}")
     try:
         if is_torchrun():
             run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args)

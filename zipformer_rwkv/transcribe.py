@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from zipformer_rwkv import inference, recipe
-from zipformer_rwkv.checkpoint import checkpoint_params, read_checkpoint
-from zipformer_rwkv.search import DecodingOptions
+from zipformer_rwkv import recipe
+from zipformer_rwkv.dataset.features import SAMPLE_RATE, fbank_extractor
+from zipformer_rwkv.decoding import inference
+from zipformer_rwkv.decoding.search import DecodingOptions
+from zipformer_rwkv.training.checkpoint import checkpoint_params, read_checkpoint
 from zipformer_rwkv.utils import AttributeDict, str2bool
-
-SAMPLE_RATE = 16000
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def load_fbank(path: Path) -> torch.Tensor:
       FileNotFoundError / ValueError: naming the file if it is missing, unreadable or holds no
         samples.
     """
-    from lhotse import Fbank, FbankConfig, Recording
+    from lhotse import Recording
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such audio file")
@@ -65,7 +65,7 @@ def load_fbank(path: Path) -> torch.Tensor:
         raise ValueError(f"{path}: cannot read audio ({_first_reason(e)})") from None
     if audio.size == 0:
         raise ValueError(f"{path}: no audio samples (header only?)")
-    feats = Fbank(FbankConfig(num_mel_bins=80)).extract(audio.astype("float32"), SAMPLE_RATE)
+    feats = fbank_extractor().extract(audio.astype("float32"), SAMPLE_RATE)
     return torch.from_numpy(feats)
 
 

@@ -2,7 +2,7 @@
 `egs/librispeech/ASR/zipformer` (Zipformer paper, Yao et al. 2023, arXiv 2310.11230).
 
 Public API:
-  ZipformerEncoder, ZipformerConfig, ENCODER_CONFIGS, add_model_arguments, get_encoder_model,
+  ZipformerEncoder, ZipformerConfig, ENCODER_CONFIGS, ENCODER_OPTIONS, add_model_arguments, get_encoder_model,
   resolve_encoder_config, encoder_out_length, load_encoder_checkpoint, CheckpointMismatchError,
   make_ctc_output, ctc_loss, ctc_greedy_search, set_batch_count.
 """
@@ -12,6 +12,7 @@ from torch import nn
 
 from zipformer_rwkv.zipformer.config import (
     ENCODER_CONFIGS,
+    ENCODER_OPTIONS,
     ZipformerConfig,
     add_model_arguments,
     resolve_encoder_config,
@@ -35,7 +36,7 @@ def set_batch_count(model: nn.Module, batch_count: Optional[float]) -> None:
 
 
 __all__ = [
-    "CheckpointMismatchError", "Conv2dSubsampling", "ENCODER_CONFIGS", "Zipformer2",
+    "CheckpointMismatchError", "Conv2dSubsampling", "ENCODER_CONFIGS", "ENCODER_OPTIONS", "Zipformer2",
     "ZipformerConfig", "ZipformerEncoder", "add_model_arguments", "ctc_greedy_search", "ctc_loss",
     "encoder_out_length", "get_encoder_model", "load_encoder_checkpoint", "make_ctc_output",
     "resolve_encoder_config", "set_batch_count",

@@ -145,6 +145,11 @@ _OPTIONS = {
 }
 
 
+ENCODER_OPTIONS = tuple(_OPTIONS)
+"""The encoder's structure options (`--num-encoder-layers` ... `--utterance-cmn`), as train.py saves
+them in a checkpoint (icefall's epoch-N.pt holds the same names, except our last two)."""
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds icefall's Zipformer options plus `--encoder-config {small,medium,large}`.
 

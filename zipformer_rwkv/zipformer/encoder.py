@@ -22,7 +22,8 @@ LOG_EPS = -23.025850929940457
 
 def encoder_out_length(num_frames: Any) -> Any:
     """Output frames (25 Hz) for `num_frames` fbank frames (100 Hz): ((T - 7) // 2 + 1) // 2.
-    Works on ints and integer tensors."""
+    Works on ints and integer tensors; the data filters use it too (icefall's zipformer/train.py,
+    `remove_short_and_long_utt`, has the same formula)."""
     return (((num_frames - 7) // 2) + 1) // 2
 
 

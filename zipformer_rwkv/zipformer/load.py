@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from zipformer_rwkv.checkpoint import safe_torch_load
 from zipformer_rwkv.errors import RecipeError
+from zipformer_rwkv.training.checkpoint import safe_torch_load
 from zipformer_rwkv.utils import str2bool
 from zipformer_rwkv.zipformer.config import ENCODER_CONFIGS, ZipformerConfig
 from zipformer_rwkv.zipformer.encoder import ZipformerEncoder

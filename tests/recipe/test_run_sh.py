@@ -1,0 +1,274 @@
+"""run.sh end to end in its tiny configuration (tiny TTS corpus, tiny models, a few steps), in a
+temporary folder: every result file exists and parses, a re-run skips every finished stage, and
+`--stage 4` re-runs only stages 4-5. Plus fast checks of local/summarize_results.py and
+local/plot_wer_per_voice.py on hand-made files."""
+import ast
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import plot_wer_per_voice
+import summarize_results
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RECOG_RE = re.compile(r"^(?P<cut>[^\t]+):\t(?P<kind>ref|hyp|note)=(?P<value>.*)$")
+
+
+def run_sh(cwd: Path, *extra: str, timeout: int = 1500) -> str:
+    cmd = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false",
+           "--dl-dir", "download", "--data-dir", "data", "--exp-dir", "exp", *extra]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"run.sh {' '.join(extra)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def mtimes(d: Path) -> dict:
+    return {f.name: f.stat().st_mtime_ns for f in d.glob("epoch-*.pt")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run_sh")
+    out = run_sh(work)
+    return work, out
+
+
+def check_recogs(path: Path) -> int:
+    """Every line is `cut:\\tref=[...]`, `hyp=[...]` or `note=...`; each cut has ref and hyp."""
+    kinds = {}
+    for line in path.read_text(encoding="utf8").splitlines():
+        m = RECOG_RE.match(line)
+        assert m, f"{path}: malformed line {line!r}"
+        if m["kind"] != "note":
+            words = ast.literal_eval(m["value"])
+            assert isinstance(words, list) and all(isinstance(w, str) for w in words), line
+        kinds.setdefault(m["cut"], set()).add(m["kind"])
+    assert kinds, f"{path} is empty"
+    assert all({"ref", "hyp"} <= k for k in kinds.values()), path
+    return len(kinds)
+
+
+def check_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, img.shape
+
+
+def test_every_result_file_exists_and_parses(tiny_run):
+    work, out = tiny_run
+    exp = work / "exp"
+    for model, methods in (("ctc", ["greedy_search"]), ("llm", ["greedy_search", "beam_search"])):
+        for method in methods:
+            summaries = sorted((exp / model / method).glob("wer-summary-*.txt"))
+            assert any(f.name.startswith("wer-summary-test-") for f in summaries), summaries
+            assert any(f.name.startswith("wer-summary-dev-") for f in summaries), summaries
+            for summary in summaries:  # every decoded set (dev and test)
+                assert summarize_results.read_table_value(summary) >= 0.0, summary
+                rest = summary.name[len("wer-summary-"):]
+                assert check_recogs(summary.with_name("recogs-" + rest)) > 0
+                assert summary.with_name("errs-" + rest).read_text(encoding="utf8").startswith("%WER = ")
+    ppl_files = list((exp / "lm").glob("*/ppl-*.txt"))
+    assert ppl_files
+    for f in ppl_files:
+        assert summarize_results.read_table_value(f) > 1.0
+    check_png(exp / "training_curves.png")
+    check_png(exp / "wer_per_voice_test.png")
+    check_png(exp / "wer_per_length_test.png")
+    results = (exp / "RESULTS.md").read_text(encoding="utf8")
+    for row in ("| ctc | greedy_search |", "| llm | greedy_search |", "| llm | beam_search |", "ppl"):
+        assert row in results, results
+    assert "WER (%) per voice on test" in results and "WER (%) per utterance length on test" in results
+    for method in ("greedy_search", "beam_search"):  # stage 5's joint CTC / RWKV-7 decodings
+        assert re.search(rf"\| llm \| {method} \| [^|]*_ctc-weight-0.7", results), results
+    assert "| dev WER | test WER |" in results and "| dev ppl | test ppl | lm-valid ppl |" in results
+    # the table is printed to the terminal as well, and the stage wall times are recorded
+    assert "| llm | beam_search |" in out
+    stages = [line.split("\t")[0] for line in (exp / "timing.tsv").read_text().splitlines()]
+    assert stages == ["1", "2", "3", "4", "5"]
+    for model in ("ctc", "lm", "llm"):
+        assert (exp / model / ".train.done").is_file()
+
+
+def test_speech_llm_checkpoint_transcribes_with_no_options(tiny_run):
+    """The tiny run's speech LLM (run.sh's `--adapter-type ctc --interleave-chunk-frames 8`) loads in
+    transcribe.py from its checkpoint alone: no encoder, adapter or tokenizer option repeated; stage 5
+    decoded it, greedy and beam (the tiny preset has --ctc-weight 0: joint CTC per chunk is tested in
+    tests/speechllm/test_interleave.py)."""
+    work, _ = tiny_run
+    ckpt = work / "exp" / "llm" / "epoch-2.pt"
+    import torch
+
+    saved = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert saved["adapter_type"] == "ctc" and saved["interleave_chunk_frames"] == 8
+    for method in ("greedy_search", "beam_search"):
+        summaries = sorted(p.name for p in (work / "exp" / "llm" / method).glob("wer-summary-test-*.txt"))
+        assert len(summaries) == 1 and "ctc-weight" not in summaries[0], summaries
+    audio = sorted((work / "download").rglob("*.flac"))[:2]
+    assert audio
+    proc = subprocess.run([sys.executable, str(ROOT / "zipformer_rwkv" / "transcribe.py"), "--checkpoint", str(ckpt),
+                           *map(str, audio)], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line.split("\t")[0] for line in proc.stdout.strip().splitlines()] == [str(a) for a in audio]
+
+
+def test_rerun_skips_finished_stages(tiny_run):
+    work, _ = tiny_run
+    before = {m: mtimes(work / "exp" / m) for m in ("ctc", "lm", "llm")}
+    out = run_sh(work)
+    assert "zipformer_rwkv/train.py" not in out and "zipformer_rwkv/decode.py" not in out, out[-3000:]
+    assert out.count("exists: skipping training") == 3
+    assert {m: mtimes(work / "exp" / m) for m in ("ctc", "lm", "llm")} == before
+
+
+def test_stage_4_reruns_only_from_there(tiny_run):
+    work, _ = tiny_run
+    exp = work / "exp"
+    before = {m: mtimes(exp / m) for m in ("ctc", "lm", "llm")}
+    out = run_sh(work, "--stage", "4")
+    assert "Stage 4" in out and "Stage 5" in out
+    for s in (1, 2, 3):
+        assert f"Stage {s}:" not in out
+    assert {m: mtimes(exp / m) for m in ("ctc", "lm")} == {m: before[m] for m in ("ctc", "lm")}
+    assert mtimes(exp / "llm.prev") == before["llm"]  # the old run is kept aside
+    after = mtimes(exp / "llm")
+    assert after.keys() == before["llm"].keys()
+    assert all(after[k] > before["llm"][k] for k in after)
+    assert list((exp / "llm" / "beam_search").glob("wer-summary-test-*.txt"))
+
+
+def test_tcmalloc_probe_survives_long_ldconfig_output(tmp_path):
+    """run.sh finds libtcmalloc_minimal in `ldconfig -p` and takes the first match; a long listing after
+    the match must not end run.sh with SIGPIPE (exit 141 under pipefail), as it once did in CI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ldconfig"
+    fake.write_text("#!/bin/sh\n"
+                    "echo '\tlibtcmalloc_minimal.so.4 (libc6,x86-64) => /fake/a/libtcmalloc_minimal.so.4'\n"
+                    "echo '\tlibtcmalloc_minimal.so.4 (libc6) => /fake/b/libtcmalloc_minimal.so.4'\n"
+                    "seq 1 200000 | sed 's|.*|\tlibfoo&.so.1 (libc6,x86-64) => /usr/lib/libfoo&.so.1|'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    cmd = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false", "--stage", "9",
+           "--stop-stage", "9"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "preload /fake/a/libtcmalloc_minimal.so.4 " in out, out
+    proc = subprocess.run(cmd + ["--use-tcmalloc", "false"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "preload" not in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------- fast script checks
+
+
+def _write_cuts(path: Path, speakers: dict, durations: dict = None) -> None:
+    with gzip.open(path, "wt", encoding="utf8") as f:
+        for cut_id, spk in speakers.items():
+            dur = (durations or {}).get(cut_id, 1.0)
+            cut = {"id": cut_id, "start": 0.0, "duration": dur, "channel": 0, "type": "MonoCut",
+                   "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": dur,
+                                     "channel": 0, "text": "A", "speaker": spk}]}
+            print(json.dumps(cut), file=f)
+
+
+def _write_recogs(path: Path, items) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf8") as f:
+        for cut_id, ref, hyp in items:
+            print(f"{cut_id}:\tref={ref}", file=f)
+            print(f"{cut_id}:\thyp={hyp}", file=f)
+
+
+def test_wer_per_voice_counts_edit_distance_per_speaker(tmp_path):
+    cuts = tmp_path / "cuts.jsonl.gz"
+    _write_cuts(cuts, {"u1": "alice", "u2": "alice", "u3": "bob"})
+    recogs = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1.txt"
+    _write_recogs(recogs, [("u1", ["A", "B", "C", "D"], ["A", "X", "C", "D"]),   # 1 sub / 4
+                           ("u2", ["E", "F"], ["E", "F", "G"]),                   # 1 ins / 2
+                           ("u3", ["H", "I", "J"], ["H"])])                       # 2 del / 3
+    speakers = plot_wer_per_voice.read_speakers([cuts])
+    counts = plot_wer_per_voice.wer_per_voice(plot_wer_per_voice.read_recogs(recogs), speakers)
+    assert counts == {"alice": [2, 6], "bob": [2, 3]}
+    png = tmp_path / "exp" / "voices.png"
+    subprocess.run([sys.executable, str(ROOT / "local/plot_wer_per_voice.py"), "--exp-dir", str(tmp_path / "exp"),
+                    "--cuts", str(cuts), "--output", str(png)], check=True, capture_output=True)
+    check_png(png)
+    table = png.with_suffix(".md").read_text()
+    assert "| alice | 6 | 33.33 |" in table and "| bob | 3 | 66.67 |" in table and "| **all** | 9 | 44.44 |" in table
+    # a joint CTC decoding of the same method is a column of its own, not the "newest" of llm/beam_search
+    joint = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1_ctc-weight-0.5.txt"
+    _write_recogs(joint, [("u1", ["A"], ["A"]), ("u3", ["H"], ["X"])])
+    assert set(plot_wer_per_voice.find_recogs(tmp_path / "exp", "test")) == {
+        "llm/greedy_search", "llm/greedy_search+ctc 0.5"}
+
+
+def test_wer_per_length_groups_by_cut_duration(tmp_path):
+    cuts = tmp_path / "cuts.jsonl.gz"
+    _write_cuts(cuts, {"u1": "alice", "u2": "alice", "u3": "bob"}, durations={"u1": 4.99, "u2": 5.0, "u3": 12.0})
+    assert plot_wer_per_voice.read_speakers([cuts], "duration") == {"u1": "0-5 s", "u2": "5-10 s", "u3": ">10 s"}
+    recogs = tmp_path / "exp" / "llm" / "greedy_search" / "recogs-test-epoch-2_avg-1.txt"
+    _write_recogs(recogs, [("u1", ["A", "B"], ["A"]), ("u2", ["C"], ["C"]), ("u3", ["D", "E"], [])])
+    png = tmp_path / "exp" / "lengths.png"
+    subprocess.run([sys.executable, str(ROOT / "local/plot_wer_per_voice.py"), "--exp-dir", str(tmp_path / "exp"),
+                    "--cuts", str(cuts), "--group-by", "duration", "--output", str(png)],
+                   check=True, capture_output=True)
+    lines = png.with_suffix(".md").read_text().splitlines()
+    assert lines[0] == "WER (%) per utterance length on test"
+    assert lines[4:7] == ["| 0-5 s | 2 | 50.00 |", "| 5-10 s | 1 | 0.00 |", "| >10 s | 2 | 100.00 |"]
+
+
+def test_wer_per_voice_rejects_bad_recogs_and_unknown_cuts(tmp_path):
+    bad = tmp_path / "recogs-test-x.txt"
+    bad.write_text("u1:\tref=['A']\nu1\thyp=['A']\n")
+    with pytest.raises(ValueError, match=r"recogs-test-x.txt:2"):
+        plot_wer_per_voice.read_recogs(bad)
+    bad.write_text("u1:\tref=['A']\n")
+    with pytest.raises(ValueError, match="both a ref and a hyp"):
+        plot_wer_per_voice.read_recogs(bad)
+    with pytest.raises(ValueError, match="not in the --cuts"):
+        plot_wer_per_voice.wer_per_voice({"u9": (["A"], ["A"])}, {"u1": "alice"}, "f.txt")
+
+
+def test_summarize_results_table(tmp_path):
+    exp = tmp_path / "exp"
+    suffix = "epoch-4_avg-2_use-averaged-model"
+    for model, method, dev, test in (("ctc", "greedy_search", 9.5, 10.25), ("llm", "beam_search", 3.0, 4.5)):
+        d = exp / model / method
+        d.mkdir(parents=True)
+        (d / f"wer-summary-dev-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{dev}\n")
+        (d / f"wer-summary-test-{suffix}.txt").write_text(f"settings\tWER\n{method}\t{test}\n")
+        (d / f"log-decode-{suffix}-2026-01-01-00-00-00").write_text(
+            "2026 INFO [decode.py:1] test: 30 utterances, 99.0 s of audio decoded in 1.0 s: RTFx 99.0; x\n")
+    (exp / "ctc" / "log").mkdir()
+    (exp / "ctc" / "log" / "log-train-2026").write_text("Number of model parameters: 2500000 (2000000 trainable)\n")
+    (exp / "lm" / "greedy_search").mkdir(parents=True)
+    ppl = exp / "lm" / "greedy_search" / "ppl-lm-valid-epoch-3_avg-1.txt"
+    ppl.write_text("settings\tppl\tntokens\nlm\t31.5\t900\n")
+    (exp / "timing.tsv").write_text("1\tdata\t65\n2\tctc\t3600\n")
+    text = summarize_results.make_markdown(exp)
+    assert f"| ctc | greedy_search | {suffix} | 9.50 | 10.25 | - | 99.0 | 2.50 M (2.00 M) |" in text
+    assert f"| llm | beam_search | {suffix} | 3.00 | 4.50 | - | 99.0 | - |" in text
+    assert "| lm | epoch-3_avg-1 | 31.50 | - |" in text
+    assert "| all | | 1:01:05 |" in text
+    # icefall's set names: dev sets before test sets in the columns
+    d = exp / "ls" / "greedy_search"
+    d.mkdir(parents=True)
+    for name in ("test-other", "dev-other", "test-clean", "dev-clean"):
+        (d / f"wer-summary-{name}-epoch-1_avg-1.txt").write_text("settings\tWER\ngreedy_search\t1.0\n")
+    assert summarize_results.collect(exp)[1] == ["dev", "dev-clean", "dev-other", "test", "test-clean", "test-other",
+                                                 "lm-valid"]
+    assert "| model | decoding | checkpoint | dev WER | dev-clean WER | dev-other WER | test WER |" \
+        in summarize_results.make_markdown(exp)
+    (exp / "llm" / "beam_search" / f"wer-summary-test-{suffix}.txt").write_text("settings\tWER\nbeam\tn/a\n")
+    with pytest.raises(ValueError, match="is not a number"):
+        summarize_results.make_markdown(exp)
