@@ -49,7 +49,7 @@
 #                               default: true)
 #   --llm-peft none|lora|state|lora+state  [none] speech LLM: how RWKV-7 is tuned (none = fully)
 #   --beam-size N               [4] stage 5 beam search
-#   --ctc-weight X              [default 0.7, tiny 0] stage 5 also decodes with joint CTC / RWKV-7 search (decode.py
+#   --ctc-weight X              [0.7] stage 5 also decodes with joint CTC / RWKV-7 search (decode.py
 #                               --ctc-weight; the speech LLM keeps a CTC head, --ctc-loss-scale 0.3);
 #                               0 skips it
 #   --ctc-opts, --lm-opts, --llm-opts, --decode-opts "..."   [] extra options appended to the
@@ -79,7 +79,7 @@ llm_avg=
 freeze_encoder=
 llm_peft=none
 beam_size=4
-ctc_weight=
+ctc_weight=0.7
 ctc_opts=
 lm_opts=
 llm_opts=
@@ -117,7 +117,6 @@ case "$size" in
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=false}"
-    : "${ctc_weight:=0}"  # joint CTC per chunk of an untrained model is slow; unit-tested instead
     ;;
   default)
     # Sized for 2 CPU cores (README "Results"): a 6.36 M-param Zipformer2 (4 stacks, 128-192 wide;
@@ -151,7 +150,6 @@ case "$size" in
     : "${perturb_speed:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
-    : "${ctc_weight:=0.7}"
     ;;
   *) die "--size must be tiny or default, got '$size'" ;;
 esac
