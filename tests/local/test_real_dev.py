@@ -227,3 +227,18 @@ def test_pocketsphinx_baseline_writes_parseable_result_files(tmp_path):
     assert row["wer"] == {"real_dev": wer} and row["rtfx"]["real_dev"] > 0 and sets == ["real_dev"]
     logging.getLogger().handlers.clear()
     assert pocketsphinx_baseline.main(["--cuts", str(tmp_path / "missing.jsonl.gz")]) == 1
+
+
+def test_decode_decodes_real_dev_beside_dev_and_test_and_warns_when_it_was_not_built(tmp_path, caplog):
+    from zipformer_rwkv.decode import eval_sets, get_parser
+
+    fbank = tmp_path / "fbank"
+    fbank.mkdir()
+    for i, split in enumerate(("dev", "test")):
+        CutSet.from_cuts([dummy_cut(10 * i + j) for j in range(2)]).to_file(fbank / f"tts_en_cuts_{split}.jsonl.gz")
+    args = get_parser().parse_args(["--conf", str(repo_root() / "egs/tts_en/conf.yaml"), "--manifest-dir", str(fbank)])
+    with caplog.at_level(logging.WARNING):
+        assert list(eval_sets(AsrDataModule(args))) == ["dev", "test"]
+    assert "real_dev" in caplog.text and "--real-dev false" in caplog.text
+    CutSet.from_cuts([dummy_cut(99)]).to_file(fbank / "tts_en_cuts_real_dev.jsonl.gz")
+    assert list(eval_sets(AsrDataModule(args))) == ["dev", "real_dev", "test"]
