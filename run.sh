@@ -20,8 +20,9 @@
 #   4  speech LLM in $exp_dir/llm, from the models stages 2 and 3 evaluated (their pretrained.pt;
 #      the encoder's structure comes with it)
 #   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model; each also
-#      as joint CTC / RWKV-7 search, --ctc-weight), the results table ($exp_dir/RESULTS.md) and the
-#      PNGs (training curves, WER per test voice)
+#      as joint CTC / RWKV-7 search, --ctc-weight), pocketsphinx on the real-speech dev set
+#      (local/pocketsphinx_baseline.py, the classic yardstick, in $exp_dir/pocketsphinx), the results
+#      table ($exp_dir/RESULTS.md) and the PNGs (training curves, WER per test voice)
 #
 # Without --stage, a stage whose `.done` marker exists is skipped. An explicit --stage N re-runs
 # stages N..stop-stage: their old exp folders are kept as $exp_dir/{ctc,lm,llm}.prev (data is never
@@ -41,6 +42,8 @@
 #                               $data_dir/egs/NAME/conf.yaml, written by prepare.sh)
 #   --vocab-size N              [500] BPE vocabulary (CTC targets and the RWKV-7 vocabulary)
 #   --perturb-speed true|false  []  prepare.sh offline 0.9/1.1 speed perturbation (tiny: false)
+#   --real-dev true|false       []  build and decode the real-speech dev set, and run pocketsphinx
+#                               on it (prepare.sh --real-dev; tiny: false, default: true)
 #   --install-deps true|false   [true] run local/install_deps.sh first
 #   --use-tcmalloc auto|false   [auto] preload libtcmalloc_minimal for train.py/decode.py when it is
 #                               installed: glibc hands big tensors back to the OS every step and
@@ -71,6 +74,7 @@ data_dir=data
 corpus=tts_en
 vocab_size=500
 perturb_speed=
+real_dev=
 install_deps=true
 use_tcmalloc=auto
 ctc_epochs=
@@ -116,7 +120,7 @@ case "$size" in
     llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
       --interleave-chunk-frames 8"
     decode_max_duration=60
-    : "${perturb_speed:=false}"
+    : "${perturb_speed:=false}" "${real_dev:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=false}"
     ;;
@@ -149,7 +153,7 @@ case "$size" in
     llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
       --interleave-chunk-frames 16"
     decode_max_duration=300
-    : "${perturb_speed:=false}"
+    : "${perturb_speed:=false}" "${real_dev:=true}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
     ;;
@@ -295,7 +299,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   stage_work=true  # unless prepare.sh's last marker shows the data was there already
   [ -f "$data_dir/lm/.$corpus.done" ] && [ -f "$lang_dir/.done" ] && stage_work=false
   run "$root/prepare.sh" --corpus "$corpus" --size "$size" --nj "$nj" --dl-dir "$dl_dir" \
-    --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed"
+    --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed" --real-dev "$real_dev"
   end_stage 1 data
 fi
 
@@ -356,6 +360,18 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       --ctc-weight "$ctc_weight" "${data_opts[@]}" $decode_opts
     decode "$exp_dir/llm" "decode-beam_search-$beam_size-ctc-$ctc_weight-$dec_tag" $dec_common \
       --decoding-method beam_search --beam-size "$beam_size" --ctc-weight "$ctc_weight" "${data_opts[@]}" $decode_opts
+  fi
+  # the yardstick: pocketsphinx's WER on the real-speech dev set, a row of the results table
+  real_split=$($python "$root/local/data_conf.py" get "$conf" real_speech)
+  real_cuts=$data_dir/fbank/${corpus}_cuts_$real_split.jsonl.gz
+  if [ "$real_dev" = true ] && [ -n "$real_split" ] && [ ! -f "$exp_dir/pocketsphinx/.$real_split.done" ]; then
+    if ! $python -c "import pocketsphinx" 2>/dev/null; then
+      log "warning: pocketsphinx is not installed (pip install pocketsphinx): no yardstick row for $real_split"
+    else
+      stage_work=true
+      run $python "$root/local/pocketsphinx_baseline.py" --cuts "$real_cuts" --name "$real_split" --exp-dir "$exp_dir"
+      touch "$exp_dir/pocketsphinx/.$real_split.done"
+    fi
   fi
   run $python "$root/local/plot_training.py" --exp-dir "$exp_dir" --output "$exp_dir/training_curves.png"
   run $python "$root/local/plot_wer_per_voice.py" --exp-dir "$exp_dir" --test-set test \

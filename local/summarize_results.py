@@ -6,7 +6,8 @@ Usage:
   python local/summarize_results.py --exp-dir exp --output exp/RESULTS.md
 
 Reads, for every model folder `{exp_dir}/{model}/` (ctc, lm, llm, ...):
-  {method}/wer-summary-{set}-{suffix}.txt   icefall's `settings<TAB>WER` files (decode.py)
+  {method}/wer-summary-{set}-{suffix}.txt   icefall's `settings<TAB>WER` files (decode.py; suffix
+                                            `baseline`: local/pocketsphinx_baseline.py's row)
   {method}/ppl-{set}-{suffix}.txt           `settings<TAB>ppl<TAB>ntokens` files (decode.py, lm)
   {method}/log-decode-{suffix}-*            the `{set}: ... RTFx X` lines (newest log file)
   log/log-train-*                           `Number of model parameters: N (M trainable)`
@@ -20,16 +21,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-WER_RE = re.compile(r"^wer-summary-(?P<set>.+?)-(?P<suffix>(epoch|iter)-\d+_avg-\d+.*)\.txt$")
+WER_RE = re.compile(r"^wer-summary-(?P<set>.+?)-(?P<suffix>(epoch|iter)-\d+_avg-\d+.*|baseline)\.txt$")
 PPL_RE = re.compile(r"^ppl-(?P<set>.+?)-(?P<suffix>(epoch|iter)-\d+_avg-\d+.*)\.txt$")
 RTFX_RE = re.compile(r"\] (?P<set>\S+): \d+ utterances, .* RTFx (?P<rtfx>[\d.]+)")
 PARAMS_RE = re.compile(r"Number of model parameters: (\d+)(?: \((\d+) trainable\))?")
 
 
 def set_order(name: str) -> Tuple[int, str]:
-    """Sort key of a set name: dev sets (dev*, valid*) first, then test sets (test*), then others
-    (e.g. lm-valid), each group by name: dev-clean, dev-other, test-clean, test-other."""
-    rank = 0 if name.startswith(("dev", "valid")) else 1 if name.startswith("test") else 2
+    """Sort key of a set name: dev sets (dev*, valid*, *dev, e.g. real_dev) first, then test sets
+    (test*), then others (e.g. lm-valid), each group by name: dev-clean, dev-other, real_dev,
+    test-clean, test-other."""
+    rank = 0 if name.startswith(("dev", "valid")) or name.endswith("dev") else 1 if name.startswith("test") else 2
     return rank, name
 
 

@@ -89,11 +89,14 @@ def decoding_suffix(params: AttributeDict) -> str:
 def eval_sets(data: AsrDataModule) -> Dict[str, CutSet]:
     """The conf's dev sets, then its test sets: name -> lazy CutSet.
 
+    The real-speech dev set (conf `real_speech`) is left out, with a warning, when its manifest was not
+    built (prepare.sh --real-dev false).
+
     Raises:
       ValueError: a name is both a dev and a test set (their result files would collide).
       FileNotFoundError: a manifest is missing.
     """
-    dev, test = data.dev_cuts(), data.test_cuts()
+    dev, test = data.dev_cuts(skip_missing_real_speech=True), data.test_cuts()
     both = sorted(set(dev) & set(test))
     if both:
         raise ValueError(f"{data.args.conf}: {', '.join(both)} named both as dev and as test set")

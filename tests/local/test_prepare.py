@@ -48,6 +48,12 @@ def test_prepare_builtin_layout_all_stages_and_rerun_is_noop(tmp_path):
     with open(dl / "tts_en" / "lm_text.txt", "a") as f:  # a leak the LM text must not keep
         f.write(dev_sentence.lower() + ".\n")
     (dl / "tts_en" / ".done").touch()
+    # the real-speech dev set's stage 0 output (local/prepare_real_dev.py, tested in test_real_dev.py)
+    make_toy_corpus(dl / "real_dev", {"real_dev": 3}, seed=5)
+    real_sentence = json.loads(open(dl / "real_dev" / "real_dev.jsonl").readline())["text"]
+    with open(dl / "tts_en" / "lm_text.txt", "a") as f:  # held out like dev/test
+        f.write(real_sentence.lower() + ".\n")
+    (dl / "real_dev" / ".done").touch()
     make_noise(dl)
 
     r = prepare(tmp_path, "--corpus", "tts_en", "--vocab-size", "40", "--size", "tiny")
@@ -55,7 +61,7 @@ def test_prepare_builtin_layout_all_stages_and_rerun_is_noop(tmp_path):
     for n in range(5):
         assert f"Stage {n}:" in r.stdout
     data = tmp_path / "data"
-    for split, n in (("train", 16 * 3), ("dev", 4), ("test", 4)):  # train speed-perturbed x3
+    for split, n in (("train", 16 * 3), ("dev", 4), ("test", 4), ("real_dev", 3)):  # train speed-perturbed x3
         cuts = load_manifest(data / "fbank" / f"tts_en_cuts_{split}.jsonl.gz")
         assert len(cuts) == n and all(c.has_features and c.num_features == 80 for c in cuts)
         assert (data / "manifests" / f"tts_en_{split}_skipped.txt").is_file()
@@ -70,8 +76,11 @@ def test_prepare_builtin_layout_all_stages_and_rerun_is_noop(tmp_path):
     assert len((data / "lang_bpe_40" / "transcript_words.txt").read_text().splitlines()) == 16
     lm = (data / "lm" / "train.txt").read_text().splitlines() + (data / "lm" / "valid.txt").read_text().splitlines()
     eval_texts = {json.loads(line)["text"] for s in ("dev", "test") for line in open(dl / "tts_en" / f"{s}.jsonl")}
+    eval_texts |= {json.loads(line)["text"] for line in open(dl / "real_dev" / "real_dev.jsonl")}
     assert len(lm) > 16 and not eval_texts & {" ".join(x.upper().strip(".").split()) for x in lm}
-    assert "removed 1 dev/test sentences" in r.stderr
+    assert "removed 2 dev/test sentences" in r.stderr
+    for marker in ("manifests/.tts_en_real_dev.done", "fbank/.tts_en_real_dev.done"):  # its own markers
+        assert (data / marker).is_file()
     assert "--lm-max-sentences 2000: keeping all" in r.stderr  # the tiny preset's cap reaches the script
 
     before = snapshot(data)

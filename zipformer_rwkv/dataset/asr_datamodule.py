@@ -86,6 +86,8 @@ class DataConf:
       dev, test: name -> cut manifest.
       noise: candidate noise cut manifests; the first that exists is used for CutMix.
       lm_text: optional extra text file(s) for LM pre-training (relative to the download dir).
+      real_speech: name of the dev set of real recorded speech built by local/prepare_real_dev.py
+        (prepare.sh), or None. decode.py decodes it like any dev set; train.py never validates on it.
     """
 
     corpus: str
@@ -94,6 +96,11 @@ class DataConf:
     dev: Dict[str, str] = field(default_factory=dict)
     test: Dict[str, str] = field(default_factory=dict)
     noise: List[str] = field(default_factory=list)
+    real_speech: Optional[str] = None
+
+    def valid_sets(self) -> List[str]:
+        """Names of the dev sets train.py validates on: every dev set but `real_speech`."""
+        return [name for name in self.dev if name != self.real_speech]
 
     def splits(self) -> List[str]:
         """Names of the splits this corpus's prepare.sh builds (those named `{corpus}_cuts_{split}`)."""
@@ -117,6 +124,7 @@ def load_data_conf(path: Path) -> DataConf:
       dev: {dev: tts_en_cuts_dev.jsonl.gz}
       test: {test: tts_en_cuts_test.jsonl.gz}
       noise: [musan_cuts.jsonl.gz, tts_en_noise_cuts.jsonl.gz]
+      real_speech: real_dev       # optional: a dev set that is decoded but never validated on
 
     Raises:
       FileNotFoundError: `path` does not exist.
@@ -147,10 +155,13 @@ def load_data_conf(path: Path) -> DataConf:
             raise ConfigError(f"{path}: '{key}' must be a mapping name -> cut manifest")
     noise = d.get("noise") or []
     noise = [noise] if isinstance(noise, str) else list(noise)
+    real = d.get("real_speech")
+    if real is not None and str(real) not in (d.get("dev") or {}):
+        raise ConfigError(f"{path}: real_speech names '{real}', which is not one of its dev sets")
     return DataConf(corpus=str(d["corpus"]), source=str(d.get("source", "nemo")), train=sources,
                     dev={str(k): str(v) for k, v in (d.get("dev") or {}).items()},
                     test={str(k): str(v) for k, v in (d.get("test") or {}).items()},
-                    noise=[str(n) for n in noise])
+                    noise=[str(n) for n in noise], real_speech=None if real is None else str(real))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,15 +390,29 @@ class AsrDataModule:
             return cutsets[0]
         return CutSet.mux(*cutsets, weights=[s.weight for s in sources], seed=self.args.seed)
 
-    def dev_cuts(self) -> Dict[str, CutSet]:
-        """Dev sets of the conf: name -> lazy CutSet."""
-        return {name: self._load(rel) for name, rel in self.conf.dev.items()}
+    def dev_cuts(self, skip_missing_real_speech: bool = False) -> Dict[str, CutSet]:
+        """Dev sets of the conf: name -> lazy CutSet.
+
+        With `skip_missing_real_speech`, the real-speech dev set (conf `real_speech`) is left out, with
+        a warning, when its manifest was not built (prepare.sh --real-dev false); any other missing
+        manifest raises MissingFileError.
+        """
+        out = {}
+        for name, rel in self.conf.dev.items():
+            path = Path(self.args.manifest_dir) / rel
+            if skip_missing_real_speech and name == self.conf.real_speech and not path.is_file():
+                logging.warning(f"{name}: {path} not found (prepare.sh --real-dev false?): the real-speech dev "
+                                f"set is left out")
+                continue
+            out[name] = self._load(rel)
+        return out
 
     def valid_cuts(self) -> CutSet:
-        """All dev sets concatenated (the validation set of train.py)."""
-        sets = list(self.dev_cuts().values())
+        """The dev sets of `conf.valid_sets()` concatenated (the validation set of train.py): every dev
+        set but the real-speech one, which is only decoded."""
+        sets = [self._load(self.conf.dev[name]) for name in self.conf.valid_sets()]
         if not sets:
-            raise ConfigError(f"{self.args.conf} names no dev set")
+            raise ConfigError(f"{self.args.conf} names no dev set to validate on (real_speech is decoded only)")
         return sets[0] if len(sets) == 1 else CutSet(LazyIteratorChain(*[c.data for c in sets]))
 
     def test_cuts(self) -> Dict[str, CutSet]:
