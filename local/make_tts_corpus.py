@@ -161,10 +161,23 @@ def main(argv: list[str] | None = None) -> dict:
             if n < 0:
                 sys.exit(f"make_tts_corpus.py: --num-{split}-utts must be >= 0, got {n}")
             sizes[split] = n
+    # the voice-bank folder reaches the (forked) workers through the environment, for this run only
+    old_bank = os.environ.get("TTS_VOICE_BANK_DIR")
+    os.environ["TTS_VOICE_BANK_DIR"] = str((args.voice_bank_dir or args.out_dir.parent / "voice_bank").resolve())
+    try:
+        return build(args, sizes)
+    finally:
+        if old_bank is None:
+            os.environ.pop("TTS_VOICE_BANK_DIR", None)
+        else:
+            os.environ["TTS_VOICE_BANK_DIR"] = old_bank
+
+
+def build(args, sizes: dict) -> dict:
+    """Make the corpus for parsed ``args`` and ``sizes`` ({split: utterances}); returns the summary."""
     start = time.time()
     out_dir = args.out_dir
     deb_dir = args.deb_dir or out_dir.parent / "deb"
-    os.environ["TTS_VOICE_BANK_DIR"] = str((args.voice_bank_dir or out_dir.parent / "voice_bank").resolve())
     cache_dir = None if args.cache_dir == "none" else str(args.cache_dir or out_dir.parent / "tts_cache")
     mixes = preset_mixes(args.voices)
     try:
