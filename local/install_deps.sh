@@ -43,7 +43,8 @@ if ! $PYTHON "$_root/local/check_requirements.py" "$_root/requirements.txt"; the
   echo "install_deps: pip install -r requirements.txt"
   $PYTHON -m pip install -q -r "$_root/requirements.txt"
 fi
-"$_root/local/fetch_voice_bank.sh" "$_root/download/voice_bank"
+"$_root/local/fetch_voice_bank.sh" "$_root/download/voice_bank" || echo "install_deps: warning: the voice bank" \
+  "could not be fetched (needed only by prepare.sh --voices bank, which fetches it again)" >&2
 # The package itself, editable; re-installed when it is missing or points at another checkout.
 if ! (cd / && $PYTHON - "$_root" <<'PYEOF'
 import importlib.util, pathlib, sys

