@@ -18,6 +18,7 @@ import numpy as np
 from . import kokoro_g2p, voicebank
 
 PAUSE_S = 0.2  # silence between the sentences piper splits a text into
+NOISE_FRAMES_PER_ID = 16  # noise fed per Piper phoneme id: > any duration the model gives (~3-5 frames/id)
 MAX_KOKORO_TOKENS = 510
 
 
@@ -68,7 +69,7 @@ def piper(name: str, text: str, params: dict) -> tuple[np.ndarray, int]:
     """Speak ``text`` with Piper voice ``name``; returns (float32 audio (T,), sample rate in Hz).
 
     ``params``: ``length_scale``, ``noise_scale``, ``noise_w_scale``, ``seed`` (voices.sample_params).
-    Raises ``RuntimeError`` when the text has no phonemes.
+    Raises ``RuntimeError`` when the text has no phonemes or onnxruntime fails.
     """
     voice, noise = _piper(name)
     rng = np.random.default_rng(int(params.get("seed", 0)))
@@ -79,12 +80,12 @@ def piper(name: str, text: str, params: dict) -> tuple[np.ndarray, int]:
     pieces = []
     for phonemes in voice.phonemize(text):
         ids = voice.phonemes_to_ids(phonemes)
-        frames = 16 * len(ids) + 200  # > any duration the model gives these ids (~3-5 frames per id)
+        frames = NOISE_FRAMES_PER_ID * (len(ids) + 12)
         feeds = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
                  "scales": scales}
         for n in noise:
             feeds[n] = rng.standard_normal((1, 192, frames), dtype=np.float32)
-        pieces += [voice.session.run(None, feeds)[0].reshape(-1), np.zeros(int(PAUSE_S * rate), np.float32)]
+        pieces += [_run(voice.session, feeds).reshape(-1), np.zeros(int(PAUSE_S * rate), np.float32)]
     if not pieces:
         raise RuntimeError("piper: no phonemes in the text")
     return _normalise(np.concatenate(pieces[:-1])), rate
@@ -111,10 +112,18 @@ def kokoro(name: str, text: str, params: dict) -> tuple[np.ndarray, int]:
     if not tokens or len(tokens) > MAX_KOKORO_TOKENS:
         raise RuntimeError(f"kokoro: {len(tokens)} phoneme tokens (needs 1..{MAX_KOKORO_TOKENS})")
     style = voicebank.kokoro_style(name)[len(tokens) - 1]
-    audio = _kokoro().run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
-                                 "style": style.reshape(1, -1).astype(np.float32),
-                                 "speed": np.array([params.get("speed", 1.0)], dtype=np.float32)})[0]
+    audio = _run(_kokoro(), {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                             "style": style.reshape(1, -1).astype(np.float32),
+                             "speed": np.array([params.get("speed", 1.0)], dtype=np.float32)})
     return _normalise(np.asarray(audio, np.float32).reshape(-1)), 24000
+
+
+def _run(session, feeds: dict) -> np.ndarray:
+    """``session.run`` whose onnxruntime errors (not ``RuntimeError`` subclasses) become ``RuntimeError``."""
+    try:
+        return session.run(None, feeds)[0]
+    except Exception as e:  # onnxruntime's Fail, InvalidArgument, ... derive from Exception only
+        raise RuntimeError(f"onnxruntime: {str(e).splitlines()[0][:200]}") from None
 
 
 def _normalise(audio: np.ndarray) -> np.ndarray:

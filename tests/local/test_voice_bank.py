@@ -61,6 +61,14 @@ def test_neural_voice_deterministic_per_utterance(voice, tmp_path):
         assert c.read_bytes() != a.read_bytes()
 
 
+def test_engine_error_becomes_a_skip_reason(tmp_path, monkeypatch):
+    from tts_corpus import neural
+    monkeypatch.setattr(neural, "NOISE_FRAMES_PER_ID", 1)  # too little noise for the frames Piper makes
+    result, path = speak(voices.PIPER_JOE, tmp_path)
+    assert result.duration is None and result.reason.startswith("piper failed: onnxruntime:")
+    assert "\n" not in result.reason and not path.exists()
+
+
 def test_cache_reuses_audio(tmp_path):
     voice = Voice("espeak", "en-us+m1")
     if shutil.which("espeak-ng") is None:
