@@ -34,12 +34,19 @@ dir=$(cd "$dir" && pwd)
 DEBS="rhvoice rhvoice-english librhvoice-core7 librhvoice-audio2 libglibmm-2.4-1v5 libsigc++-2.0-0v5 \
 libportaudio2 libjack-jackd2-0 libsonic0 mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
 festvox-rablpc16k festlex-oald"
+DEBS_HINT="rhvoice rhvoice-english mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-rablpc16k"
 KOKORO_JS=kokoro-js@1.2.1
 KOKORO_JS_URL=https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz
 KOKORO_JS_SHA256=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
 
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
 codename=${codename:-bookworm}
+distro=$(. /etc/os-release 2>/dev/null && echo "${ID:-}")
+if [ "$distro" != debian ]; then
+  echo "fetch_voice_bank: this fetches Debian $codename packages; on '$distro' install $DEBS_HINT" \
+    "with its package manager instead (the voice bank also finds them under /usr)" >&2
+  exit 1
+fi
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/debs" "$dir/root" "$dir/npm"
 echo "deb [signed-by=$keyring] http://deb.debian.org/debian $codename main contrib non-free" \
