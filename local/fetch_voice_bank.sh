@@ -42,10 +42,11 @@ KOKORO_JS_SHA256=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f586
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
 codename=${codename:-bookworm}
 distro=$(. /etc/os-release 2>/dev/null && echo "${ID:-}")
+debian=true
 if [ "$distro" != debian ]; then
-  echo "fetch_voice_bank: this fetches Debian $codename packages; on '$distro' install $DEBS_HINT" \
+  echo "fetch_voice_bank: warning: the .debs are Debian's; on '$distro' install $DEBS_HINT" \
     "with its package manager instead (the voice bank also finds them under /usr)" >&2
-  exit 1
+  debian=false
 fi
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/debs" "$dir/root" "$dir/npm"
@@ -56,6 +57,7 @@ apt_opts=(-o "Dir::Etc::SourceList=$dir/apt/sources.list" -o Dir::Etc::SourcePar
           -o APT::Sandbox::User=root -qq)
 
 missing=
+[ "$debian" = true ] || DEBS=
 for p in $DEBS; do ls "$dir/debs/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   echo "fetch_voice_bank: apt-get download$missing (private sources list $dir/apt/sources.list)"
@@ -63,7 +65,7 @@ if [ -n "$missing" ]; then
   (cd "$dir/debs" && apt-get "${apt_opts[@]}" download $missing)
 fi
 for deb in "$dir"/debs/*.deb; do
-  dpkg-deb -x "$deb" "$dir/root"
+  if [ -f "$deb" ]; then dpkg-deb -x "$deb" "$dir/root"; fi
 done
 
 tgz=$dir/npm/kokoro-js-1.2.1.tgz
@@ -87,5 +89,6 @@ tar -xzf "$tgz" -C "$dir/kokoro/voices" --strip-components=2 --wildcards \
   'package/voices/af_*.bin' 'package/voices/am_*.bin' 'package/voices/bf_*.bin' 'package/voices/bm_*.bin'
 
 n=$(ls "$dir"/kokoro/voices/*.bin | wc -l)
-echo "fetch_voice_bank: $(ls "$dir"/debs/*.deb | wc -l) debs unpacked in $dir/root, $n Kokoro voices"
-touch "$dir/.done"
+echo "fetch_voice_bank: $(ls "$dir"/debs/*.deb 2>/dev/null | wc -l) debs unpacked in $dir/root, $n Kokoro voices"
+[ "$debian" = true ] && touch "$dir/.done"
+exit 0
