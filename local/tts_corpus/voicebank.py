@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from zipformer_rwkv.errors import DataError
-from zipformer_rwkv.utils import repo_root
 
 from .voices import Voice
 
 FETCH = "local/fetch_voice_bank.sh"
 KOKORO_PARTS = 4
+REPO = Path(__file__).resolve().parents[2]  # (not zipformer_rwkv.utils.repo_root: that imports torch)
 KOKORO_STYLE_SHAPE = (510, 256)  # float32 rows; the row for n tokens is n - 1
 
 
@@ -35,7 +35,7 @@ class VoicePackageError(DataError):
 
 def bank_dir() -> Path:
     """The voice-bank folder: ``$TTS_VOICE_BANK_DIR`` or ``<repo>/download/voice_bank``."""
-    return Path(os.environ.get("TTS_VOICE_BANK_DIR") or repo_root() / "download" / "voice_bank")
+    return Path(os.environ.get("TTS_VOICE_BANK_DIR") or REPO / "download" / "voice_bank")
 
 
 def _root_with(probe: str, package: str) -> Path:
