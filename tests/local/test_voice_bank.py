@@ -25,7 +25,7 @@ ONE_PER_ENGINE = [Voice("espeak", "en-us+m1"), Voice("flite", "awb"), Voice("fes
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (install_deps.sh)")
 
 
-def speak(voice, tmp_path, params=None, cache_dir=None, name="u"):
+def speak(voice, tmp_path, params=None, cache_dir=None, name="u", text=SENTENCE):
     """Run one utterance of ``voice`` through synth.run_job; skips when the voice's package is absent."""
     try:
         voicebank.check(voice)
@@ -33,7 +33,7 @@ def speak(voice, tmp_path, params=None, cache_dir=None, name="u"):
         pytest.skip(f"{voice.speaker}: {e}")
     tmp_path.mkdir(parents=True, exist_ok=True)
     params = params if params is not None else voices.sample_params(voice, f"7/{voice.speaker}/{name}")
-    utt = synth.Utterance(name, SENTENCE, str(tmp_path / f"{name}.flac"), params)
+    utt = synth.Utterance(name, text, str(tmp_path / f"{name}.flac"), params)
     (result,) = synth.run_job(synth.SynthJob(voice, (utt,), cache_dir))
     return result, Path(utt.out_path)
 
@@ -53,11 +53,12 @@ def test_engine_speaks_one_sentence(voice, tmp_path):
 @pytest.mark.parametrize("voice", [voices.PIPER_JOE, Voice("kokoro", "af_heart")], ids=lambda v: v.speaker)
 def test_neural_voice_deterministic_per_utterance(voice, tmp_path):
     params = voices.sample_params(voice, "7/x/u")
-    a = speak(voice, tmp_path / "a", params, name="u")[1]
-    b = speak(voice, tmp_path / "b", params, name="v")[1]  # another utt id, same text and params
+    text = "Good morning to you."
+    a = speak(voice, tmp_path / "a", params, name="u", text=text)[1]
+    b = speak(voice, tmp_path / "b", params, name="v", text=text)[1]  # another utt id, same text and params
     assert a.read_bytes() == b.read_bytes()
     if voice.engine == "piper":  # the noise draw follows the seed
-        c = speak(voice, tmp_path / "c", {**params, "seed": params["seed"] + 1})[1]
+        c = speak(voice, tmp_path / "c", {**params, "seed": params["seed"] + 1}, text=text)[1]
         assert c.read_bytes() != a.read_bytes()
 
 
