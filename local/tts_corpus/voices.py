@@ -86,7 +86,7 @@ RHVOICE_ALAN = Voice("rhvoice", "alan")
 MBROLA_TRAIN = [Voice("mbrola", n) for n in ("us1", "us2", "en1")]
 MBROLA_US3 = Voice("mbrola", "us3")
 FEST_RAB = Voice("festival", "rab_diphone")
-# Kokoro runs at ~1.4 s of audio per CPU-second (RESULTS.md): 1.6 of 12.7 shares is ~13% of train utts.
+# Kokoro makes ~1.1 s of audio per CPU-second (RESULTS.md): its 1.6 of 12.8 shares are 12.5% of train utts.
 TRAIN_BANK_MIX = {**TRAIN_MIX, PIPER_JOE: 1.0, **{v: 0.1 for v in KOKORO_TRAIN},
                   **{v: 0.5 for v in RHVOICE_TRAIN}, **{v: 0.4 for v in MBROLA_TRAIN}}
 DEV_BANK_UNSEEN = {**DEV_UNSEEN_MIX, **{v: 0.1 for v in KOKORO_DEV}, FEST_RAB: 0.2}
