@@ -7,6 +7,10 @@
 # Stages (each is skipped when its .done marker exists; delete the marker or the folder to redo it):
 #   0  obtain audio
 #        tts_en (built-in): local/make_tts_corpus.py writes $dl_dir/tts_en/{train,dev,test}.jsonl + FLAC
+#                           (--voices bank: local/fetch_voice_bank.sh first fills $dl_dir/voice_bank);
+#                           synthesised audio is cached in $dl_dir/tts_cache, so a rebuild only speaks
+#                           new utterances. $dl_dir/tts_en/.done records voices/size/seed: other values
+#                           rebuild the corpus and redo stages 1, 2 and 4 for it
 #        librispeech:       lhotse's download_librispeech for the parts missing from $dl_dir/LibriSpeech/;
 #                           download_musan when --download-musan true and $dl_dir/musan is absent
 #        real_dev (when the conf names `real_speech`): local/prepare_real_dev.py fetches real recorded
@@ -43,6 +47,9 @@
 #   --conf FILE                 corpus conf (train/dev/test sets, mux weights, noise)
 #   --nj N                      [2] parallel jobs
 #   --size tiny|default         [default] size of the built-in corpus and noise (and the LM text cap)
+#   --voices default|bank       [default] voices of the built-in corpus: default = 17 espeak-ng/flite/
+#                               festival voices; bank = those plus Piper, Kokoro-82M, RHVoice, MBROLA
+#                               and festival rab (egs/tts_en/README.md)
 #   --seed N                    [42]
 #   --dl-dir DIR                [download]
 #   --data-dir DIR              [data]
@@ -64,6 +71,7 @@ corpus=tts_en
 conf=
 nj=2
 size=default
+voices=default
 seed=42
 dl_dir=download
 data_dir=data
@@ -136,10 +144,19 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: obtain audio for $corpus"
   case "$source_kind" in
     tts)
-      if [ ! -f "$dl_dir/$corpus/.done" ]; then
+      stamp="voices=$voices size=$size seed=$seed"
+      old=$(cat "$dl_dir/$corpus/.done" 2>/dev/null || echo missing)
+      # an empty marker is from before --voices existed: it was the default voices
+      if [ "$old" != "$stamp" ] && { [ -n "$old" ] || [ "$voices" != default ]; }; then
+        [ "$old" = missing ] || log "$dl_dir/$corpus was made with '${old:-voices=default}': rebuilding ($stamp)"
+        rm -f "$dl_dir/$corpus/.done" "$manifests/.$corpus.done" "$fbank/.$corpus.done" "$lang_dir/.done" \
+          "$data_dir/lm/.$corpus.done"
+        if [ "$voices" = bank ]; then
+          "$root/local/fetch_voice_bank.sh" "$dl_dir/voice_bank"
+        fi
         $python "$root/local/make_tts_corpus.py" --out-dir "$dl_dir/$corpus" --size "$size" --nj "$nj" \
-          --seed "$seed"
-        touch "$dl_dir/$corpus/.done"
+          --seed "$seed" --voices "$voices" --voice-bank-dir "$dl_dir/voice_bank" --cache-dir "$dl_dir/tts_cache"
+        echo "$stamp" > "$dl_dir/$corpus/.done"
       fi
       ;;
     librispeech)

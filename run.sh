@@ -33,6 +33,7 @@
 # Options (defaults in brackets; empty = from the --size preset):
 #   --stage N, --stop-stage N   [1, 5]
 #   --size tiny|default         [default] corpus and model preset (default: sized for 2 CPU cores)
+#   --voices default|bank       [default] voices of the built-in corpus (prepare.sh --voices)
 #   --world-size N              [1] DDP processes for train.py (GPUs, or gloo processes on CPU)
 #   --use-gpu auto|true|false   [auto] false hides GPUs (CUDA_VISIBLE_DEVICES=); true fails without one
 #   --nj N                      [2] parallel jobs of prepare.sh
@@ -65,6 +66,7 @@ set -eou pipefail
 stage=
 stop_stage=5
 size=default
+voices=default
 world_size=1
 use_gpu=auto
 nj=2
@@ -298,7 +300,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   stage_t0=$(date +%s)
   stage_work=true  # unless prepare.sh's last marker shows the data was there already
   [ -f "$data_dir/lm/.$corpus.done" ] && [ -f "$lang_dir/.done" ] && stage_work=false
-  run "$root/prepare.sh" --corpus "$corpus" --size "$size" --nj "$nj" --dl-dir "$dl_dir" \
+  run "$root/prepare.sh" --corpus "$corpus" --size "$size" --voices "$voices" --nj "$nj" --dl-dir "$dl_dir" \
     --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed" --real-dev "$real_dev"
   end_stage 1 data
 fi

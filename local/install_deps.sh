@@ -3,8 +3,12 @@
 #   Python packages: requirements.txt (CPU torch 2.13.0 first, so pip never pulls a CUDA build), then
 #   this repository itself, editable (`pip install -e . --no-deps`), so `import zipformer_rwkv` works
 #   from any folder and `python zipformer_rwkv/train.py` needs no path set-up.
-#   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), and
-#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: 7-18% shorter steps, see README).
+#   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), the
+#   libraries RHVoice links against, and libtcmalloc-minimal4 (run.sh preloads it for CPU training:
+#   7-18% shorter steps, see README).
+#   Voice bank (prepare.sh --voices bank): local/fetch_voice_bank.sh download/voice_bank downloads the
+#   contrib/non-free voice .debs with a private apt sources list (the machine's apt sources stay as
+#   they are) and unpacks them there with dpkg-deb -x, plus npm kokoro-js 1.2.1's voice styles.
 # As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
 # Source it (`. local/install_deps.sh`) or run it; PYTHON selects the interpreter (default python3).
 set -eu
@@ -12,7 +16,8 @@ _root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
 DEB_PACKAGES="sox libsox-fmt-all espeak-ng espeak-ng-data flite festival festvox-kallpc16k \
-festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4"
+festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4 \
+libglib2.0-0 libpulse0 libao4 libasound2 libdb5.3 libopus0 libsamplerate0"
 
 missing_debs=""
 for p in $DEB_PACKAGES; do
@@ -38,6 +43,8 @@ if ! $PYTHON "$_root/local/check_requirements.py" "$_root/requirements.txt"; the
   echo "install_deps: pip install -r requirements.txt"
   $PYTHON -m pip install -q -r "$_root/requirements.txt"
 fi
+"$_root/local/fetch_voice_bank.sh" "$_root/download/voice_bank" || echo "install_deps: warning: the voice bank" \
+  "could not be fetched (needed only by prepare.sh --voices bank, which fetches it again)" >&2
 # The package itself, editable; re-installed when it is missing or points at another checkout.
 if ! (cd / && $PYTHON - "$_root" <<'PYEOF'
 import importlib.util, pathlib, sys
