@@ -2,11 +2,12 @@
 """Query or create a corpus conf (egs/NAME/conf.yaml) from shell scripts (prepare.sh).
 
 Usage:
-  python local/data_conf.py get CONF corpus|source|splits|train|dev|test|noise
-      prints the value; lists are printed space-separated (split names, noise cut files)
+  python local/data_conf.py get CONF corpus|source|splits|train|dev|test|noise|augment
+      prints the value; lists are printed space-separated (split names, noise cut files);
+      augment is true or false (the conf's augment.enabled)
   python local/data_conf.py shell CONF
       prints shell assignments conf_corpus=..., conf_source=..., conf_splits=..., conf_train=...,
-      conf_dev=..., conf_test=..., conf_noise=... (quoted, lists space-separated) for `eval`
+      conf_dev=..., conf_test=..., conf_noise=..., conf_augment=... (quoted, lists space-separated) for `eval`
   python local/data_conf.py init CONF --corpus NAME --manifest-dir DIR [--source nemo|jsonl]
       writes a conf for a corpus imported from manifests DIR/*.jsonl (or *.list): names starting
       with "train" are training sources (weight 1.0 each), "dev"/"valid" dev sets, all others test sets.
@@ -22,7 +23,7 @@ import yaml
 
 from zipformer_rwkv.dataset.asr_datamodule import load_data_conf
 
-KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise"]
+KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise", "augment"]
 
 
 def init_conf(conf: Path, corpus: str, manifest_dir: Path, source: str) -> None:
@@ -77,7 +78,7 @@ def main() -> int:
         return 1
     values = {"corpus": c.corpus, "source": c.source, "splits": c.splits(),
               "train": [s.name for s in c.train], "dev": list(c.dev), "test": list(c.test),
-              "noise": c.noise}
+              "noise": c.noise, "augment": "true" if c.augment.enabled else "false"}
     values = {k: " ".join(v) if isinstance(v, list) else v for k, v in values.items()}
     if args.cmd == "get":
         print(values[args.key])

@@ -4,7 +4,8 @@
 #   this repository itself, editable (`pip install -e . --no-deps`), so `import zipformer_rwkv` works
 #   from any folder and `python zipformer_rwkv/train.py` needs no path set-up.
 #   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), and
-#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: 7-18% shorter steps, see README).
+#   libtcmalloc-minimal4 (run.sh preloads it for CPU training: 7-18% shorter steps, see README),
+#   libglib2.0-bin (`gresource`, to unpack the ambient noise recordings of local/prepare_ambient_noise.py).
 # As root it runs apt-get itself; otherwise it prints the exact command to run and stops.
 # Source it (`. local/install_deps.sh`) or run it; PYTHON selects the interpreter (default python3).
 set -eu
@@ -12,7 +13,7 @@ _root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
 DEB_PACKAGES="sox libsox-fmt-all espeak-ng espeak-ng-data flite festival festvox-kallpc16k \
-festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4"
+festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4 libglib2.0-bin"
 
 missing_debs=""
 for p in $DEB_PACKAGES; do
