@@ -11,8 +11,8 @@ Batches are lhotse's `K2SpeechRecognitionDataset` format (pure lhotse; no k2 is 
 
 Training pipeline: `CutSet.mux` of the sources (weights from the conf) -> cut filters ->
 `DynamicBucketingSampler` (or `SimpleCutSampler`) -> cut transforms `PerturbSpeed`, `PerturbVolume`
-(both need --on-the-fly-feats), `CutMix` with noise -> features (precomputed lilcom or on-the-fly
-`lhotse.Fbank`) -> `SpecAugment`.
+(both need audio: --on-the-fly-feats or conf augment), `CutMix` with noise -> [audio augmentation,
+`AugmentedFeatures`] -> features (precomputed lilcom or on-the-fly `lhotse.Fbank`) -> `SpecAugment`.
 
 Mid-epoch resume: save `train_dl.sampler.state_dict()` in the checkpoint and pass it back as
 `train_dataloaders(cuts, sampler_state_dict=...)`; the sampler then yields exactly the batches it had
