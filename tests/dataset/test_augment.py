@@ -298,3 +298,23 @@ def test_datamodule_names_a_missing_noise_folder(corpus, tmp_path):
     dm = AsrDataModule(dm_args(corpus, "--conf", str(conf_path)))
     with pytest.raises(MissingFileError, match=str(corpus / "manifests" / "gone")):
         dm.train_dataloaders(dm.train_cuts())
+
+
+def test_a_resumed_loader_augments_the_remaining_batches_as_an_uninterrupted_one(corpus):
+    from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule, set_train_epoch
+
+    def loader(state=None):
+        dm = AsrDataModule(dm_args(corpus, "--max-duration", "3"))
+        dl = dm.train_dataloaders(dm.train_cuts(), sampler_state_dict=state)
+        set_train_epoch(dl, 4)
+        return dl
+
+    full = [b["inputs"] for b in loader()]
+    assert len(full) >= 4
+    dl = loader()
+    it = iter(dl)
+    [next(it) for _ in range(2)]
+    state = AsrDataModule.sampler_state_dict(dl, batches_consumed=2)
+    resumed = [b["inputs"] for b in loader(state)]
+    assert len(resumed) == len(full) - 2
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
