@@ -17,7 +17,9 @@ random weights (the speed does not depend on them). Each
 stage runs in its own process, so "peak RSS" is that stage's own maximum resident memory
 (model, optimizer, data loader in the main process; --num-workers 0 is forced so loading is
 included in the timed wall time, as on a 2-core machine). "in run" is the throughput train.py
-logged in the real run (its last progress line), for comparison.
+logged in the real run (its last progress line), for comparison. "per CPU s" is the amount per
+second of the process's CPU time (all its threads): on a machine shared with other work it moves
+less than the wall-time throughput (with --num-threads 1 it is free of OpenMP spin-waiting too).
 
 The Zipformer's schedules (Balancer/Whiten probabilities, layer skipping, dropout) are set as
 train.py sets them at batch `--at-batch` (default: the checkpoint's own last batch, i.e. the
@@ -149,7 +151,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     done = 0
     it = iter(train_dl)
     prof = None
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     while done < warmup + batches:
         try:
             batch = next(it)
@@ -160,7 +162,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
             it = iter(train_dl)
             continue
         if done == warmup:
-            t0, amount = time.time(), 0.0
+            t0, cpu0, amount = time.time(), time.process_time(), 0.0
             if profile:
                 prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
                 prof.__enter__()
@@ -168,7 +170,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
         done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    wall = time.time() - t0
+    wall, cpu = time.time() - t0, time.process_time() - cpu0
     split = None
     if prof is not None:
         prof.__exit__(None, None, None)
@@ -176,8 +178,9 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     autocast = {torch.float16: "fp16", torch.bfloat16: "bf16"}[params.dtype] if params.use_autocast else "fp32"
     return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches,
-                amount=amount, wall=wall,
-                rate=amount / max(wall, 1e-9), unit="tokens" if params.model_type == "lm" else "audio s",
+                amount=amount, wall=wall, cpu=cpu,
+                rate=amount / max(wall, 1e-9), cpu_rate=amount / max(cpu, 1e-9),
+                unit="tokens" if params.model_type == "lm" else "audio s",
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 peak_cuda_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 params=sum(p.numel() for p in model.parameters()), trainable=trainable,
@@ -262,25 +265,27 @@ def main() -> None:
                 for name, code, sets in sides:
                     r = run_child(d, args, code, sets)
                     runs[name].append(r)
-                    print(f"... {d} [{name}]: {r['rate']:.1f} {r['unit']}/s, peak RSS {r['peak_rss_gib']:.2f} GiB",
-                          flush=True)
+                    print(f"... {d} [{name}]: {r['rate']:.1f} {r['unit']}/s, {r['cpu_rate']:.1f} per CPU s, "
+                          f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
             base_rate = statistics.median(r["rate"] for r in runs[sides[0][0]]) if len(sides) > 1 else None
             for name, _, _ in sides:
                 rates = [r["rate"] for r in runs[name]]
-                rows.append((d, name, runs[name][-1], statistics.median(rates), rates, base_rate, logged_rate(d)))
+                cpu_rate = statistics.median(r["cpu_rate"] for r in runs[name])
+                rows.append((d, name, runs[name][-1], statistics.median(rates), rates, base_rate, logged_rate(d),
+                             cpu_rate))
     r0 = rows[0][2]
     print(f"\nTraining throughput: {args.batches} timed batches after {args.warmup} warm-up, schedules at batch "
           f"{r0['at_batch']}; device {r0['device']} (threads {r0['threads']}); median of {args.repeats} run(s)")
     head = ["exp dir", "code", "type", "autocast", "params (trainable)", "throughput", "runs", "speed-up", "in run",
-            "peak RSS GiB", "peak CUDA GiB"]
+            "per CPU s", "peak RSS GiB", "peak CUDA GiB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for d, name, r, rate, rates, base_rate, logged in rows:
+    for d, name, r, rate, rates, base_rate, logged, cpu_rate in rows:
         cuda = f"{r['peak_cuda_gib']:.2f}" if r["peak_cuda_gib"] is not None else "-"
         speedup = f"{rate / base_rate:.2f}x" if base_rate else "-"
         print(f"| {d} | {name} | {r['model_type']} | {r['autocast']} | {r['params'] / 1e6:.2f} M "
               f"({r['trainable'] / 1e6:.2f} M) | {rate:.1f} {r['unit']}/s | {', '.join(f'{x:.1f}' for x in rates)} | "
-              f"{speedup} | {logged or '-'} | {r['peak_rss_gib']:.2f} | {cuda} |")
+              f"{speedup} | {logged or '-'} | {cpu_rate:.1f} | {r['peak_rss_gib']:.2f} | {cuda} |")
     if args.profile:
         print_split(rows)
 
