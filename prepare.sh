@@ -92,6 +92,10 @@ if [ -z "$lm_max_sentences" ]; then
   esac
 fi
 nemo_dir=${nemo_dir:-$dl_dir/$corpus}
+case "$augment_assets" in
+  auto|true|false) ;;
+  *) log "--augment-assets must be auto, true or false, got '$augment_assets'"; exit 1 ;;
+esac
 manifests=$data_dir/manifests
 fbank=$data_dir/fbank
 lang_dir=$data_dir/lang_bpe_${vocab_size}
