@@ -296,8 +296,9 @@ def test_datamodule_names_a_missing_noise_folder(corpus, tmp_path):
     conf_path = tmp_path / "conf.yaml"
     conf_path.write_text(text.replace("noise_dirs: [", "noise_dirs: [gone, "))
     dm = AsrDataModule(dm_args(corpus, "--conf", str(conf_path)))
-    with pytest.raises(MissingFileError, match=str(corpus / "manifests" / "gone")):
+    with pytest.raises(MissingFileError, match=str(corpus / "manifests" / "gone")) as e:
         dm.train_dataloaders(dm.train_cuts())
+    assert str(e.value).startswith(f"{conf_path}: augment noise_dirs folder") and "\n" not in str(e.value)
 
 
 def test_a_resumed_loader_augments_the_remaining_batches_as_an_uninterrupted_one(corpus):

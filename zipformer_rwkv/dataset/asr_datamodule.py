@@ -474,7 +474,10 @@ class AsrDataModule:
                                                 num_frame_masks=10, features_mask_size=27,
                                                 num_feature_masks=2, frames_mask_size=100))
         if self.conf.augment.enabled:
-            augmenter = AudioAugmenter(self.conf.augment, Path(a.manifest_dir), sample_rate=SAMPLE_RATE)
+            try:
+                augmenter = AudioAugmenter(self.conf.augment, Path(a.manifest_dir), sample_rate=SAMPLE_RATE)
+            except (MissingFileError, ConfigError) as e:
+                raise type(e)(f"{a.conf}: {e}") from None
             logging.info(f"Audio augmentation from {a.conf}: {self.conf.augment}")
             input_strategy = AugmentedFeatures(fbank_extractor(), augmenter, a.seed)
         elif a.on_the_fly_feats:
