@@ -32,7 +32,12 @@
 #                        keep > 5 s), else the built-in noise (local/prepare_noise.py) as
 #                        $data_dir/fbank/tts_en_noise_cuts.jsonl.gz (babble read from
 #                        $dl_dir/tts_en/lm_text.txt or $dl_dir/{corpus}/lm_text.txt; coloured noise
-#                        only when neither exists, e.g. an imported corpus on a fresh --dl-dir)
+#                        only when neither exists, e.g. an imported corpus on a fresh --dl-dir);
+#                        for on-the-fly augmentation (the conf's augment.enabled, or --augment-assets
+#                        true): $data_dir/augment/rirs (local/make_rir_bank.py: 300 simulated RIRs,
+#                        seconds) and $data_dir/augment/ambient (local/prepare_ambient_noise.py: 14
+#                        real recordings from Debian trixie's blanket, fetched with a private apt
+#                        config into $dl_dir/blanket)
 #   4  tokenizer + LM text
 #                        $data_dir/lang_bpe_{vocab_size}/{transcript_words.txt,bpe.model,tokens.txt}
 #                        (sentencepiece unigram, <blk>=0, <sos/eos>=1, unk=2);
@@ -60,6 +65,8 @@
 #   --real-dev true|false       [true] build the conf's real-speech dev set (real_speech: real_dev);
 #                               false leaves it out (decode.py then skips it with a warning)
 #   --download-musan true|false [true] (librispeech only)
+#   --augment-assets auto|true|false  [auto] build the RIR bank and ambient noise of stage 3
+#                               (auto: when the conf's augment.enabled is true)
 #   --nemo-dir DIR              [$dl_dir/$corpus] folder of the {split}.jsonl manifests to import
 #   --manifest-format nemo|jsonl  [nemo] format of those manifests (conf-less corpora)
 #   --text-field NAME           [text] transcript key of NeMo manifests
@@ -80,6 +87,7 @@ lm_max_sentences=
 perturb_speed=true
 real_dev=true
 download_musan=true
+augment_assets=auto
 nemo_dir=
 manifest_format=nemo
 text_field=text
@@ -101,6 +109,10 @@ if [ -z "$lm_max_sentences" ]; then
   esac
 fi
 nemo_dir=${nemo_dir:-$dl_dir/$corpus}
+case "$augment_assets" in
+  auto|true|false) ;;
+  *) log "--augment-assets must be auto, true or false, got '$augment_assets'"; exit 1 ;;
+esac
 manifests=$data_dir/manifests
 fbank=$data_dir/fbank
 lang_dir=$data_dir/lang_bpe_${vocab_size}
@@ -257,6 +269,18 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     $python "$root/local/compute_fbank_noise.py" --noise-manifest "$noise_dir/noise.jsonl" \
       --name tts_en_noise --min-duration 2 --manifest-dir "$manifests" --output-dir "$fbank" --nj "$nj"
     touch "$fbank/.tts_en_noise.done"
+  fi
+  if [ "$augment_assets" = true ] || { [ "$augment_assets" = auto ] && [ "$conf_augment" = true ]; }; then
+    if [ ! -f "$data_dir/augment/rirs/.done" ]; then
+      log "Simulating the RIR bank in $data_dir/augment/rirs"
+      $python "$root/local/make_rir_bank.py" --out-dir "$data_dir/augment/rirs" --num-rirs 300 --seed "$seed"
+      touch "$data_dir/augment/rirs/.done"
+    fi
+    if [ ! -f "$data_dir/augment/ambient/.done" ]; then
+      log "Ambient noise recordings (Debian blanket) in $data_dir/augment/ambient"
+      $python "$root/local/prepare_ambient_noise.py" --dl-dir "$dl_dir" --out-dir "$data_dir/augment/ambient"
+      touch "$data_dir/augment/ambient/.done"
+    fi
   fi
 fi
 

@@ -7,6 +7,8 @@ Usage (from the folder run.sh ran in):
   python bench/bench_train.py exp/llm --batches 20 --warmup 5 --num-threads 2
   # both sides in one run: this tree against git revision REV, same model, batches and step
   python bench/bench_train.py exp/ctc --num-threads 2 --baseline REV --repeats 3
+  # both sides in one run: the run's own options against the same with some changed (train.py names)
+  python bench/bench_train.py exp/ctc --variant otf:on_the_fly_feats=true --variant aug:conf=my_conf.yaml
 
 For each train.py --exp-dir given, the options of its newest epoch-N.pt (or checkpoint-N.pt) are
 reused: same model structure, PEFT/freezing, optimizer, --max-duration/--max-tokens, data,
@@ -15,7 +17,9 @@ random weights (the speed does not depend on them). Each
 stage runs in its own process, so "peak RSS" is that stage's own maximum resident memory
 (model, optimizer, data loader in the main process; --num-workers 0 is forced so loading is
 included in the timed wall time, as on a 2-core machine). "in run" is the throughput train.py
-logged in the real run (its last progress line), for comparison.
+logged in the real run (its last progress line), for comparison. "per CPU s" is the amount per
+second of the process's CPU time (all its threads): on a machine shared with other work it moves
+less than the wall-time throughput (with --num-threads 1 it is free of OpenMP spin-waiting too).
 
 The Zipformer's schedules (Balancer/Whiten probabilities, layer skipping, dropout) are set as
 train.py sets them at batch `--at-batch` (default: the checkpoint's own last batch, i.e. the
@@ -25,6 +29,10 @@ steps instead of an eighth, with more dropout and layer skipping, so early steps
 `--baseline REV` runs each stage a second time with the code of git revision REV (exported
 with `git archive` to a temporary folder and put first on the child's PYTHONPATH), alternating
 the two sides `--repeats` times; the table gives each side's median and the speed-up.
+`--variant NAME:KEY=VALUE[,KEY=VALUE...]` adds a side that runs this tree with the checkpoint's
+options KEY (train.py's option names, with underscores) set to VALUE, e.g. `conf=FILE` for a corpus
+conf with `augment: {enabled: true}` (audio augmentation and on-the-fly fbank); the speed-up column
+is then relative to the first side.
 """
 import argparse
 import json
@@ -84,9 +92,36 @@ def profile_split(prof) -> dict:
     return {k: v / 1e6 for k, v in split.items()}
 
 
-def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profile: bool = False) -> dict:
-    """Run warmup + batches training steps with exp_dir's options, the Zipformer's schedules set
-    as at train.py batch `at_batch` (-1: the checkpoint's batch_idx_train); returns the numbers."""
+def parse_sets(items) -> dict:
+    """["KEY=VALUE", ...] -> {KEY: VALUE} (strings). Raises ValueError for an item without "="."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_sets(args, sets: dict) -> None:
+    """Set train.py options in `args` from strings, cast to the type of the option's current value
+    (Path, bool as true/false, int, float, str). Raises ValueError for an unknown option."""
+    from zipformer_rwkv.utils import str2bool
+
+    for key, value in sets.items():
+        if not hasattr(args, key):
+            raise ValueError(f"--variant: train.py has no option {key!r}")
+        old = getattr(args, key)
+        cast = (Path if isinstance(old, Path) else str2bool if isinstance(old, bool) else
+                type(old) if isinstance(old, (int, float)) else str)
+        setattr(args, key, cast(value))
+
+
+def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profile: bool = False,
+            sets: Optional[dict] = None) -> dict:
+    """Run warmup + batches training steps with exp_dir's options (`sets`: some changed, see
+    `apply_sets`), the Zipformer's schedules set as at train.py batch `at_batch` (-1: the
+    checkpoint's batch_idx_train); returns the numbers."""
     import torch
 
     from zipformer_rwkv import train
@@ -101,6 +136,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
         if hasattr(args, k) and not isinstance(v, dict):
             setattr(args, k, Path(v) if isinstance(getattr(args, k), Path) else v)
     args.num_workers, args.world_size = 0, 1
+    apply_sets(args, sets or {})
     params = train.get_params()
     params.update(vars(args))
     params.rwkv_config = saved.get("rwkv_config")
@@ -115,7 +151,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     done = 0
     it = iter(train_dl)
     prof = None
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     while done < warmup + batches:
         try:
             batch = next(it)
@@ -126,7 +162,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
             it = iter(train_dl)
             continue
         if done == warmup:
-            t0, amount = time.time(), 0.0
+            t0, cpu0, amount = time.time(), time.process_time(), 0.0
             if profile:
                 prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
                 prof.__enter__()
@@ -134,7 +170,7 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
         done += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    wall = time.time() - t0
+    wall, cpu = time.time() - t0, time.process_time() - cpu0
     split = None
     if prof is not None:
         prof.__exit__(None, None, None)
@@ -142,20 +178,22 @@ def measure(exp_dir: Path, batches: int, warmup: int, at_batch: int = -1, profil
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     autocast = {torch.float16: "fp16", torch.bfloat16: "bf16"}[params.dtype] if params.use_autocast else "fp32"
     return dict(model_type=params.model_type, autocast=autocast, checkpoint=str(ckpt), batches=batches,
-                amount=amount, wall=wall,
-                rate=amount / max(wall, 1e-9), unit="tokens" if params.model_type == "lm" else "audio s",
+                amount=amount, wall=wall, cpu=cpu,
+                rate=amount / max(wall, 1e-9), cpu_rate=amount / max(cpu, 1e-9),
+                unit="tokens" if params.model_type == "lm" else "audio s",
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 peak_cuda_gib=torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
                 params=sum(p.numel() for p in model.parameters()), trainable=trainable,
                 threads=torch.get_num_threads(), device=str(device), at_batch=at_batch, split=split)
 
 
-def run_child(exp_dir: Path, args, code: Optional[Path] = None) -> dict:
+def run_child(exp_dir: Path, args, code: Optional[Path] = None, sets: Optional[dict] = None) -> dict:
     """measure() in a fresh process (its own peak RSS), importing zipformer_rwkv from `code`
-    (None: this tree). Exits with the child's error when it fails."""
+    (None: this tree), with the options `sets` changed. Exits with the child's error when it fails."""
     cmd = [sys.executable, __file__, str(exp_dir), "--one", "--batches", str(args.batches),
            "--warmup", str(args.warmup), "--num-threads", str(args.num_threads), "--at-batch", str(args.at_batch)]
     cmd += ["--profile"] if args.profile else []
+    cmd += [f"--set={k}={v}" for k, v in (sets or {}).items()]
     env = None
     if code is not None:  # the exported revision's zipformer_rwkv comes first on the child's path
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code)] + [os.environ.get("PYTHONPATH", "")]))
@@ -190,7 +228,10 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="also split the timed steps' time by kind (matmul, conv, ...; under the profiler, so the "
                         "throughput of such a run is a little lower)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                   help="another side: this tree with these train.py options changed (repeatable)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process: one exp dir
+    p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # child: changed options
     args = p.parse_args()
     if args.one:
         import torch
@@ -198,41 +239,53 @@ def main() -> None:
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         try:
-            result = measure(args.exp_dirs[0], args.batches, args.warmup, args.at_batch, args.profile)
+            result = measure(args.exp_dirs[0], args.batches, args.warmup, args.at_batch, args.profile,
+                             parse_sets(args.set))
             print("RESULT " + json.dumps(result))
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"bench_train.py: error: {e}")
         return
+    variants = []
+    for v in args.variant:
+        name, sep, sets = v.partition(":")
+        try:
+            variants.append((name, None, parse_sets(sets.split(","))))
+        except ValueError as e:
+            sys.exit(f"bench_train.py: --variant {v}: {e}")
+        if not sep or not name:
+            sys.exit(f"bench_train.py: --variant {v}: expected NAME:KEY=VALUE[,KEY=VALUE]")
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        sides = [("this tree", None)]
+        sides = [("this tree", None, None)] + variants
         if args.baseline:
-            sides.insert(0, (args.baseline, export_revision(args.baseline, Path(tmp))))
+            sides.insert(0, (args.baseline, export_revision(args.baseline, Path(tmp)), None))
         rows = []
         for d in args.exp_dirs:
-            runs = {name: [] for name, _ in sides}
+            runs = {name: [] for name, _, _ in sides}
             for _ in range(args.repeats):
-                for name, code in sides:
-                    r = run_child(d, args, code)
+                for name, code, sets in sides:
+                    r = run_child(d, args, code, sets)
                     runs[name].append(r)
-                    print(f"... {d} [{name}]: {r['rate']:.1f} {r['unit']}/s, peak RSS {r['peak_rss_gib']:.2f} GiB",
-                          flush=True)
-            base_rate = statistics.median(r["rate"] for r in runs[sides[0][0]]) if args.baseline else None
-            for name, _ in sides:
+                    print(f"... {d} [{name}]: {r['rate']:.1f} {r['unit']}/s, {r['cpu_rate']:.1f} per CPU s, "
+                          f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+            base_rate = statistics.median(r["rate"] for r in runs[sides[0][0]]) if len(sides) > 1 else None
+            for name, _, _ in sides:
                 rates = [r["rate"] for r in runs[name]]
-                rows.append((d, name, runs[name][-1], statistics.median(rates), rates, base_rate, logged_rate(d)))
+                cpu_rate = statistics.median(r["cpu_rate"] for r in runs[name])
+                rows.append((d, name, runs[name][-1], statistics.median(rates), rates, base_rate, logged_rate(d),
+                             cpu_rate))
     r0 = rows[0][2]
     print(f"\nTraining throughput: {args.batches} timed batches after {args.warmup} warm-up, schedules at batch "
           f"{r0['at_batch']}; device {r0['device']} (threads {r0['threads']}); median of {args.repeats} run(s)")
     head = ["exp dir", "code", "type", "autocast", "params (trainable)", "throughput", "runs", "speed-up", "in run",
-            "peak RSS GiB", "peak CUDA GiB"]
+            "per CPU s", "peak RSS GiB", "peak CUDA GiB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for d, name, r, rate, rates, base_rate, logged in rows:
+    for d, name, r, rate, rates, base_rate, logged, cpu_rate in rows:
         cuda = f"{r['peak_cuda_gib']:.2f}" if r["peak_cuda_gib"] is not None else "-"
         speedup = f"{rate / base_rate:.2f}x" if base_rate else "-"
         print(f"| {d} | {name} | {r['model_type']} | {r['autocast']} | {r['params'] / 1e6:.2f} M "
               f"({r['trainable'] / 1e6:.2f} M) | {rate:.1f} {r['unit']}/s | {', '.join(f'{x:.1f}' for x in rates)} | "
-              f"{speedup} | {logged or '-'} | {r['peak_rss_gib']:.2f} | {cuda} |")
+              f"{speedup} | {logged or '-'} | {cpu_rate:.1f} | {r['peak_rss_gib']:.2f} | {cuda} |")
     if args.profile:
         print_split(rows)
 

@@ -2,12 +2,14 @@
 """Query or create a corpus conf (egs/NAME/conf.yaml) from shell scripts (prepare.sh).
 
 Usage:
-  python local/data_conf.py get CONF corpus|source|splits|train|dev|test|noise|real_speech
+  python local/data_conf.py get CONF corpus|source|splits|train|dev|test|noise|real_speech|augment
       prints the value; lists are printed space-separated (split names, noise cut files);
-      real_speech is the real-speech dev set's name, or empty
+      real_speech is the real-speech dev set's name, or empty; augment is true or false (the conf's
+      augment.enabled)
   python local/data_conf.py shell CONF
       prints shell assignments conf_corpus=..., conf_source=..., conf_splits=..., conf_train=...,
-      conf_dev=..., conf_test=..., conf_noise=..., conf_real_speech=... (quoted, lists space-separated) for `eval`
+      conf_dev=..., conf_test=..., conf_noise=..., conf_real_speech=..., conf_augment=... (quoted, lists
+      space-separated) for `eval`
   python local/data_conf.py init CONF --corpus NAME --manifest-dir DIR [--source nemo|jsonl]
       writes a conf for a corpus imported from manifests DIR/*.jsonl (or *.list): names starting
       with "train" are training sources (weight 1.0 each), "dev"/"valid" dev sets, all others test sets.
@@ -23,7 +25,7 @@ import yaml
 
 from zipformer_rwkv.dataset.asr_datamodule import load_data_conf
 
-KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise", "real_speech"]
+KEYS = ["corpus", "source", "splits", "train", "dev", "test", "noise", "real_speech", "augment"]
 
 
 def init_conf(conf: Path, corpus: str, manifest_dir: Path, source: str) -> None:
@@ -78,7 +80,8 @@ def main() -> int:
         return 1
     values = {"corpus": c.corpus, "source": c.source, "splits": c.splits(),
               "train": [s.name for s in c.train], "dev": list(c.dev), "test": list(c.test),
-              "noise": c.noise, "real_speech": c.real_speech or ""}
+              "noise": c.noise, "real_speech": c.real_speech or "",
+              "augment": "true" if c.augment.enabled else "false"}
     values = {k: " ".join(v) if isinstance(v, list) else v for k, v in values.items()}
     if args.cmd == "get":
         print(values[args.key])

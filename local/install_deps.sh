@@ -4,8 +4,9 @@
 #   this repository itself, editable (`pip install -e . --no-deps`), so `import zipformer_rwkv` works
 #   from any folder and `python zipformer_rwkv/train.py` needs no path set-up.
 #   Debian packages: the TTS engines and sox used to build the built-in corpus (egs/tts_en), the
-#   libraries RHVoice links against, and libtcmalloc-minimal4 (run.sh preloads it for CPU training:
-#   7-18% shorter steps, see README).
+#   libraries RHVoice links against, libtcmalloc-minimal4 (run.sh preloads it for CPU training:
+#   7-18% shorter steps, see README), and libglib2.0-bin (`gresource`, to unpack the ambient noise
+#   recordings of local/prepare_ambient_noise.py).
 #   Voice bank (prepare.sh --voices bank): local/fetch_voice_bank.sh download/voice_bank downloads the
 #   contrib/non-free voice .debs with a private apt sources list (the machine's apt sources stay as
 #   they are) and unpacks them there with dpkg-deb -x, plus npm kokoro-js 1.2.1's voice styles.
@@ -17,7 +18,7 @@ PYTHON=${PYTHON:-python3}
 
 DEB_PACKAGES="sox libsox-fmt-all espeak-ng espeak-ng-data flite festival festvox-kallpc16k \
 festvox-kdlpc16k festvox-us-slt-hts festlex-cmu festlex-poslex libtcmalloc-minimal4 \
-libglib2.0-0 libpulse0 libao4 libasound2 libdb5.3 libopus0 libsamplerate0"
+libglib2.0-0 libpulse0 libao4 libasound2 libdb5.3 libopus0 libsamplerate0 libglib2.0-bin"
 
 missing_debs=""
 for p in $DEB_PACKAGES; do

@@ -11,8 +11,8 @@ Batches are lhotse's `K2SpeechRecognitionDataset` format (pure lhotse; no k2 is 
 
 Training pipeline: `CutSet.mux` of the sources (weights from the conf) -> cut filters ->
 `DynamicBucketingSampler` (or `SimpleCutSampler`) -> cut transforms `PerturbSpeed`, `PerturbVolume`
-(both need --on-the-fly-feats), `CutMix` with noise -> features (precomputed lilcom or on-the-fly
-`lhotse.Fbank`) -> `SpecAugment`.
+(both need audio: --on-the-fly-feats or conf augment), `CutMix` with noise -> [audio augmentation,
+`AugmentedFeatures`] -> features (precomputed lilcom or on-the-fly `lhotse.Fbank`) -> `SpecAugment`.
 
 Mid-epoch resume: save `train_dl.sampler.state_dict()` in the checkpoint and pass it back as
 `train_dataloaders(cuts, sampler_state_dict=...)`; the sampler then yields exactly the batches it had
@@ -25,6 +25,11 @@ Augmentation randomness (CutMix noise, perturbation, SpecAugment): `SeededBatche
 batch's from RNGs seeded by (--seed, epoch, the batch's cut ids), so a resumed run, any
 --num-workers and an uninterrupted run augment a batch alike; call `set_train_epoch(train_dl,
 epoch)` before iterating an epoch.
+
+Audio augmentation (rooms, ambient noise, telephone band, codecs, gain): the conf's `augment:` block
+(zipformer_rwkv/dataset/augment.py). When `augment.enabled` is true, the training loader reads the
+audio, augments each cut (seeded by --seed, the epoch and the cut id) and computes fbank on the fly,
+whatever --on-the-fly-feats says; validation and test loaders are unchanged.
 """
 import argparse
 import hashlib
@@ -54,7 +59,8 @@ from lhotse.lazy import LazyIteratorChain
 from lhotse.utils import compute_num_frames, fix_random_seed
 from torch.utils.data import DataLoader
 
-from zipformer_rwkv.dataset.features import fbank_extractor
+from zipformer_rwkv.dataset.augment import AudioAugmenter, AugmentConf, AugmentedFeatures, parse_augment_conf
+from zipformer_rwkv.dataset.features import SAMPLE_RATE, fbank_extractor
 from zipformer_rwkv.errors import ConfigError, MissingFileError
 from zipformer_rwkv.utils import str2bool
 from zipformer_rwkv.zipformer.encoder import encoder_out_length
@@ -85,6 +91,7 @@ class DataConf:
       train: training sources, muxed with their weights.
       dev, test: name -> cut manifest.
       noise: candidate noise cut manifests; the first that exists is used for CutMix.
+      augment: on-the-fly audio augmentation of the training cuts (zipformer_rwkv/dataset/augment.py).
       lm_text: optional extra text file(s) for LM pre-training (relative to the download dir).
       real_speech: name of the dev set of real recorded speech built by local/prepare_real_dev.py
         (prepare.sh), or None. decode.py decodes it like any dev set; train.py never validates on it.
@@ -97,6 +104,7 @@ class DataConf:
     test: Dict[str, str] = field(default_factory=dict)
     noise: List[str] = field(default_factory=list)
     real_speech: Optional[str] = None
+    augment: AugmentConf = field(default_factory=AugmentConf)
 
     def valid_sets(self) -> List[str]:
         """Names of the dev sets train.py validates on: every dev set but `real_speech`."""
@@ -125,6 +133,7 @@ def load_data_conf(path: Path) -> DataConf:
       test: {test: tts_en_cuts_test.jsonl.gz}
       noise: [musan_cuts.jsonl.gz, tts_en_noise_cuts.jsonl.gz]
       real_speech: real_dev       # optional: a dev set that is decoded but never validated on
+      augment: {enabled: false, p_reverb: 0.5, ...}   # optional, see augment.AugmentConf
 
     Raises:
       FileNotFoundError: `path` does not exist.
@@ -161,7 +170,8 @@ def load_data_conf(path: Path) -> DataConf:
     return DataConf(corpus=str(d["corpus"]), source=str(d.get("source", "nemo")), train=sources,
                     dev={str(k): str(v) for k, v in (d.get("dev") or {}).items()},
                     test={str(k): str(v) for k, v in (d.get("test") or {}).items()},
-                    noise=[str(n) for n in noise], real_speech=None if real is None else str(real))
+                    noise=[str(n) for n in noise], real_speech=None if real is None else str(real),
+                    augment=parse_augment_conf(d.get("augment"), path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +257,10 @@ class SeededBatches(K2SpeechRecognitionDataset):
         self.seed, self.epoch, self.rng = seed, 0, rng
 
     def set_epoch(self, epoch: int) -> None:
+        """The epoch of the seeds; also passed to the input strategy (`AugmentedFeatures`)."""
         self.epoch = epoch
+        if hasattr(self.input_strategy, "set_epoch"):
+            self.input_strategy.set_epoch(epoch)
 
     def __getitem__(self, cuts: CutSet) -> Dict[str, Any]:
         """The batch of `cuts` without those whose features/audio cannot be read; these are listed
@@ -330,10 +343,13 @@ class AsrDataModule:
         self.args = args
         self.conf = load_data_conf(args.conf)
         self._noise: Optional[CutSet] = None
-        if (args.perturb_speed or args.perturb_volume) and not args.on_the_fly_feats:
+        # training audio is read (not precomputed features) when asked or when augmenting it
+        self.train_on_the_fly = bool(args.on_the_fly_feats or self.conf.augment.enabled)
+        if (args.perturb_speed or args.perturb_volume) and not self.train_on_the_fly:
             raise ConfigError("--perturb-speed/--perturb-volume change the audio and need "
-                             "--on-the-fly-feats true (precomputed features cannot be perturbed; "
-                             "prepare.sh --perturb-speed true does offline 0.9/1.1 speed perturbation)")
+                             "--on-the-fly-feats true or augment.enabled in the conf (precomputed "
+                             "features cannot be perturbed; prepare.sh --perturb-speed true does offline "
+                             "0.9/1.1 speed perturbation)")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -433,7 +449,7 @@ class AsrDataModule:
             if Path(p).is_file():
                 logging.info(f"Noise cuts for CutMix: {p}")
                 cuts = read_cuts(Path(p))
-                if self.args.on_the_fly_feats:
+                if self.train_on_the_fly:
                     cuts = cuts.drop_features()
                 self._noise = cuts.to_eager()
                 return self._noise
@@ -483,7 +499,18 @@ class AsrDataModule:
             input_transforms.append(SpecAugment(time_warp_factor=a.spec_aug_time_warp_factor,
                                                 num_frame_masks=10, features_mask_size=27,
                                                 num_feature_masks=2, frames_mask_size=100))
-        dataset = SeededBatches(a.seed, rng, input_strategy=self._input_strategy(), cut_transforms=transforms,
+        if self.conf.augment.enabled:
+            try:
+                augmenter = AudioAugmenter(self.conf.augment, Path(a.manifest_dir), sample_rate=SAMPLE_RATE)
+            except (MissingFileError, ConfigError) as e:
+                raise type(e)(f"{a.conf}: {e}") from None
+            logging.info(f"Audio augmentation from {a.conf}: {self.conf.augment}")
+            input_strategy = AugmentedFeatures(fbank_extractor(), augmenter, a.seed)
+        elif a.on_the_fly_feats:
+            input_strategy = OnTheFlyFeatures(fbank_extractor())
+        else:
+            input_strategy = PrecomputedFeatures()
+        dataset = SeededBatches(a.seed, rng, input_strategy=input_strategy, cut_transforms=transforms,
                                 input_transforms=input_transforms, return_cuts=a.return_cuts)
         sampler = self._sampler(cuts_train, shuffle=a.shuffle, drop_last=a.drop_last)
         if sampler_state_dict is not None:
