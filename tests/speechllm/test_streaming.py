@@ -6,31 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tiny_models import EOS, V, make_llm
-from zipformer.zipformer_tiny import tiny_encoder
+from tiny_models import causal_speech_llm
 from zipformer_rwkv.dataset.features import fbank_extractor
 from zipformer_rwkv.dataset.online_fbank import OnlineFbank
 from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.speechllm.interleave import generate_interleaved
-from zipformer_rwkv.speechllm.model import SpeechLLM, SpeechLLMConfig
-from zipformer_rwkv.speechllm.prompt import PromptTemplate
 from zipformer_rwkv.speechllm.streaming import StreamingSpeechLLM, streaming_generate
 from zipformer_rwkv.zipformer.encoder import LOG_EPS, encoder_out_length
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def causal_speech_llm(adapter_type="ctc", chunk_frames=8, chunk=16, left=32, causal=True, seed=0):
-    """A tiny causal Zipformer -> adapter -> 2-layer RWKV-7, interleaved every `chunk_frames` frames."""
-    enc = tiny_encoder(seed=4, causal=causal, chunk_size=(chunk,), left_context_frames=(left,))
-    config = SpeechLLMConfig(adapter_type=adapter_type, adapter_downsample=2, adapter_hidden_dim=0,
-                             interleave_chunk_frames=chunk_frames, adapter_blank_threshold=0.5)
-    torch.manual_seed(seed)
-    model = SpeechLLM(enc, make_llm(seed), PromptTemplate(prefix=[5, 6], infix=[7], eos_id=EOS), config,
-                      ctc_vocab_size=V)
-    with torch.no_grad():  # a blank-heavy CTC head, so some frames are dropped and chunks can be empty
-        model.ctc_output[1].bias[0] += 1.5
-    return model.eval()
 
 
 @torch.no_grad()
