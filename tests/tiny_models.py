@@ -53,11 +53,12 @@ def batch(n=3, seed=0):
     return feats, lens, texts
 
 
-def causal_speech_llm(adapter_type="ctc", chunk_frames=8, chunk=16, left=32, causal=True, seed=0):
-    """A tiny causal Zipformer -> adapter -> 2-layer RWKV-7, interleaved every `chunk_frames` frames."""
+def causal_speech_llm(adapter_type="ctc", chunk_frames=8, chunk=16, left=32, causal=True, seed=0, **enc):
+    """A tiny causal Zipformer (`enc`: more ZipformerConfig fields) -> adapter -> 2-layer RWKV-7,
+    interleaved every `chunk_frames` frames."""
     from zipformer.zipformer_tiny import tiny_encoder
 
-    enc = tiny_encoder(seed=4, causal=causal, chunk_size=(chunk,), left_context_frames=(left,))
+    enc = tiny_encoder(seed=4, causal=causal, chunk_size=(chunk,), left_context_frames=(left,), **enc)
     config = SpeechLLMConfig(adapter_type=adapter_type, adapter_downsample=2, adapter_hidden_dim=0,
                              interleave_chunk_frames=chunk_frames, adapter_blank_threshold=0.5)
     torch.manual_seed(seed)

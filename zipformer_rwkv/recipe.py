@@ -35,7 +35,7 @@ STRUCTURE_OPTIONS = (
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
     "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
-    "encoder_embed_channels", "utterance_cmn",
+    "encoder_embed_channels", "utterance_cmn", "running_cmn",
 )
 
 

@@ -48,14 +48,14 @@ def stream(model, feats, options, piece=37):
     return s.finish(), partial
 
 
-@pytest.mark.parametrize("adapter_type,chunk_frames,chunk,frames", [
-    ("ctc", 8, 16, 331),    # one encoder window per chunk
-    ("ctc", 4, 16, 290),    # two chunks per encoder window
-    ("stack", 16, 16, 402),  # two encoder windows per chunk
+@pytest.mark.parametrize("adapter_type,chunk_frames,chunk,frames,cmn", [
+    ("ctc", 8, 16, 331, True),    # one encoder window per chunk; running CMN
+    ("ctc", 4, 16, 290, False),    # two chunks per encoder window
+    ("stack", 16, 16, 402, False),  # two encoder windows per chunk
 ])
-def test_streaming_equals_simulated_streaming(adapter_type, chunk_frames, chunk, frames):
-    model = causal_speech_llm(adapter_type, chunk_frames, chunk)
-    feats = torch.randn(frames, 80, generator=torch.Generator().manual_seed(frames))
+def test_streaming_equals_simulated_streaming(adapter_type, chunk_frames, chunk, frames, cmn):
+    model = causal_speech_llm(adapter_type, chunk_frames, chunk, running_cmn=cmn)
+    feats = torch.randn(frames, 80, generator=torch.Generator().manual_seed(frames)) + 3.0
     options = DecodingOptions(decoding_method="greedy_search", max_new_tokens=3)
     ref = simulated(model, feats, options)
     hyp, partial = stream(model, feats, options)

@@ -1,11 +1,12 @@
 """Streaming decoding (`--streaming`): fbank in, transcript out chunk by chunk, in constant memory.
 
 A chunk-interleaved `SpeechLLM` (`--interleave-chunk-frames K`) with a causal Zipformer
-(`--causal true`) can write each chunk's text as soon as the chunk's audio has arrived
-(SpeechLLM-XL, arXiv 2410.03752): the encoder runs `streaming_forward` on one window of
-`2 * chunk_size + 13` fbank frames at a time with its caches (icefall's layout), every K encoder
-frames (25 Hz) go through the CTC head and the adapter, and RWKV-7 reads them into its carried
-state, writes the chunk's text up to EOS, and reads that text and EOS before the next chunk's audio.
+(`--causal true`; fbank normalised by `--running-cmn`, if at all) can write each chunk's text as
+soon as the chunk's audio has arrived (SpeechLLM-XL, arXiv 2410.03752): the encoder runs
+`streaming_forward` on one window of `2 * chunk_size + 13` fbank frames at a time with its caches
+(icefall's layout), every K encoder frames (25 Hz) go through the CTC head and the adapter, and
+RWKV-7 reads them into its carried state, writes the chunk's text up to EOS, and reads that text
+and EOS before the next chunk's audio.
 Nothing grows with the length of the stream but the transcript.
 
 The result equals `SpeechLLM.generate` (`interleave.generate_interleaved`) on the chunk-masked full
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, beam_search, greedy_search
-from zipformer_rwkv.zipformer.encoder import LOG_EPS, encoder_out_length
+from zipformer_rwkv.zipformer.encoder import LOG_EPS, RunningCmn, encoder_out_length
 
 
 def check_streamable(model, options: DecodingOptions = DecodingOptions()) -> None:
@@ -89,6 +90,8 @@ class StreamingSpeechLLM:
         self.feats = torch.zeros(0, self.encoder.config.feature_dim, device=self.device)
         self.feats_offset = 0  # stream index of self.feats[0]
         self.num_feats = 0  # fbank frames received
+        dim = self.encoder.config.feature_dim
+        self.cmn = RunningCmn(dim, self.device) if self.encoder.config.running_cmn else (lambda x: x)
         self.windows = 0  # streaming_forward calls made
         self.encoder_states = self.encoder.get_init_states(1, self.device)
         self.enc = torch.zeros(0, self.encoder.encoder_out_dim, device=self.device)  # frames not yet decoded
@@ -116,7 +119,7 @@ class StreamingSpeechLLM:
             raise ValueError("accept_features after finish: call reset() for a new stream")
         if feats.ndim != 2 or feats.shape[1] != self.feats.shape[1]:
             raise ValueError(f"expected (T, {self.feats.shape[1]}) fbank, got {tuple(feats.shape)}")
-        self.feats = torch.cat([self.feats, feats.to(self.device, torch.float32)])
+        self.feats = torch.cat([self.feats, self.cmn(feats.to(self.device, torch.float32))])
         self.num_feats += feats.shape[0]
         while self.num_feats >= self.windows * self.shift + self.window:
             self._encode_window()
@@ -137,7 +140,7 @@ class StreamingSpeechLLM:
         need = (windows - 1) * self.shift + self.window
         if need > self.num_feats:
             pad = torch.full((need - self.num_feats, self.feats.shape[1]), LOG_EPS, device=self.device)
-            self.feats = torch.cat([self.feats, pad])
+            self.feats = torch.cat([self.feats, self.cmn(pad)])
             self.num_feats = need
         while self.windows < windows:
             self._encode_window()
