@@ -13,7 +13,10 @@ Audio: the --audio files (any rate; channel 0, resampled to 16 kHz) concatenated
 noise. It is fed block by block as a live stream would arrive (one chunk of samples per block),
 through `OnlineFbank` and `StreamingSpeechLLM`; a block's compute time is the wall time of its
 fbank + encoder + RWKV-7 work, and the blocks that end a chunk give the per-chunk times. RTFx = audio
-seconds / total compute. RSS is the process's resident memory (/proc/self/statm) after the chunk
+seconds / total compute. Each is given as wall time and as the process's CPU time
+(`time.process_time`, all threads): on a machine shared with other jobs the wall time includes the
+waits for a core, the CPU time does not (with 1 thread it is the compute an idle core would need,
+cache sharing aside). RSS is the process's resident memory (/proc/self/statm) after the chunk
 that ends each tenth of the stream; the last column is the process peak (ru_maxrss). Without
 --checkpoint, the model is run.sh's default preset with --streaming true (Zipformer2 6.4 M params,
 chunk 0.64 s, left context 2.56 s, running CMN; RWKV-7 4 x 256, BPE 500; CTC adapter) with random
@@ -86,25 +89,28 @@ def run(model, audio: np.ndarray, options: DecodingOptions, threads: int) -> dic
     torch.set_num_threads(threads)
     chunk_samples = model.interleave_chunk_frames * 4 * SAMPLE_RATE // 100
     fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options)
-    chunk_times, rss, total = [], [], 0.0
+    chunk_times, chunk_cpu, rss, total, cpu = [], [], [], 0.0, 0.0
     marks = {int(audio.size * i / 10) // chunk_samples for i in range(1, 11)}
     for b, i in enumerate(range(0, audio.size, chunk_samples)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         done = stream.accept_features(fbank.accept_waveform(audio[i: i + chunk_samples]))
-        dt = time.perf_counter() - t0
-        total += dt
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        total, cpu = total + dt, cpu + dc
         if done:
             chunk_times.append(dt / done)
+            chunk_cpu.append(dc / done)
         if b in marks:
             rss.append(rss_mib())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     stream.accept_features(fbank.finish())
     hyp = stream.finish()
-    total += time.perf_counter() - t0
+    total, cpu = total + time.perf_counter() - t0, cpu + time.process_time() - c0
     rss.append(rss_mib())
-    ms = np.array(chunk_times) * 1000
+    ms, cpu_ms = np.array(chunk_times) * 1000, np.array(chunk_cpu) * 1000
+    seconds = audio.size / SAMPLE_RATE
     return dict(threads=threads, chunks=len(ms), p50=np.percentile(ms, 50), p95=np.percentile(ms, 95),
-                rtfx=audio.size / SAMPLE_RATE / total, rss=rss, tokens=len(hyp.tokens) if hyp else 0)
+                cpu_p50=np.percentile(cpu_ms, 50), cpu_p95=np.percentile(cpu_ms, 95), rtfx=seconds / total,
+                cpu_rtfx=seconds / cpu, rss=rss, tokens=len(hyp.tokens) if hyp else 0)
 
 
 def main() -> None:
@@ -146,14 +152,15 @@ def main() -> None:
     print(f"algorithmic latency: chunk {chunk_ms} ms + look-ahead {lookahead_ms:.1f} ms = "
           f"{chunk_ms + lookahead_ms:.1f} ms (+ compute)")
     print()
-    print("| threads | chunks | compute/chunk p50 (ms) | p95 (ms) | p95 / chunk | RTFx | tokens "
-          "| RSS at 10%, 20%, ..., 100% of the stream (MiB) | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| threads | chunks | wall ms/chunk p50 | p95 | p95 / chunk | RTFx (wall) | CPU ms/chunk p50 | p95 "
+          "| RTFx (CPU time) | tokens | RSS at 10%, 20%, ..., 100% of the stream (MiB) | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in (int(v) for v in args.threads.split(",")):
         r = run(model, audio, options, t)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"| {t} | {r['chunks']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p95'] / chunk_ms:.3f} | {r['rtfx']:.1f} "
-              f"| {r['tokens']} | {', '.join(f'{v:.0f}' for v in r['rss'])} | {peak:.0f} |", flush=True)
+              f"| {r['cpu_p50']:.1f} | {r['cpu_p95']:.1f} | {r['cpu_rtfx']:.1f} | {r['tokens']} "
+              f"| {', '.join(f'{v:.0f}' for v in r['rss'])} | {peak:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
