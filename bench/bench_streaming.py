@@ -17,7 +17,8 @@ seconds / total compute. Each is given as wall time and as the process's CPU tim
 (`time.process_time`, all threads): on a machine shared with other jobs the wall time includes the
 waits for a core, the CPU time does not (with 1 thread it is the compute an idle core would need,
 cache sharing aside). RSS is the process's resident memory (/proc/self/statm) after the chunk
-that ends each tenth of the stream; the last column is the process peak (ru_maxrss). Without
+that ends each tenth of the stream; the last column is the process peak (ru_maxrss). Below the
+table, the mean CPU time per chunk is split into the encoder, RWKV-7 and the rest. Without
 --checkpoint, the model is run.sh's default preset with --streaming true (Zipformer2 6.4 M params,
 chunk 0.64 s, left context 2.56 s, running CMN; RWKV-7 4 x 256, BPE 500; CTC adapter) with random
 weights, and each chunk's text is capped at --max-new-tokens tokens (default 3, about 4.7 tokens/s:
@@ -89,6 +90,17 @@ def run(model, audio: np.ndarray, options: DecodingOptions, threads: int) -> dic
     torch.set_num_threads(threads)
     chunk_samples = model.interleave_chunk_frames * 4 * SAMPLE_RATE // 100
     fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options)
+    parts = {"encoder": 0.0, "RWKV-7": 0.0}  # CPU seconds inside each part
+
+    def timed(name, fn):
+        def call(*a):
+            c = time.process_time()
+            out = fn(*a)
+            parts[name] += time.process_time() - c
+            return out
+        return call
+    stream._encode_window = timed("encoder", stream._encode_window)
+    stream._decode_chunk = timed("RWKV-7", stream._decode_chunk)
     chunk_times, chunk_cpu, rss, total, cpu = [], [], [], 0.0, 0.0
     marks = {int(audio.size * i / 10) // chunk_samples for i in range(1, 11)}
     for b, i in enumerate(range(0, audio.size, chunk_samples)):
@@ -110,7 +122,8 @@ def run(model, audio: np.ndarray, options: DecodingOptions, threads: int) -> dic
     seconds = audio.size / SAMPLE_RATE
     return dict(threads=threads, chunks=len(ms), p50=np.percentile(ms, 50), p95=np.percentile(ms, 95),
                 cpu_p50=np.percentile(cpu_ms, 50), cpu_p95=np.percentile(cpu_ms, 95), rtfx=seconds / total,
-                cpu_rtfx=seconds / cpu, rss=rss, tokens=len(hyp.tokens) if hyp else 0)
+                cpu_rtfx=seconds / cpu, rss=rss, tokens=len(hyp.tokens) if hyp else 0,
+                parts={k: v / stream.chunks * 1000 for k, v in parts.items()}, cpu_chunk=cpu / stream.chunks * 1000)
 
 
 def main() -> None:
@@ -155,12 +168,18 @@ def main() -> None:
     print("| threads | chunks | wall ms/chunk p50 | p95 | p95 / chunk | RTFx (wall) | CPU ms/chunk p50 | p95 "
           "| RTFx (CPU time) | tokens | RSS at 10%, 20%, ..., 100% of the stream (MiB) | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    split = []
     for t in (int(v) for v in args.threads.split(",")):
         r = run(model, audio, options, t)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"| {t} | {r['chunks']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p95'] / chunk_ms:.3f} | {r['rtfx']:.1f} "
               f"| {r['cpu_p50']:.1f} | {r['cpu_p95']:.1f} | {r['cpu_rtfx']:.1f} | {r['tokens']} "
               f"| {', '.join(f'{v:.0f}' for v in r['rss'])} | {peak:.0f} |", flush=True)
+        split.append(f"{t} thread(s): mean CPU ms per chunk {r['cpu_chunk']:.1f} = encoder {r['parts']['encoder']:.1f} "
+                     f"+ RWKV-7 (CTC head, adapter, reading, search) {r['parts']['RWKV-7']:.1f} + fbank and the rest "
+                     f"{r['cpu_chunk'] - sum(r['parts'].values()):.1f}")
+    print()
+    print("\n".join(split))
 
 
 if __name__ == "__main__":
