@@ -13,11 +13,13 @@
 # Stages (each prints the exact command it runs; paths are relative to the current folder):
 #   1  data: ./prepare.sh (built-in TTS corpus, fbank, noise, BPE, LM text) into --data-dir
 #   2  Zipformer2 + CTC on the training audio (train.py --model-type ctc) in $exp_dir/ctc,
-#      then CTC greedy decoding of dev/test (decode.py): the baseline row
+#      then CTC greedy decoding of dev/test (decode.py): the baseline row; export.py writes the
+#      decoded model (same --epoch/--avg/--use-averaged-model) to $exp_dir/ctc/pretrained.pt
 #   3  RWKV-7 LM on $data_dir/lm text with the BPE vocabulary (train.py --model-type lm) in
-#      $exp_dir/lm, then its perplexity on dev/test transcripts and the LM valid text
-#   4  speech LLM in $exp_dir/llm, from the stage-2 encoder (epoch-N.pt, its structure too) and
-#      the stage-3 RWKV-7
+#      $exp_dir/lm, then its perplexity on dev/test transcripts and the LM valid text; export.py
+#      writes the evaluated model to $exp_dir/lm/pretrained.pt
+#   4  speech LLM in $exp_dir/llm, from the models stages 2 and 3 evaluated (their pretrained.pt;
+#      the encoder's structure comes with it)
 #   5  speech LLM decoding (greedy and beam search, --epoch/--avg/--use-averaged-model; each also
 #      as joint CTC / RWKV-7 search, --ctc-weight), the results table ($exp_dir/RESULTS.md) and the
 #      PNGs (training curves, WER per test voice)
@@ -295,6 +297,21 @@ decode() {
   touch "$dir/.$marker.done"
 }
 
+export_model() {
+  # export_model DIR EPOCH AVG USE_AVG: DIR/pretrained.pt = the model the stage's decode.py
+  # evaluated (same --epoch/--avg/--use-averaged-model), unless DIR/.export-epoch-EPOCH-avg-AVG.done
+  local dir=$1 marker=$1/.export-epoch-$2-avg-$3.done
+  if [ -f "$marker" ] && [ -f "$dir/pretrained.pt" ]; then
+    log "$marker exists: skipping export"; return 0
+  fi
+  rm -f "$dir"/.export-*.done
+  run $python "$root/zipformer_rwkv/export.py" --exp-dir "$dir" --epoch "$2" --avg "$3" --use-averaged-model "$4"
+  touch "$marker"
+}
+
+export_ctc() { export_model "$exp_dir/ctc" "$ctc_epochs" "$ctc_avg" "$(use_avg "$ctc_epochs" "$ctc_avg")"; }
+export_lm() { export_model "$exp_dir/lm" "$lm_epochs" 1 false; }  # stage 3 evaluates the last epoch
+
 log "run.sh: size=$size stages $stage..$stop_stage exp_dir=$exp_dir data_dir=$data_dir world_size=$world_size"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -316,6 +333,7 @@ if begin_stage 2 "$exp_dir/ctc"; then
     --use-averaged-model "$(use_avg "$ctc_epochs" "$ctc_avg")" --decoding-method greedy_search \
     --max-duration "$decode_max_duration" \
     "${data_opts[@]}" $decode_opts
+  export_ctc  # stage 4 starts from the model decoded here
   end_stage 2 ctc
 fi
 
@@ -326,16 +344,19 @@ if begin_stage 3 "$exp_dir/lm"; then
   # perplexity of the last epoch's weights (an LM epoch is long: averaging epochs would reach far back)
   decode "$exp_dir/lm" "decode-ppl-epoch-$lm_epochs" --epoch "$lm_epochs" --avg 1 --use-averaged-model false \
     --lm-dir "$data_dir/lm" "${data_opts[@]}" $decode_opts
+  export_lm
   end_stage 3 lm
 fi
 
 if begin_stage 4 "$exp_dir/llm"; then
   log "Stage 4: speech LLM in $exp_dir/llm (encoder: $exp_dir/ctc, RWKV-7: $exp_dir/lm)"
-  encoder_ckpt=$exp_dir/ctc/epoch-$ctc_epochs.pt
-  rwkv_ckpt=$exp_dir/lm/epoch-$lm_epochs.pt
-  for f in "$encoder_ckpt" "$rwkv_ckpt"; do
+  for f in "$exp_dir/ctc/epoch-$ctc_epochs.pt" "$exp_dir/lm/epoch-$lm_epochs.pt"; do
     [ -f "$f" ] || die "$f not found: run stages 2 and 3 first (with the same --ctc-epochs/--lm-epochs)"
   done
+  export_ctc  # no-ops after stages 2 and 3; here for exp folders from before they exported
+  export_lm
+  encoder_ckpt=$exp_dir/ctc/pretrained.pt
+  rwkv_ckpt=$exp_dir/lm/pretrained.pt
   # the encoder's structure (and --utterance-cmn) comes from $encoder_ckpt, as decode.py reads a model's
   train "$exp_dir/llm" "$llm_epochs" --model-type llm --encoder-checkpoint "$encoder_ckpt" \
     --rwkv-checkpoint "$rwkv_ckpt" --tokenizer bpe --freeze-encoder "$freeze_encoder" \

@@ -41,12 +41,7 @@ from lhotse import CutSet
 
 from zipformer_rwkv import recipe
 from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule
-from zipformer_rwkv.decoding.inference import (
-    apply_checkpoint_structure,
-    decode_dataset,
-    explicit_options,
-    load_model,
-)
+from zipformer_rwkv.decoding.inference import decode_dataset, load_model
 from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.errors import RecipeError
 from zipformer_rwkv.speechllm.streaming import check_streamable
@@ -54,6 +49,7 @@ from zipformer_rwkv.training.checkpoint import read_checkpoint
 from zipformer_rwkv.training.selection import resolve_decode_checkpoints
 from zipformer_rwkv.utils import (
     AttributeDict,
+    explicit_options,
     setup_logger,
     store_transcripts,
     str2bool,
@@ -166,7 +162,7 @@ def decode() -> None:
     params.exp_dir = Path(params.exp_dir)
     plan = resolve_decode_checkpoints(params.exp_dir, params.epoch, params.iter, params.avg, params.use_averaged_model)
     # the structure options now (the suffix and the log need them); the weights with load_model below
-    apply_checkpoint_structure(params, read_checkpoint(plan.filenames[-1], mmap=True), explicit,
+    recipe.apply_checkpoint_structure(params, read_checkpoint(plan.filenames[-1], mmap=True), explicit,
                                str(plan.filenames[-1]))
     params.suffix = decoding_suffix(params)
     out_dir = params.exp_dir / params.decoding_method

@@ -11,7 +11,7 @@ pretrained-weight loading, batch -> loss, and the optimizers.
 import argparse
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,47 @@ STRUCTURE_OPTIONS = (
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
     "encoder_embed_channels", "utterance_cmn", "running_cmn",
 )
+
+
+def same_option(given: object, saved: object) -> bool:
+    """True if an option value from the command line equals the checkpoint's, treating a
+    single value as broadcast to every stack (`--query-head-dim 32` == the stored "32,32,32,32",
+    the resolved form train.py saves)."""
+    a, b = str(given).replace(" ", ""), str(saved).replace(" ", "")
+    if a == b:
+        return True
+    la, lb = a.split(","), b.split(",")
+    return (len(la) == 1 and set(lb) == set(la)) or (len(lb) == 1 and set(la) == set(lb))
+
+
+def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: Collection[str], source: str,
+                               keys: Optional[Sequence[str]] = None) -> None:
+    """Copy the structure options of a checkpoint into params.
+
+    Args:
+      saved: the checkpoint's options (`checkpoint_params`).
+      explicit: options given on the command line (`utils.explicit_options`).
+      keys: the options to copy (those the checkpoint has); None: `STRUCTURE_OPTIONS`, and
+        the checkpoint must be one of train.py's (have model_type).
+    Raises:
+      ValueError: an option given explicitly differs from the checkpoint's value (lists all).
+    """
+    if keys is None:
+        if "model_type" not in saved:
+            raise ValueError(f"{source} has no training options (model_type); not written by train.py?")
+        keys = STRUCTURE_OPTIONS
+    mismatches = []
+    for key in keys:
+        if key not in saved:
+            continue
+        if key in explicit and params.get(key) is not None and not same_option(params[key], saved[key]):
+            if key == "tokenizer" and params[key] == "auto":
+                continue
+            flag = "--" + key.replace("_", "-")
+            mismatches.append(f"{flag}: checkpoint has {saved[key]!r}, command line {params[key]!r}")
+        params[key] = saved[key]
+    if mismatches:
+        raise ValueError(f"{source} does not match the command line: " + "; ".join(mismatches))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -63,7 +63,6 @@ from zipformer_rwkv.dataset.asr_datamodule import (
     set_train_epoch,
 )
 from zipformer_rwkv.dataset.lm_data import make_text_dataloader
-from zipformer_rwkv.decoding.inference import apply_checkpoint_structure, explicit_options
 from zipformer_rwkv.errors import (
     CheckpointError,
     DataError,
@@ -99,6 +98,7 @@ from zipformer_rwkv.utils import (
     AttributeDict,
     MetricsTracker,
     create_grad_scaler,
+    explicit_options,
     fix_random_seed,
     get_env_info,
     setup_logger,
@@ -640,7 +640,7 @@ def take_encoder_structure(params: dict, explicit: Collection[str]) -> List[str]
 
     Args:
       params: the parsed options (vars(args)); changed in place.
-      explicit: options given on the command line (`inference.explicit_options`).
+      explicit: options given on the command line (`utils.explicit_options`).
     Returns:
       the options taken from the file.
     Raises:
@@ -651,7 +651,7 @@ def take_encoder_structure(params: dict, explicit: Collection[str]) -> List[str]
         return []
     saved = checkpoint_params(read_checkpoint(path, mmap=True))
     keys = [k for k in ENCODER_OPTIONS if saved.get(k) is not None]
-    apply_checkpoint_structure(params, saved, explicit, f"--encoder-checkpoint {path}", keys)
+    recipe.apply_checkpoint_structure(params, saved, explicit, f"--encoder-checkpoint {path}", keys)
     return keys
 
 

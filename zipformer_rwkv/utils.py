@@ -59,6 +59,18 @@ def str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
 
 
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
+    """Names (dest) of the options given on the command line, as opposed to defaults."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and isinstance(action, argparse._StoreAction):
+            probe.add_argument(*action.option_strings, dest=action.dest, default=argparse.SUPPRESS,
+                               nargs=action.nargs if action.nargs is not None else None,
+                               **({"type": action.type} if action.type else {}))
+    known, _ = probe.parse_known_args(argv)
+    return set(vars(known))
+
+
 def add_dataclass_arguments(
     parser: Union[argparse.ArgumentParser, "argparse._ArgumentGroup"],
     cls: type,

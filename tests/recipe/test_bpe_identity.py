@@ -7,10 +7,9 @@ import pytest
 from speech_llm_data import make_bpe
 from test_train_decode import TINY_ENC
 from zipformer_rwkv import decode, recipe, train, transcribe
-from zipformer_rwkv.decoding import inference
 from zipformer_rwkv.errors import ConfigError
 from zipformer_rwkv.training.checkpoint import read_checkpoint, save_checkpoint
-from zipformer_rwkv.utils import AttributeDict
+from zipformer_rwkv.utils import AttributeDict, explicit_options
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,7 +53,7 @@ def test_decode_refuses_another_bpe_model(run):
     for bpe, ok in ((run["copy"], True), (run["other"], False)):
         argv = ["--bpe-model", str(bpe)]
         params = AttributeDict(vars(decode.get_parser().parse_args(argv)))
-        inference.apply_checkpoint_structure(params, saved, inference.explicit_options(decode.get_parser(), argv),
+        recipe.apply_checkpoint_structure(params, saved, explicit_options(decode.get_parser(), argv),
                                              str(run["ckpt"]))
         if ok:
             recipe.get_model_for_checkpoint(params, saved, str(run["ckpt"]))

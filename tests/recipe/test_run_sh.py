@@ -119,6 +119,31 @@ def test_speech_llm_checkpoint_transcribes_with_no_options(tiny_run):
     assert [line.split("\t")[0] for line in proc.stdout.strip().splitlines()] == [str(a) for a in audio]
 
 
+def test_stage_4_starts_from_the_models_stages_2_and_3_evaluated(tiny_run):
+    """Stage 2 decodes the tiny preset's epoch 2 through model_avg (--avg 1, --use-averaged-model
+    true) and exports exactly those weights to ctc/pretrained.pt; stage 3 evaluates and exports the
+    LM's last epoch; stage 4 starts from the two pretrained.pt files, not from raw epoch-N.pt."""
+    import torch
+
+    from zipformer_rwkv.training.selection import plan_state, resolve_decode_checkpoints
+
+    work, out = tiny_run
+    exp = work / "exp"
+    llm = torch.load(exp / "llm" / "epoch-2.pt", weights_only=True, map_location="cpu")
+    assert llm["encoder_checkpoint"] == "exp/ctc/pretrained.pt", llm["encoder_checkpoint"]
+    assert llm["rwkv_checkpoint"] == "exp/lm/pretrained.pt", llm["rwkv_checkpoint"]
+    for model, epoch, use_averaged in (("ctc", 2, True), ("lm", 1, False)):
+        evaluated, _ = plan_state(resolve_decode_checkpoints(exp / model, epoch, 0, 1, use_averaged))
+        exported = torch.load(exp / model / "pretrained.pt", weights_only=True, map_location="cpu")
+        assert exported["model"].keys() == evaluated.keys()
+        assert all(torch.equal(exported["model"][k], evaluated[k]) for k in evaluated), model
+        assert exported["model_type"] == model
+    raw = torch.load(exp / "ctc" / "epoch-2.pt", weights_only=True, map_location="cpu")["model"]
+    assert any(not torch.equal(raw[k], evaluated_ctc) for k, evaluated_ctc in
+               torch.load(exp / "ctc" / "pretrained.pt", weights_only=True)["model"].items()
+               if k in raw and raw[k].is_floating_point()), "averaged == raw: the test could not tell them apart"
+
+
 def test_rerun_skips_finished_stages(tiny_run):
     work, _ = tiny_run
     before = {m: mtimes(work / "exp" / m) for m in ("ctc", "lm", "llm")}

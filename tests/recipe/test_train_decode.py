@@ -393,7 +393,7 @@ def test_transcribe_prints_one_line_per_file(data, ctc_exp, monkeypatch, capsys,
 def test_checkpoint_structure_accepts_broadcast_values_and_rejects_real_mismatches():
     """`--query-head-dim 32` on the decode command line must match the resolved "32,32,32,32"
     that train.py saves; a different architecture must still be an error naming the option."""
-    from zipformer_rwkv.decoding.inference import apply_checkpoint_structure
+    from zipformer_rwkv.recipe import apply_checkpoint_structure
     from zipformer_rwkv.utils import AttributeDict
 
     saved = {"model_type": "ctc", "query_head_dim": "32,32,32,32", "encoder_dim": "128,192,192,128"}
@@ -414,7 +414,7 @@ def test_speech_llm_takes_the_encoder_structure_of_its_encoder_checkpoint(tmp_pa
     epoch-N.pt with its params at the top level), not the command line's defaults; an explicit
     option that contradicts the file is one error naming it; a weights-only file changes nothing."""
     from zipformer_rwkv import train
-    from zipformer_rwkv.decoding import inference
+    from zipformer_rwkv.utils import explicit_options
 
     enc = dict(num_encoder_layers="1,1", downsampling_factor="1,2", encoder_dim="32,32", utterance_cmn=True)
     ours = tmp_path / "pretrained.pt"
@@ -423,7 +423,7 @@ def test_speech_llm_takes_the_encoder_structure_of_its_encoder_checkpoint(tmp_pa
 
     def parse(*argv):
         argv = ["--model-type", "llm", "--encoder-checkpoint", str(ours), *argv]
-        return vars(parser.parse_args(argv)), inference.explicit_options(parser, argv)
+        return vars(parser.parse_args(argv)), explicit_options(parser, argv)
 
     params, explicit = parse()
     assert sorted(train.take_encoder_structure(params, explicit)) == sorted(enc)

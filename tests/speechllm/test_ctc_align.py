@@ -72,6 +72,19 @@ def test_one_by_one_equals_batch():
         assert torch.allclose(one.scores, batch.scores[i:i + 1])
 
 
+def test_a_batch_of_empty_transcripts_aligns_to_blank():
+    """Every target empty (one state, S = 1): the all-blank path, scored as brute force does
+    (this shape once crashed the skip transition, which assumed S >= 2)."""
+    log_probs = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64).log_softmax(-1)
+    lens = torch.tensor([5, 3])
+    ali = ctc_forced_align(log_probs, lens, [[], []])
+    for i in range(2):
+        n = int(lens[i])
+        assert ali.labels[i].tolist() == [0] * n + [-1] * (5 - n)
+        assert float(ali.scores[i]) == pytest.approx(brute_force(log_probs[i, :n], [])[0], abs=1e-5)  # float32 inside
+    assert ali.token_frames.shape == (2, 0)
+
+
 def test_too_few_frames_has_no_path():
     log_probs = torch.randn(1, 2, 4).log_softmax(-1)
     ali = ctc_forced_align(log_probs, torch.tensor([2]), [[1, 1]])  # needs 1, blank, 1

@@ -4,14 +4,11 @@ bench/bench_decode.py share (an entry script imports no other entry script).
 - `load_model(checkpoint, ...)`: one file or a `DecodeCheckpoints` plan (several files averaged) ->
   (params, model in eval mode, tokenizers). The structure comes from the checkpoint; trainable-only
   files get their frozen weights from their base checkpoints (`recipe.get_model_for_checkpoint`).
-- `apply_checkpoint_structure` / `explicit_options`: a checkpoint's structure options into params,
-  refusing an explicit command-line option that contradicts one.
 - `decode_dataset`: decode every batch of a dataloader, with timing.
 """
-import argparse
 import time
 from pathlib import Path
-from typing import Collection, Dict, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -23,59 +20,6 @@ from zipformer_rwkv.training.selection import DecodeCheckpoints, load_decode_mod
 from zipformer_rwkv.utils import AttributeDict
 
 NOTE_SKIPPED, NOTE_TRUNCATED = recipe.NOTE_SKIPPED, recipe.NOTE_TRUNCATED
-
-
-def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
-    """Names (dest) of the options given on the command line, as opposed to defaults."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and isinstance(action, argparse._StoreAction):
-            probe.add_argument(*action.option_strings, dest=action.dest, default=argparse.SUPPRESS,
-                               nargs=action.nargs if action.nargs is not None else None,
-                               **({"type": action.type} if action.type else {}))
-    known, _ = probe.parse_known_args(argv)
-    return set(vars(known))
-
-
-def same_option(given: object, saved: object) -> bool:
-    """True if an option value from the command line equals the checkpoint's, treating a
-    single value as broadcast to every stack (`--query-head-dim 32` == the stored "32,32,32,32",
-    the resolved form train.py saves)."""
-    a, b = str(given).replace(" ", ""), str(saved).replace(" ", "")
-    if a == b:
-        return True
-    la, lb = a.split(","), b.split(",")
-    return (len(la) == 1 and set(lb) == set(la)) or (len(lb) == 1 and set(la) == set(lb))
-
-
-def apply_checkpoint_structure(params: AttributeDict, saved: dict, explicit: Collection[str], source: str,
-                               keys: Optional[Sequence[str]] = None) -> None:
-    """Copy the structure options of a checkpoint into params.
-
-    Args:
-      saved: the checkpoint's options (`checkpoint_params`).
-      explicit: options given on the command line (`explicit_options`).
-      keys: the options to copy (those the checkpoint has); None: `recipe.STRUCTURE_OPTIONS`, and
-        the checkpoint must be one of train.py's (have model_type).
-    Raises:
-      ValueError: an option given explicitly differs from the checkpoint's value (lists all).
-    """
-    if keys is None:
-        if "model_type" not in saved:
-            raise ValueError(f"{source} has no training options (model_type); not written by train.py?")
-        keys = recipe.STRUCTURE_OPTIONS
-    mismatches = []
-    for key in keys:
-        if key not in saved:
-            continue
-        if key in explicit and params.get(key) is not None and not same_option(params[key], saved[key]):
-            if key == "tokenizer" and params[key] == "auto":
-                continue
-            flag = "--" + key.replace("_", "-")
-            mismatches.append(f"{flag}: checkpoint has {saved[key]!r}, command line {params[key]!r}")
-        params[key] = saved[key]
-    if mismatches:
-        raise ValueError(f"{source} does not match the command line: " + "; ".join(mismatches))
 
 
 def load_model(
@@ -93,7 +37,7 @@ def load_model(
       params: command-line options (decode.py): the structure options of the (last) file
         (`recipe.STRUCTURE_OPTIONS`) are copied in, and an `explicit` one that contradicts them is an
         error. None: the file's own options (transcribe.py).
-      explicit: names of the options given on the command line (`explicit_options`).
+      explicit: names of the options given on the command line (`utils.explicit_options`).
       use_averaged_model: with one file, load its "model_avg" instead of "model" (a plan says itself
         how it averages).
       device: where the model goes.
@@ -115,7 +59,7 @@ def load_model(
             raise ValueError(f"{source} was not written by train.py (no model_type)")
         params = AttributeDict(checkpoint_params(saved))
     else:
-        apply_checkpoint_structure(params, saved, set(explicit), source)
+        recipe.apply_checkpoint_structure(params, saved, set(explicit), source)
     key = "model_avg" if use_averaged_model and plan.method == "load" else "model"
     if key not in saved:
         raise ValueError(f"{source} has no {key}")

@@ -21,6 +21,7 @@ Our own implementation: k2 and torchaudio's `forced_align` are not dependencies 
 from dataclasses import dataclass
 from typing import List, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,8 +51,9 @@ def ctc_forced_align(log_probs: Tensor, lens: Tensor, targets: Sequence[Sequence
     """Viterbi alignment of each transcript to its CTC posteriors, all sequences at once.
 
     Args:
-      log_probs: (N, T, V) log-softmax output of a CTC head, any float dtype (computed in float32
-        on its device; the loop runs over the T frames, vectorised over N and the 2U+1 states).
+      log_probs: (N, T, V) log-softmax output of a CTC head, any float dtype and device (the
+        recursion runs in float32 numpy on the CPU, over the T frames, vectorised over N and the
+        2U+1 states; results come back on log_probs' device).
       lens: (N,) int64, valid frames of each sequence (<= T).
       targets: N token-id lists, without blanks (an empty list aligns to all-blank).
       blank: the blank id.
@@ -76,59 +78,68 @@ def ctc_forced_align(log_probs: Tensor, lens: Tensor, targets: Sequence[Sequence
     u_max = max((len(y) for y in targets), default=0)
     s_max = 2 * u_max + 1
     # extended label sequences l' (N, S), padded with blank; states past 2U_n are never reached
-    ext = torch.full((n, s_max), blank, dtype=torch.long, device=device)
-    u_lens = torch.tensor([len(y) for y in targets], dtype=torch.long, device=device)
+    ext = np.full((n, s_max), blank, dtype=np.int64)
+    u_lens = np.array([len(y) for y in targets], dtype=np.int64)
     for i, y in enumerate(targets):
         if y:
-            ext[i, 1:2 * len(y):2] = torch.tensor(list(y), dtype=torch.long, device=device)
-    s_idx = torch.arange(s_max, device=device)
+            ext[i, 1:2 * len(y):2] = y
+    lens_np = lens.detach().cpu().numpy().astype(np.int64)
+    s_idx = np.arange(s_max)
     valid_state = s_idx[None, :] < (2 * u_lens + 1)[:, None]  # (N, S)
-    prev2 = torch.cat([torch.full((n, 2), -1, dtype=torch.long, device=device), ext[:, :-2]], dim=1)
+    prev2 = np.concatenate([np.full((n, 2), -1, dtype=np.int64), ext], axis=1)[:, :s_max]
     can_skip = (ext != blank) & (ext != prev2) & (s_idx[None, :] >= 2)
 
-    lp = log_probs.float()
-    emit = lp.gather(2, ext[:, None, :].expand(n, t_max, s_max))  # (N, T, S)
-    neg = torch.full((n, s_max), NEG_INF, device=device)
-    delta = neg.clone()
-    delta[:, :2] = emit[:, 0, :2]
-    delta = torch.where(valid_state, delta, neg)
-    back = torch.zeros(n, t_max, s_max, dtype=torch.int8, device=device)  # 0 stay, 1 step, 2 skip
+    # The recursion runs in numpy on the CPU: a frame is a dozen elementwise ops on (N, S), and
+    # numpy's per-op overhead is ~10x smaller than torch's (bench/bench_ctc_align.py).
+    lp = log_probs.detach().float().cpu().numpy()
+    emit = np.take_along_axis(lp, ext[:, None, :], axis=2).transpose(1, 0, 2)  # (T, N, S)
+    active = np.arange(t_max)[:, None] < lens_np[None, :]  # (T, N)
+    emit = np.where(valid_state[None], emit, NEG_INF)
+    emit[~active] = 0.0  # past a sequence's end: stay, add nothing (delta unchanged)
+    closed = np.where(active, 0.0, NEG_INF).astype(np.float32)[:, :, None]  # (T, N, 1): no step/skip
+    skip_pen = np.where(can_skip, 0.0, NEG_INF).astype(np.float32)
+    # delta with two -inf columns in front: the step and skip predecessors are shifted views
+    delta = np.full((n, s_max + 2), NEG_INF, dtype=np.float32)
+    delta[:, 2:4] = emit[0, :, :2]
+    delta[:, 2:] = np.where(valid_state, delta[:, 2:], NEG_INF)
+    back = np.zeros((t_max, n, s_max), dtype=np.int8)  # 0 stay, 1 step, 2 skip
     for t in range(1, t_max):
-        stay = delta
-        step = torch.cat([neg[:, :1], delta[:, :-1]], dim=1)
-        skip = torch.where(can_skip, torch.cat([neg[:, :2], delta[:, :-2]], dim=1), neg)
-        best, arg = torch.stack([stay, step, skip]).max(dim=0)
-        new = torch.where(valid_state, best + emit[:, t], neg)
-        active = (t < lens)[:, None]  # frames past a sequence's end leave it unchanged
-        delta = torch.where(active, new, delta)
-        back[:, t] = torch.where(active, arg.to(torch.int8), back[:, t])
+        stay = delta[:, 2:]
+        step = delta[:, 1:-1] + closed[t]
+        skip = delta[:, :-2] + skip_pen + closed[t]
+        take_step = step > stay  # ties keep the first of (stay, step, skip)
+        best = np.where(take_step, step, stay)
+        take_skip = skip > best
+        np.copyto(best, skip, where=take_skip)
+        arg = back[t]
+        arg[take_step] = 1
+        arg[take_skip] = 2
+        delta[:, 2:] = best + emit[t]
+    delta = delta[:, 2:]
 
     # best final state: S_n - 1 (trailing blank) or S_n - 2 (last token)
+    rows = np.arange(n)
     last = 2 * u_lens
-    end_blank = delta.gather(1, last[:, None])[:, 0]
-    end_token = delta.gather(1, (last - 1).clamp(min=0)[:, None])[:, 0]
-    end_token = torch.where(u_lens > 0, end_token, torch.full_like(end_token, NEG_INF))
-    scores = torch.maximum(end_blank, end_token)
-    state = torch.where(end_token > end_blank, last - 1, last)
-    scores = torch.where(lens > 0, scores, torch.full_like(scores, NEG_INF))
+    end_blank = delta[rows, last]
+    end_token = np.where(u_lens > 0, delta[rows, np.maximum(last - 1, 0)], NEG_INF)
+    scores = np.maximum(end_blank, end_token)
+    state = np.where(end_token > end_blank, last - 1, last)
+    scores = np.where(lens_np > 0, scores, NEG_INF)
 
-    labels = torch.full((n, t_max), -1, dtype=torch.long, device=device)
-    token_frames = torch.full((n, max(u_max, 1)), -1, dtype=torch.long, device=device)[:, :u_max]
-    ok = torch.isfinite(scores)
-    rows = torch.arange(n, device=device)
+    labels = np.full((n, t_max), -1, dtype=np.int64)
+    token_frames = np.full((n, u_max), -1, dtype=np.int64)
+    ok = np.isfinite(scores)
     for t in range(t_max - 1, -1, -1):
-        here = ok & (t < lens)
-        lab = ext[rows, state.clamp(max=s_max - 1)]
-        labels[:, t] = torch.where(here, lab, labels[:, t])
+        here = ok & active[t]
+        labels[here, t] = ext[rows[here], state[here]]
         is_token = here & (state % 2 == 1)
-        tok_idx = (state // 2).clamp(max=max(u_max - 1, 0))
-        if u_max:
-            # walking backwards, the last write for a token is its first frame
-            token_frames[rows[is_token], tok_idx[is_token]] = t
+        # walking backwards, the last write for a token is its first frame
+        token_frames[rows[is_token], state[is_token] // 2] = t
         if t > 0:
-            move = back[rows, t, state.clamp(max=s_max - 1)].long()
-            state = torch.where(here, state - move, state)
-    return CtcAlignment(labels=labels, token_frames=token_frames, scores=scores)
+            state = np.where(here, state - back[t, rows, state], state)
+    return CtcAlignment(labels=torch.from_numpy(labels).to(device),
+                        token_frames=torch.from_numpy(token_frames).to(device),
+                        scores=torch.from_numpy(scores.astype(np.float32)).to(device))
 
 
 def tokens_per_chunk(token_frames: Tensor, chunk_frames: int, num_frames: int) -> List[List[int]]:
