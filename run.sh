@@ -8,6 +8,7 @@
 #                                      # an interrupted training from its newest checkpoint
 #   ./run.sh --stage 4                 # re-run stages 4..5 (speech LLM and its decoding) only
 #   ./run.sh --size tiny --exp-dir exp_tiny   # tiny corpus, tiny models, a few steps (CI)
+#   ./run.sh --streaming true --exp-dir exp_streaming   # causal encoder, streaming decoding
 #
 # Stages (each prints the exact command it runs; paths are relative to the current folder):
 #   1  data: ./prepare.sh (built-in TTS corpus, fbank, noise, BPE, LM text) into --data-dir
@@ -36,6 +37,11 @@
 #   --voices default|bank       [default] voices of the built-in corpus (prepare.sh --voices)
 #   --world-size N              [1] DDP processes for train.py (GPUs, or gloo processes on CPU)
 #   --use-gpu auto|true|false   [auto] false hides GPUs (CUDA_VISIBLE_DEVICES=); true fails without one
+#   --streaming true|false      [false] a streaming model: stage 2 trains a causal Zipformer2 whose chunk is
+#                               the interleave chunk (--causal true --chunk-size 2K --left-context-frames 8K
+#                               at 50 Hz for K = --interleave-chunk-frames at 25 Hz) with --running-cmn instead
+#                               of --utterance-cmn; stage 5 decodes with decode.py --streaming true (no joint
+#                               CTC: --ctc-weight is set to 0). Use its own --exp-dir.
 #   --nj N                      [2] parallel jobs of prepare.sh
 #   --exp-dir DIR               [exp]
 #   --dl-dir DIR, --data-dir DIR  [download, data] as in prepare.sh
@@ -69,6 +75,7 @@ size=default
 voices=default
 world_size=1
 use_gpu=auto
+streaming=false
 nj=2
 exp_dir=exp
 dl_dir=download
@@ -119,8 +126,9 @@ case "$size" in
       --lr-epochs 2 --num-buckets 2 --min-utt-duration 0.5 --max-utt-duration 3"
     ctc_train_opts="--max-duration 30 --base-lr 0.05"
     lm_train_opts="--max-tokens 20000 --llm-lr 3e-3"
+    interleave_chunk=8  # encoder frames (25 Hz) per chunk: 0.32 s
     llm_train_opts="--max-duration 30 --base-lr 0.03 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
-      --interleave-chunk-frames 8"
+      --interleave-chunk-frames $interleave_chunk"
     decode_max_duration=60
     : "${perturb_speed:=false}" "${real_dev:=false}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
@@ -152,14 +160,31 @@ case "$size" in
     fi
     # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings;
     # --interleave-chunk-frames 16: it writes each 0.64 s chunk's text before it reads the next chunk
+    interleave_chunk=16  # 0.64 s
     llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
-      --interleave-chunk-frames 16"
+      --interleave-chunk-frames $interleave_chunk"
     decode_max_duration=300
     : "${perturb_speed:=false}" "${real_dev:=true}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
     ;;
   *) die "--size must be tiny or default, got '$size'" ;;
+esac
+
+# --streaming true: the encoder's chunk (50 Hz frames) is the interleave chunk, so each chunk's text is
+# written as soon as its audio (plus the encoder's 13-frame look-ahead) has arrived
+case "$streaming" in
+  true)
+    enc_opts="${enc_opts/--utterance-cmn true/--running-cmn true} --causal true
+      --chunk-size $((2 * interleave_chunk)) --left-context-frames $((8 * interleave_chunk))"
+    stream_opts="--streaming true"
+    if [ "$ctc_weight" != 0 ]; then
+      log "--streaming true: joint CTC / RWKV-7 search is not streamed, stage 5 decodes without --ctc-weight"
+      ctc_weight=0
+    fi
+    ;;
+  false) stream_opts= ;;
+  *) die "--streaming must be true or false, got '$streaming'" ;;
 esac
 
 case "$use_gpu" in
@@ -350,9 +375,9 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   stage_t0=$(date +%s)
   stage_work=false
   if [ "$force" = true ]; then rm -f "$exp_dir"/llm/.decode-*.done; fi
-  dec_tag=epoch-$llm_epochs-avg-$llm_avg  # in the markers: other epochs/avg are decoded anew
+  dec_tag=epoch-$llm_epochs-avg-$llm_avg${stream_opts:+-streaming}  # in the markers: other settings decode anew
   dec_common="--epoch $llm_epochs --avg $llm_avg --use-averaged-model $(use_avg "$llm_epochs" "$llm_avg")
-    --max-duration $decode_max_duration"
+    --max-duration $decode_max_duration $stream_opts"
   decode "$exp_dir/llm" "decode-greedy_search-$dec_tag" $dec_common --decoding-method greedy_search \
     "${data_opts[@]}" $decode_opts
   decode "$exp_dir/llm" "decode-beam_search-$beam_size-$dec_tag" $dec_common --decoding-method beam_search --beam-size "$beam_size" \

@@ -104,6 +104,10 @@ def test_result_file_suffix_unchanged():
         "epoch-10_avg-5_beam-size-7_max-new-tokens-50_ctc-weight-0.3_use-averaged-model"
     args = decode.get_parser().parse_args(["--epoch", "10", "--avg", "5", "--use-averaged-model", "false"])
     assert decode.decoding_suffix(AttributeDict(vars(args))) == "epoch-10_avg-5_max-new-tokens-200"
+    args = decode.get_parser().parse_args(["--epoch", "10", "--avg", "5", "--use-averaged-model", "false",
+                                           "--streaming", "true"])
+    assert DecodingOptions.from_args(args).streaming is True
+    assert decode.decoding_suffix(AttributeDict(vars(args))) == "epoch-10_avg-5_max-new-tokens-200_streaming"
 
 
 def test_from_args_takes_a_dict_and_defaults_absent_fields():

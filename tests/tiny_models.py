@@ -1,6 +1,7 @@
 """Tiny stand-ins shared by the speech-LLM tests: a convolutional encoder (the model only needs
 `forward(x, x_lens) -> (out, out_lens)` and `encoder_out_dim`), a 2-layer RWKV-7 over a V-token
-vocabulary, a SpeechLLM on both, and a 3-utterance batch."""
+vocabulary, a SpeechLLM on both, a 3-utterance batch, and a chunk-interleaved SpeechLLM on a tiny causal Zipformer2
+(streaming)."""
 import torch
 import torch.nn as nn
 
@@ -50,3 +51,19 @@ def batch(n=3, seed=0):
     feats = torch.randn(n, int(lens.max()), 80, generator=g)
     texts = [[10, 11, 12], [13], [14, 15, 16, 17, 18]][:n]
     return feats, lens, texts
+
+
+def causal_speech_llm(adapter_type="ctc", chunk_frames=8, chunk=16, left=32, causal=True, seed=0, **enc):
+    """A tiny causal Zipformer (`enc`: more ZipformerConfig fields) -> adapter -> 2-layer RWKV-7,
+    interleaved every `chunk_frames` frames."""
+    from zipformer.zipformer_tiny import tiny_encoder
+
+    enc = tiny_encoder(seed=4, causal=causal, chunk_size=(chunk,), left_context_frames=(left,), **enc)
+    config = SpeechLLMConfig(adapter_type=adapter_type, adapter_downsample=2, adapter_hidden_dim=0,
+                             interleave_chunk_frames=chunk_frames, adapter_blank_threshold=0.5)
+    torch.manual_seed(seed)
+    model = SpeechLLM(enc, make_llm(seed), PromptTemplate(prefix=[5, 6], infix=[7], eos_id=EOS), config,
+                      ctc_vocab_size=V)
+    with torch.no_grad():  # a blank-heavy CTC head, so some frames are dropped and chunks can be empty
+        model.ctc_output[1].bias[0] += 1.5
+    return model.eval()

@@ -11,6 +11,8 @@ Usage (from the repository root):
   # joint CTC / RWKV-7 search (a model trained with --ctc-loss-scale > 0 and --tokenizer bpe)
   python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 \
     --decoding-method beam_search --beam-size 4 --ctc-weight 0.7
+  # streaming (a causal, chunk-interleaved model: ./run.sh --streaming true): each utterance as a stream
+  python zipformer_rwkv/decode.py --exp-dir exp/llm --epoch 10 --avg 5 --streaming true
 
   # CTC baseline (CTC greedy search) and LM perplexity
   python zipformer_rwkv/decode.py --exp-dir exp/ctc --epoch 10 --avg 5
@@ -42,6 +44,7 @@ from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule
 from zipformer_rwkv.decoding.inference import decode_dataset, load_model
 from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.errors import RecipeError
+from zipformer_rwkv.speechllm.streaming import check_streamable
 from zipformer_rwkv.training.checkpoint import read_checkpoint
 from zipformer_rwkv.training.selection import resolve_decode_checkpoints
 from zipformer_rwkv.utils import (
@@ -81,6 +84,8 @@ def decoding_suffix(params: AttributeDict) -> str:
         s += f"_max-new-tokens-{params.max_new_tokens}"
     if params.model_type == "llm" and params.ctc_weight > 0:
         s += f"_ctc-weight-{params.ctc_weight:g}"
+    if params.get("streaming"):
+        s += "_streaming"
     if params.use_averaged_model:
         s += "_use-averaged-model"
     return s
@@ -117,6 +122,8 @@ def save_results(params, test_set: str, results: list) -> float:
     key = params.decoding_method + (f"_beam_size_{params.beam_size}" if params.decoding_method == "beam_search" else "")
     if params.model_type == "llm" and params.ctc_weight > 0:
         key += f"_ctc_weight_{params.ctc_weight:g}"
+    if params.get("streaming"):
+        key += "_streaming"
     write_wer_summary(out_dir / f"wer-summary-{test_set}-{suffix}.txt", {key: wer})
     logging.info(f"Wrote results for {test_set} to {out_dir}: WER {wer}%")
     return wer
@@ -170,6 +177,8 @@ def decode() -> None:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
     params, model, tokenizers = load_model(plan, params, device=device)
+    if options.streaming:
+        check_streamable(model, options)  # e.g. a non-causal checkpoint: one error line, before any data
     logging.info(f"Number of model parameters: {sum(p.numel() for p in model.parameters())}")
 
     data = AsrDataModule(args)

@@ -35,7 +35,7 @@ STRUCTURE_OPTIONS = (
     "prompt_template", "ctc_loss_scale", "encoder_config", "num_encoder_layers", "downsampling_factor",
     "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim", "value_head_dim", "pos_head_dim",
     "pos_dim", "encoder_unmasked_dim", "cnn_module_kernel", "causal", "chunk_size", "left_context_frames",
-    "encoder_embed_channels", "utterance_cmn",
+    "encoder_embed_channels", "utterance_cmn", "running_cmn",
 )
 
 
@@ -456,7 +456,8 @@ def recognize(
       that reached --max-new-tokens without EOS gets NOTE_TRUNCATED; other notes are "".
     Raises:
       TypeError: model is neither a CtcModel nor a SpeechLLM, or options not a DecodingOptions.
-      ValueError: --ctc-weight given for a ctc model, or one the llm cannot use (`SpeechLLM.generate`).
+      ValueError: --ctc-weight or --streaming given for a ctc model, or options the llm cannot use
+        (`SpeechLLM.generate`, `streaming.check_streamable`).
     """
     if not isinstance(options, DecodingOptions):
         raise TypeError(f"options must be a DecodingOptions, got {type(options).__name__}")
@@ -464,6 +465,8 @@ def recognize(
         raise TypeError(f"recognize needs a CtcModel or a SpeechLLM, got {type(model).__name__}")
     if isinstance(model, CtcModel) and options.ctc_weight != 0:
         raise ValueError("--ctc-weight is for speech LLM (llm) checkpoints; a ctc model decodes by CTC alone")
+    if isinstance(model, CtcModel) and options.streaming:
+        raise ValueError("--streaming decodes a chunk-interleaved speech LLM (llm checkpoint), not a ctc model")
     n = feats.size(0)
     hyps, notes = [""] * n, [""] * n
     ok = (encoder_out_length(feat_lens) >= model.min_encoder_frames).nonzero().flatten()
@@ -477,8 +480,16 @@ def recognize(
         for i, ids in zip(ok.tolist(), model.decode(sub, sub_lens)):
             hyps[i] = tokenizers["bpe"].decode(ids)
         return hyps, notes
-    out = model.generate(sub, sub_lens, options)
+    if options.streaming:
+        from zipformer_rwkv.speechllm.streaming import streaming_generate
+
+        out = streaming_generate(model, sub, sub_lens, options)
+    else:
+        out = model.generate(sub, sub_lens, options)
     for i, h in zip(ok.tolist(), out):
+        if h is None:  # a stream too short for the encoder
+            notes[i] = NOTE_SKIPPED
+            continue
         hyps[i] = tokenizers["llm"].decode(h.tokens)
         if h.truncated:
             notes[i] = NOTE_TRUNCATED

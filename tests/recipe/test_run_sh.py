@@ -192,6 +192,34 @@ def test_tcmalloc_probe_survives_long_ldconfig_output(tmp_path):
     assert proc.returncode == 0 and "preload" not in proc.stdout + proc.stderr
 
 
+def test_streaming_preset_trains_a_causal_encoder_and_decodes_streaming(tmp_path):
+    """--streaming true: stage 2's train.py gets the causal options matching the interleave chunk and
+    --running-cmn instead of --utterance-cmn; stage 5's decode.py calls --streaming true and no joint
+    CTC. (Commands only: python is a stub that prints its arguments; the tiny CI training and
+    streaming decoding of such a model is test_train_decode.py's streaming test.)"""
+    stub = tmp_path / "python"
+    stub.write_text("#!/bin/sh\necho \"PY $*\"\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub)}
+    base = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false", "--use-tcmalloc", "false",
+            "--streaming", "true"]
+    out = {}
+    (tmp_path / "exp" / "llm").mkdir(parents=True)  # stage 5 writes its markers there
+    for st in ("2", "5"):
+        proc = subprocess.run(base + ["--stage", st, "--stop-stage", st], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out[st] = [line for line in proc.stdout.splitlines() if line.startswith("PY ")]
+    (train,) = [line for line in out["2"] if "train.py" in line]
+    assert "--causal true --chunk-size 16 --left-context-frames 64" in " ".join(train.split())
+    assert "--running-cmn true" in train and "--utterance-cmn" not in train
+    decodes = [line for line in out["5"] if "decode.py" in line]
+    assert len(decodes) == 2 and all("--streaming true" in d and "--ctc-weight" not in d for d in decodes)
+    proc = subprocess.run(base[:-1] + ["maybe", "--stage", "9"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "--streaming must be true or false, got 'maybe'" in proc.stderr
+
+
 # ---------------------------------------------------------------------------- fast script checks
 
 

@@ -302,6 +302,39 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
     assert notes and {c for c, line in hyps.items() if not line.endswith("hyp=[]")} <= notes
 
 
+def test_streaming_speech_llm_trains_and_decodes(data, lm_exp, monkeypatch):
+    """The tiny streaming run (run.sh --streaming true, by hand): a causal encoder with running CMN,
+    an interleaved speech LLM on it, decode.py --streaming true with its own result files (equal, up
+    to the tail padding of the last window, to the full-forward decoding of the same model); a ctc
+    checkpoint is refused for --streaming with one line."""
+    enc = [a for a in TINY_ENC if a not in ("--utterance-cmn", "true")]
+    enc += ["--running-cmn", "true", "--causal", "true", "--chunk-size", "16", "--left-context-frames", "64"]
+    ctc = data["root"] / "exp_stream_ctc"
+    train(["--model-type", "ctc", "--exp-dir", ctc, "--num-epochs", 1, "--max-duration", 4, "--average-period", 1,
+           "--base-lr", 0.05] + enc + data["args"])
+    exp = data["root"] / "exp_stream_llm"
+    train(["--model-type", "llm", "--exp-dir", exp, "--num-epochs", 1, "--max-duration", 6,
+           "--encoder-checkpoint", ctc / "epoch-1.pt", "--rwkv-checkpoint", lm_exp / "epoch-2.pt", "--tokenizer", "bpe",
+           "--freeze-encoder", "true", "--ctc-loss-scale", 0.2, "--adapter-type", "ctc", "--interleave-chunk-frames", 8,
+           "--average-period", 1, "--llm-lr", 3e-3] + TINY_LM + data["args"])
+    saved = torch.load(exp / "epoch-1.pt", weights_only=False, map_location="cpu")
+    assert saved["causal"] in (True, "true") and saved["running_cmn"] in (True, "true")
+    common = ["--exp-dir", exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false", "--max-duration", 20,
+              "--max-new-tokens", 12] + data["args"]
+    decode(monkeypatch, common + ["--streaming", "true"])
+    decode(monkeypatch, common)
+    out = exp / "greedy_search"
+    summary = (out / "wer-summary-test-epoch-1_avg-1_max-new-tokens-12_streaming.txt").read_text()
+    assert summary.splitlines()[1].startswith("greedy_search_streaming\t")
+    streamed = (out / "recogs-test-epoch-1_avg-1_max-new-tokens-12_streaming.txt").read_text()
+    full = (out / "recogs-test-epoch-1_avg-1_max-new-tokens-12.txt").read_text()
+    assert streamed.count("\thyp=") == 6 and full.count("\thyp=") == 6
+    assert (out / "recogs-dev-epoch-1_avg-1_max-new-tokens-12_streaming.txt").is_file()
+    with pytest.raises(SystemExit, match="--streaming decodes a chunk-interleaved speech LLM"):
+        decode(monkeypatch, ["--exp-dir", ctc, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false",
+                             "--streaming", "true"] + data["args"])
+
+
 def test_short_utterance_is_skipped_and_counted(data):
     from types import SimpleNamespace
 

@@ -82,3 +82,67 @@ def test_averaged_model_of_a_run_shorter_than_average_period_is_refused(tmp_path
     args = transcribe.get_parser().parse_args(["--checkpoint", str(path), "--use-averaged-model", "true", "a.wav"])
     with pytest.raises(ValueError, match=r"epoch-1.pt: model_avg is still the initial weights \(150 updates"):
         transcribe.load_model(args)
+
+
+# ------------------------------------------------------------------------------------ --streaming
+
+
+class _Ids:
+    """Tokenizer stand-in: ids as text."""
+
+    @staticmethod
+    def decode(ids):
+        return " ".join(map(str, ids))
+
+
+def _streaming_model(monkeypatch, causal=True):
+    from tiny_models import causal_speech_llm
+
+    model = causal_speech_llm("ctc", chunk_frames=8, chunk=16, causal=causal)
+    monkeypatch.setattr(transcribe, "load_model", lambda args: (AttributeDict(model_type="llm"), model,
+                                                                {"llm": _Ids()}))
+    return model
+
+
+def _run(monkeypatch, capsys, files, stdin=b""):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": io.BytesIO(stdin)})())
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", "x.pt", "--streaming", "true",
+                                      "--max-new-tokens", "3", *map(str, files)])
+    transcribe.main()
+    return capsys.readouterr().out.splitlines()
+
+
+def test_streaming_stdin_pcm_equals_the_wav_file_and_the_batch_decoder(tmp_path, monkeypatch, capsys):
+    from zipformer_rwkv.decoding.search import DecodingOptions
+    from zipformer_rwkv.speechllm.streaming import streaming_generate
+
+    model = _streaming_model(monkeypatch)
+    wav = tmp_path / "a.wav"
+    rng = np.random.default_rng(0)
+    sf.write(wav, 0.2 * rng.standard_normal(int(SR * 1.9)), SR, subtype="PCM_16")
+    from_file = _run(monkeypatch, capsys, [wav])
+    pcm = sf.read(wav, dtype="int16")[0].tobytes()
+    from_stdin = _run(monkeypatch, capsys, ["-"], stdin=pcm)
+    assert [line.split("\t", 1)[1] for line in from_stdin] == [line.split("\t", 1)[1] for line in from_file]
+    # partial lines after each 0.32 s chunk (path, seconds, transcript so far), then the final line
+    partial, final = from_file[:-1], from_file[-1].split("\t")
+    assert len(partial) == 5 and [p.split("\t")[1] for p in partial] == ["0.32s", "0.64s", "0.96s", "1.28s", "1.60s"]
+    assert len(final) == 2 and final[0] == str(wav)
+    feats = transcribe.load_fbank(wav)
+    hyp = streaming_generate(model, feats.unsqueeze(0), torch.tensor([feats.shape[0]]),
+                             DecodingOptions(max_new_tokens=3))[0]
+    assert final[1] == _Ids.decode(hyp.tokens) and final[1]
+    assert all(final[1].startswith(p.split("\t")[2]) for p in partial)
+
+
+def test_streaming_refuses_a_non_causal_checkpoint_and_stdin_needs_streaming(tmp_path, monkeypatch, capsys):
+    _streaming_model(monkeypatch, causal=False)
+    with pytest.raises(SystemExit) as info:
+        _run(monkeypatch, capsys, ["-"], stdin=b"\0\0" * 16000)
+    assert info.value.code == "transcribe.py: error: --streaming needs a causal encoder: this checkpoint was " \
+        "trained without --causal (train one with ./run.sh --streaming true)"
+    monkeypatch.setattr(sys, "argv", ["transcribe.py", "--checkpoint", "x.pt", "-"])
+    with pytest.raises(SystemExit, match="needs --streaming true"):
+        transcribe.main()

@@ -46,6 +46,16 @@ def test_compression_drops_blank_frames_and_merges_runs():
         ctc_compress(lp, lens, blank_threshold=0.0)
 
 
+def test_chunk_frames_cut_runs_at_chunk_starts():
+    """With chunk interleaving a segment never reads a frame of the next chunk: the run of label 3
+    over frames 4-5 is cut at frame 5 (chunk_frames 5), the run of label 2 over 0-1 is not."""
+    row0 = [(2, .9), (2, .8), (0, .97), (2, .7), (3, .6), (3, .9), (0, .96), (4, .9), (0, .94)]
+    lp = posteriors([row0])
+    _, seg, num = ctc_compress(lp, torch.tensor([9]), blank_threshold=0.95, chunk_frames=5)
+    assert seg[0].tolist() == [0, 0, -1, 1, 2, 3, -1, 4, 5]
+    assert num.tolist() == [6]
+
+
 def test_posterior_weighted_embeddings_equal_the_explicit_sum():
     torch.manual_seed(0)
     n, t, d = 2, 7, 5

@@ -90,6 +90,29 @@ def test_utterance_cmn_makes_the_encoder_ignore_a_constant_offset():
             assert rel_err(shifted, out) > 1e-2
 
 
+def test_running_cmn_is_causal_in_pieces_and_keeps_padding():
+    """Frame t minus the mean of frames 0..t; the same in pieces (RunningCmn, the streaming form);
+    a later frame never changes an earlier one; padding passes through; a constant offset cancels."""
+    from zipformer_rwkv.zipformer.encoder import RunningCmn, running_cmn
+
+    x = torch.randn(2, 30, 80) + 4.0
+    lens = torch.tensor([30, 17])
+    x[1, 17:] = -23.0
+    y = running_cmn(x, lens)
+    for t in (0, 5, 29):
+        assert torch.allclose(y[0, t], x[0, t] - x[0, : t + 1].mean(dim=0), atol=1e-5)
+    assert torch.equal(y[1, 17:], x[1, 17:])
+    cmn = RunningCmn(80)
+    pieces = torch.cat([cmn(x[0, a:b]) for a, b in [(0, 7), (7, 7), (7, 20), (20, 30)]])
+    assert torch.allclose(pieces, y[0], atol=1e-6)
+    assert torch.allclose(running_cmn(x + torch.randn(2, 1, 80), lens)[0], y[0], atol=1e-4)
+    changed = x.clone()
+    changed[0, 20:] += 5.0
+    assert torch.equal(running_cmn(changed, lens)[0, :20], y[0, :20])
+    with pytest.raises(ValueError, match="choose one fbank normalisation"):
+        tiny_encoder(running_cmn=True, utterance_cmn=True)
+
+
 def test_utterance_cmn_is_not_for_causal_models():
     with pytest.raises(ValueError, match="--utterance-cmn needs the whole utterance"):
         tiny_encoder(causal=True, utterance_cmn=True)

@@ -45,6 +45,10 @@ class DecodingOptions:
         help="llm: lambda of joint CTC / RWKV-7 search (needs a model trained with --ctc-loss-scale > 0); "
              "0 = RWKV-7 scores only"))
     max_new_tokens: int = field(default=200, metadata=dict(help="llm: output tokens per utterance"))
+    streaming: bool = field(default=False, metadata=dict(help=(
+        "llm: decode as a stream (`speechllm/streaming.py`): the causal encoder window by window with its "
+        "caches, RWKV-7 chunk by chunk with its carried state (needs --causal and --interleave-chunk-frames; "
+        "no --ctc-weight)")))
 
     def __post_init__(self):
         if self.decoding_method not in DECODING_METHODS:
@@ -61,7 +65,7 @@ class DecodingOptions:
 
     @classmethod
     def add_arguments(cls, parser: Union[argparse.ArgumentParser, "argparse._ArgumentGroup"]) -> None:
-        """Add `--decoding-method`, `--beam-size`, `--ctc-weight`, `--max-new-tokens` (type, default
+        """Add `--decoding-method`, `--beam-size`, `--ctc-weight`, `--max-new-tokens`, `--streaming` (type, default
         and help from the fields; `utils.add_dataclass_arguments`)."""
         from zipformer_rwkv.utils import add_dataclass_arguments
 

@@ -58,6 +58,7 @@ def ctc_compress(
     lens: torch.Tensor,
     blank_threshold: float = 0.95,
     blank: int = 0,
+    chunk_frames: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which CTC frames survive compression, and the segment each one joins.
 
@@ -73,6 +74,9 @@ def ctc_compress(
       blank_threshold: drop frames with p(blank) >= this; 1.0 keeps every frame that is not
         certainly blank.
       blank: the blank id.
+      chunk_frames: > 0: a segment never crosses a multiple of this many frames (a run is cut at
+        each chunk start), so a chunk-interleaved model's chunk k reads no frame of chunk k + 1
+        and streaming decoding gives the same positions; 0: runs are never cut.
     Returns:
       keep: (N, T) bool, frames that survive (never a padding frame).
       segment: (N, T) int64, each kept frame's segment index within its row (0-based); -1 elsewhere.
@@ -89,6 +93,8 @@ def ctc_compress(
         prev_keep = F.pad(keep[:, :-1], (1, 0), value=False)
         prev_label = F.pad(label[:, :-1], (1, 0), value=-1)
         start = keep & (~prev_keep | (label != prev_label))
+        if chunk_frames > 0:
+            start |= keep & (torch.arange(t, device=log_probs.device) % chunk_frames == 0).unsqueeze(0)
         segment = torch.where(keep, start.long().cumsum(dim=1) - 1, torch.full_like(label, -1))
     return keep, segment, start.sum(dim=1)
 
@@ -132,10 +138,13 @@ class CtcTokenAdapter(nn.Module):
       llm_dim: width of the RWKV-7 embeddings (`n_embd`).
       blank_threshold: `ctc_compress`'s threshold.
       encoder_proj: add `Linear(C, llm_dim)` of the segment-mean encoder state.
+      chunk_frames: segments never cross a chunk boundary (`ctc_compress`; chunk interleaving).
     """
 
-    def __init__(self, encoder_dim: int, llm_dim: int, blank_threshold: float = 0.95, encoder_proj: bool = False):
+    def __init__(self, encoder_dim: int, llm_dim: int, blank_threshold: float = 0.95, encoder_proj: bool = False,
+                 chunk_frames: int = 0):
         super().__init__()
+        self.chunk_frames = chunk_frames
         if not 0.0 < blank_threshold <= 1.0:
             raise ValueError(f"--adapter-blank-threshold must be in (0, 1], got {blank_threshold}")
         self.blank_threshold = blank_threshold
@@ -163,7 +172,7 @@ class CtcTokenAdapter(nn.Module):
                 f"--adapter-type ctc needs the CTC head to predict RWKV-7's vocabulary: the head has "
                 f"{ctc_log_probs.size(-1)} outputs, RWKV-7's embedding {embedding.size(0)} rows "
                 "(use --tokenizer bpe with the CTC model's bpe.model)")
-        keep, segment, num = ctc_compress(ctc_log_probs, x_lens, self.blank_threshold)
+        keep, segment, num = ctc_compress(ctc_log_probs, x_lens, self.blank_threshold, chunk_frames=self.chunk_frames)
         p = ctc_log_probs.exp()
         non_blank = p[..., 1:]
         q = non_blank / non_blank.sum(dim=-1, keepdim=True).clamp(min=1e-6)

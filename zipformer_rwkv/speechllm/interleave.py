@@ -24,14 +24,16 @@ from zipformer_rwkv.speechllm.ctc_align import ctc_forced_align, tokens_per_chun
 
 
 def position_frames(audio_lens: Tensor, num_positions: int, enc_lens: Tensor, ctc_log_probs: Optional[Tensor],
-                    adapter_type: str, downsample: int = 4, blank_threshold: float = 0.95) -> Tensor:
+                    adapter_type: str, downsample: int = 4, blank_threshold: float = 0.95,
+                   chunk_frames: int = 0) -> Tensor:
     """The first encoder frame of each adapter output position.
 
     Args:
       audio_lens: (N,) int64 valid adapter positions per row; num_positions: A, the padded width.
       enc_lens: (N,) int64 valid encoder frames; ctc_log_probs: (N, T, V) (the "ctc" adapter's input).
       adapter_type: "stack" (position j covers frames [j k, (j + 1) k)) or "ctc" (a position is a
-        `ctc_compress` segment: its first kept frame).
+        `ctc_compress` segment: its first kept frame; segments cut at multiples of `chunk_frames`
+        as the adapter cuts them).
     Returns:
       (N, A) int64 frame indices, -1 past each row's `audio_lens`.
     """
@@ -41,7 +43,7 @@ def position_frames(audio_lens: Tensor, num_positions: int, enc_lens: Tensor, ct
     if adapter_type == "stack":
         j = torch.arange(num_positions, device=device).unsqueeze(0).expand(n, -1)
         return torch.where(j < audio_lens.unsqueeze(1), j * downsample, out)
-    keep, segment, _ = ctc_compress(ctc_log_probs, enc_lens, blank_threshold)
+    keep, segment, _ = ctc_compress(ctc_log_probs, enc_lens, blank_threshold, chunk_frames=chunk_frames)
     prev = F.pad(segment[:, :-1], (1, 0), value=-1)
     rows, cols = ((segment >= 0) & (segment != prev)).nonzero(as_tuple=True)
     out[rows, segment[rows, cols]] = cols

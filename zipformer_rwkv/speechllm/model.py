@@ -245,7 +245,8 @@ class SpeechLLM(FreezableModule):
             if ctc_vocab_size != llm.config.vocab_size:
                 raise ValueError(f"--adapter-type ctc needs a CTC head over RWKV-7's vocabulary "
                                  f"({llm.config.vocab_size}), got {ctc_vocab_size} CTC outputs")
-            self.adapter = CtcTokenAdapter(enc_dim, width, config.adapter_blank_threshold, config.adapter_encoder_proj)
+            self.adapter = CtcTokenAdapter(enc_dim, width, config.adapter_blank_threshold, config.adapter_encoder_proj,
+                                           chunk_frames=config.interleave_chunk_frames)
         self.adapter_type = config.adapter_type
         self.ctc_output = make_ctc_output(enc_dim, ctc_vocab_size) if ctc_vocab_size > 0 else None
         self.ctc_loss_scale = config.ctc_loss_scale
@@ -314,7 +315,7 @@ class SpeechLLM(FreezableModule):
         """(audio_chunk (N, A), num_chunks (N,)) of the adapter positions (`interleave.audio_chunks`)."""
         c = self.config
         frames = position_frames(audio_lens, audio.size(1), enc_lens, ctc_log_probs, c.adapter_type,
-                                 c.adapter_downsample, c.adapter_blank_threshold)
+                                 c.adapter_downsample, c.adapter_blank_threshold, self.interleave_chunk_frames)
         return audio_chunks(frames, enc_lens, self.interleave_chunk_frames)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ def _ints(s: Any) -> Tuple[int, ...]:
 
 # Options holding one integer / one bool (the others are per-stack comma lists).
 _INT_OPTIONS = ("pos_dim", "encoder_embed_channels")
-_BOOL_OPTIONS = ("causal", "utterance_cmn")
+_BOOL_OPTIONS = ("causal", "utterance_cmn", "running_cmn")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ZipformerConfig:
 
     Per-stack fields hold one value per stack; a single value is repeated for every stack.
     Comma strings ("2,2,3,4,3,2") are accepted for tuples and "true"/"false" for the bools
-    (`causal`, `utterance_cmn`).
+    (`causal`, `utterance_cmn`, `running_cmn`).
     Frame rates: fbank 100 Hz, stack i at 50 Hz / downsampling_factor[i], output 25 Hz.
     `chunk_size` / `left_context_frames` (frames at 50 Hz) only matter when `causal`.
     `encoder_embed_channels` is the width of encoder_embed's last convolution and its ConvNeXt
@@ -43,11 +43,13 @@ class ZipformerConfig:
     with per-utterance stats; ESPnet's `utterance_mvn` without variance normalisation). It removes
     gain and channel offsets the model would otherwise have to learn to ignore. icefall never uses
     it (default False, which every icefall checkpoint needs); it needs the whole utterance, so a
-    causal (streaming) model cannot have it.
+    causal (streaming) model cannot have it. `running_cmn` is its causal form: frame t minus the
+    mean of frames 0..t of its utterance (Kaldi's `apply-cmvn-sliding --center=false` with an
+    unbounded window), so a stream is normalised as it arrives, with a sum and a count as state.
 
     Raises:
       ValueError: a per-stack field with neither 1 nor len(downsampling_factor) values, a
-        malformed value, encoder_embed_channels < 1, or utterance_cmn with causal.
+        malformed value, encoder_embed_channels < 1, utterance_cmn with causal, or both CMNs.
     """
 
     num_encoder_layers: Tuple[int, ...] = (2, 2, 3, 4, 3, 2)
@@ -66,6 +68,7 @@ class ZipformerConfig:
     left_context_frames: Tuple[int, ...] = (64, 128, 256, -1)
     encoder_embed_channels: int = 128
     utterance_cmn: bool = False
+    running_cmn: bool = False
     feature_dim: int = 80
 
     def __post_init__(self):
@@ -81,7 +84,9 @@ class ZipformerConfig:
             raise ValueError(f"--encoder-embed-channels must be >= 1, got {self.encoder_embed_channels}")
         if self.utterance_cmn and self.causal:
             raise ValueError("--utterance-cmn needs the whole utterance's mean: a causal (streaming) "
-                             "model cannot use it")
+                             "model cannot use it (--running-cmn is the causal form)")
+        if self.utterance_cmn and self.running_cmn:
+            raise ValueError("--utterance-cmn and --running-cmn: choose one fbank normalisation")
         n = len(self.downsampling_factor)
         for name in ("num_encoder_layers", "feedforward_dim", "num_heads", "encoder_dim",
                      "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim",
@@ -142,11 +147,13 @@ _OPTIONS = {
                               "on CPU, but icefall checkpoints need 128.",
     "utterance_cmn": "If true, subtract each utterance's mean fbank vector before encoder_embed "
                      "(per-utterance CMN; not with --causal). icefall checkpoints need false.",
+    "running_cmn": "If true, subtract from each fbank frame the mean of its utterance's frames up to it "
+                   "(causal CMN, for streaming models). icefall checkpoints need false.",
 }
 
 
 ENCODER_OPTIONS = tuple(_OPTIONS)
-"""The encoder's structure options (`--num-encoder-layers` ... `--utterance-cmn`), as train.py saves
+"""The encoder's structure options (`--num-encoder-layers` ... `--running-cmn`), as train.py saves
 them in a checkpoint (icefall's epoch-N.pt holds the same names, except our last two)."""
 
 

@@ -38,6 +38,40 @@ def utterance_cmn(x: Tensor, x_lens: Tensor) -> Tensor:
     return x - mean * valid
 
 
+def running_cmn(x: Tensor, x_lens: Tensor) -> Tensor:
+    """Causal (running) cepstral mean normalisation: frame t minus the mean of frames 0..t.
+
+    x: (N, T, C) fbank at 100 Hz; x_lens: (N,) valid frames. Returns a new (N, T, C) tensor; padded
+    frames (t >= x_lens[n]) pass through unchanged. Sums in float64, so `RunningCmn` on the same
+    frames in pieces gives the same values.
+    """
+    count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.float64).view(1, -1, 1)
+    mean = (x.double().cumsum(dim=1) / count).to(x.dtype)
+    valid = (torch.arange(x.shape[1], device=x.device) < x_lens.unsqueeze(1)).unsqueeze(2)
+    return torch.where(valid, x - mean, x)
+
+
+class RunningCmn:
+    """`running_cmn` of one stream fed in pieces: the sum and count of the frames so far are the state.
+
+    Args:
+      dim: feature dimension C; device: where the sums live.
+    """
+
+    def __init__(self, dim: int, device: torch.device = torch.device("cpu")):
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x: (T, C) the stream's next frames -> (T, C) normalised."""
+        if x.shape[0] == 0:
+            return x
+        sums = self.sum + x.double().cumsum(dim=0)
+        count = torch.arange(self.count + 1, self.count + x.shape[0] + 1, device=x.device, dtype=torch.float64)
+        self.sum, self.count = sums[-1], self.count + x.shape[0]
+        return x - (sums / count.unsqueeze(1)).to(x.dtype)
+
+
 class ZipformerEncoder(nn.Module):
     """Zipformer2 speech encoder (front end + encoder), icefall state-dict compatible.
 
@@ -85,6 +119,8 @@ class ZipformerEncoder(nn.Module):
                              f"x_lens.min()={int(x_lens.min())}")
         if self.config.utterance_cmn:
             x = utterance_cmn(x, x_lens)
+        if self.config.running_cmn:
+            x = running_cmn(x, x_lens)
         x, x_lens = self.encoder_embed(x, x_lens)
         mask = make_pad_mask(x_lens, x.shape[1])
         out, out_lens = self.encoder(x.permute(1, 0, 2), x_lens, mask)
@@ -122,7 +158,9 @@ class ZipformerEncoder(nn.Module):
                           states: List[Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
         """One streaming step of a causal model.
 
-        x: (N, 2 * chunk + 13, feature_dim) fbank, the window starting at 2 * chunk * step;
+        x: (N, 2 * chunk + 13, feature_dim) fbank, the window starting at 2 * chunk * step (with
+        `running_cmn`, already normalised: windows overlap, so the caller normalises each frame
+        once, e.g. with `RunningCmn`);
         x_lens: (N,) valid frames in the window; states: from `get_init_states` or the previous
         call. Returns encoder_out (N, chunk / 2, C) (25 Hz frames of this chunk), their lengths,
         and the new states. Equals the chunk-masked full forward with
@@ -157,6 +195,8 @@ class ZipformerEncoder(nn.Module):
         num_chunks = -(-t_out * 2 // self.decode_chunk_size)
         need = (num_chunks - 1) * shift + win
         x = torch.nn.functional.pad(x, (0, 0, 0, max(0, need - x.shape[1])), value=LOG_EPS)
+        if self.config.running_cmn:
+            x = running_cmn(x, torch.full_like(x_lens, x.shape[1]))
         states = self.get_init_states(x.shape[0], x.device)
         outs = []
         for k in range(num_chunks):

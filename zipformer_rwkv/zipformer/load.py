@@ -110,8 +110,9 @@ def infer_config(sd: Mapping[str, Tensor], **overrides: Any) -> ZipformerConfig:
     Inferred: stacks, downsampling factors, layers, dims, heads, head dims, kernels, pos_dim,
     causal, encoder_embed_channels (rows of `encoder_embed.conv.7.weight`, when present). Not
     stored in weights (taken from `overrides`, else defaults): chunk_size, left_context_frames,
-    utterance_cmn (False), feature_dim (80), pos_head_dim (4), and encoder_unmasked_dim (from the
-    named config with the same dims, else encoder_dim). `overrides` win over inferred values.
+    utterance_cmn and running_cmn (False), feature_dim (80), pos_head_dim (4), and
+    encoder_unmasked_dim (from the named config with the same dims, else encoder_dim). `overrides`
+    win over inferred values.
 
     Raises:
       CheckpointMismatchError: a key needed for inference is missing.
@@ -199,16 +200,17 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
       the model with the weights loaded (training/eval mode unchanged).
     Raises:
       FileNotFoundError, CheckpointMismatchError (a ValueError) naming the file; also when the file
-      is one of ours whose saved `utterance_cmn` option differs from the model's (icefall files
-      carry no options and were all trained without it).
+      is one of ours whose saved `utterance_cmn` / `running_cmn` option differs from the model's
+      (icefall files carry no options and were all trained without them).
     """
     obj = _read_file(path)
     sd = extract_encoder_state_dict(_state_dict_of(obj, Path(path), key), prefix, source=str(path))
-    saved_cmn = obj.get("utterance_cmn")  # training option of our train.py/export.py files
-    if isinstance(saved_cmn, str):
-        saved_cmn = str2bool(saved_cmn)
-    if model is None and saved_cmn is not None:
-        config.setdefault("utterance_cmn", saved_cmn)
+    saved = {}  # training options of our train.py/export.py files that no weight shows
+    for name in ("utterance_cmn", "running_cmn"):
+        value = obj.get(name)
+        saved[name] = str2bool(value) if isinstance(value, str) else value
+        if model is None and saved[name] is not None:
+            config.setdefault(name, saved[name])
     if model is None:
         name = config.pop("encoder_config", None)
         if name is not None:
@@ -220,11 +222,13 @@ def load_encoder_checkpoint(path: Union[str, Path], model: Optional[ZipformerEnc
         model = ZipformerEncoder(cfg)
     elif config:
         raise ValueError("pass either model= or config overrides, not both")
-    if saved_cmn is not None and bool(saved_cmn) != model.config.utterance_cmn:
-        raise CheckpointMismatchError(
-            f"{path} was trained with --utterance-cmn {str(bool(saved_cmn)).lower()}, but the model "
-            f"has utterance_cmn={model.config.utterance_cmn}: pass --utterance-cmn "
-            f"{str(bool(saved_cmn)).lower()} (the features would not match the weights)")
+    for name, value in saved.items():
+        if value is not None and bool(value) != getattr(model.config, name):
+            flag = "--" + name.replace("_", "-")
+            raise CheckpointMismatchError(
+                f"{path} was trained with {flag} {str(bool(value)).lower()}, but the model "
+                f"has {name}={getattr(model.config, name)}: pass {flag} "
+                f"{str(bool(value)).lower()} (the features would not match the weights)")
     try:
         check_state_dict(model, sd, source=str(path))
     except CheckpointMismatchError as e:
