@@ -5,20 +5,19 @@ Each engine first speaks one warm-up sentence (model loading is not counted), th
 sentences in one job, as make_tts_corpus.py's workers do; the cache is off.
 
 Usage:
-    PYTHONPATH=. python bench/bench_voices.py --text download/tts_en/lm_text.txt --num-utts 20
+    python local/bench_voices.py --text download/tts_en/lm_text.txt --num-utts 20
+
+(In local/, beside the voice bank it measures: run as a script, local/ is on the import path.)
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "local"))
-
-from tts_corpus import synth, voicebank, voices  # noqa: E402
-from tts_corpus.voices import Voice  # noqa: E402
+from tts_corpus import synth, voicebank, voices  # local/ is sys.path[0] when run as a script
+from tts_corpus.voices import Voice
 
 DEFAULT_VOICES = ["espeak:en-us+m1", "flite:awb", "flite:slt", "festival:kal_diphone",
                   "festival:cmu_us_slt_arctic_hts", "festival:rab_diphone", "mbrola:us1", "rhvoice:bdl",
