@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tts_corpus import synth, voicebank, voices  # local/ is sys.path[0] when run as a script
+from tts_corpus import synth, voicebank, voices  # importable: a script in local/ runs with local/ first on the path
 from tts_corpus.voices import Voice
 
 DEFAULT_VOICES = ["espeak:en-us+m1", "flite:awb", "flite:slt", "festival:kal_diphone",
