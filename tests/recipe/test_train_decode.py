@@ -304,9 +304,9 @@ def test_speech_llm_ddp_train_and_decode(data, ctc_exp, lm_exp, monkeypatch):
 
 def test_streaming_speech_llm_trains_and_decodes(data, lm_exp, monkeypatch):
     """The tiny streaming run (run.sh --streaming true, by hand): a causal encoder with running CMN,
-    an interleaved speech LLM on it, decode.py --streaming true with its own result files (equal, up
-    to the tail padding of the last window, to the full-forward decoding of the same model); a ctc
-    checkpoint is refused for --streaming with one line."""
+    an interleaved speech LLM on it, decode.py --streaming true writes its own result files (a
+    hypothesis for every cut, beside the full-forward decoding's; streaming == simulated streaming
+    is tests/speechllm/test_streaming.py's); a ctc checkpoint is refused for --streaming with one line."""
     enc = [a for a in TINY_ENC if a not in ("--utterance-cmn", "true")]
     enc += ["--running-cmn", "true", "--causal", "true", "--chunk-size", "16", "--left-context-frames", "64"]
     ctc = data["root"] / "exp_stream_ctc"
@@ -317,7 +317,7 @@ def test_streaming_speech_llm_trains_and_decodes(data, lm_exp, monkeypatch):
            "--encoder-checkpoint", ctc / "epoch-1.pt", "--rwkv-checkpoint", lm_exp / "epoch-2.pt", "--tokenizer", "bpe",
            "--freeze-encoder", "true", "--ctc-loss-scale", 0.2, "--adapter-type", "ctc", "--interleave-chunk-frames", 8,
            "--average-period", 1, "--llm-lr", 3e-3] + TINY_LM + data["args"])
-    saved = torch.load(exp / "epoch-1.pt", weights_only=False, map_location="cpu")
+    saved = torch.load(exp / "epoch-1.pt", weights_only=True, map_location="cpu")
     assert saved["causal"] in (True, "true") and saved["running_cmn"] in (True, "true")
     common = ["--exp-dir", exp, "--epoch", 1, "--avg", 1, "--use-averaged-model", "false", "--max-duration", 20,
               "--max-new-tokens", 12] + data["args"]
