@@ -100,3 +100,25 @@ def test_greedy_matches_unbatched_and_flags_truncation():
         assert h.truncated and len(h.tokens) == 3
     for h in beam_search(logits, h0, step, reorder, EOS, 3, beam_size=3):
         assert h.truncated and len(h.tokens) == 3
+
+
+@torch.no_grad()
+def test_a_cap_per_row_decodes_each_row_as_alone_with_its_cap():
+    """`max_new_tokens` as one cap per row (the chunk-interleaved decoder's token budget)."""
+    import pytest
+
+    caps = [1, 4, 2, 6, 3]
+    for seed in range(3):
+        model = TinyRnnLm(seed, sharp=1.0)
+        logits, h0 = _start(model, 5, 20 + seed)
+        for search, kw in ((greedy_search, {}), (beam_search, dict(beam_size=3))):
+            together = search(logits, h0, model.step, reorder, EOS, caps, **kw)
+            for i, cap in enumerate(caps):
+                alone = search(logits[i:i + 1], h0[i:i + 1], model.step, reorder, EOS, cap, **kw)[0]
+                assert (together[i].tokens, together[i].truncated) == (alone.tokens, alone.truncated)
+                assert together[i].score == pytest.approx(alone.score, abs=1e-4)
+                assert len(alone.tokens) <= cap
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        greedy_search(logits, h0, model.step, reorder, EOS, [1, 2, 0, 1, 1])
+    with pytest.raises(ValueError, match="5 rows"):
+        beam_search(logits, h0, model.step, reorder, EOS, [1, 2])

@@ -91,8 +91,8 @@ def test_speech_llm_trains_and_decodes_interleaved():
     for name in ("llm.emb.weight", "llm.head.weight", "ctc_output.1.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
     model.eval()
-    cap = 3
-    hyps = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=cap))
+    cap = model.interleave_chunk_frames  # tokens per chunk; the total (200) does not bind
+    hyps = model.generate(feats, lens, DecodingOptions("greedy_search", max_new_tokens=200))
     audio, audio_lens, _, enc_lens, ctc_lp = model.encode(feats, lens)
     audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_lp)
     checked = 0
@@ -125,6 +125,28 @@ def test_interleaving_needs_a_ctc_head_over_the_llm_vocabulary():
         make_speech_llm(interleave_chunk_frames=4)
     with pytest.raises(ValueError, match="after <audio>"):
         make_speech_llm(template=PromptTemplate([5], [], EOS), ctc_vocab_size=V, interleave_chunk_frames=4)
+
+
+@pytest.mark.parametrize("method", ["greedy_search", "beam_search"])
+def test_max_new_tokens_holds_over_all_chunks(method):
+    """--max-new-tokens caps the whole transcript, not each chunk: a row stops when it is spent
+    (truncated); greedy gives the first tokens of the uncapped transcript."""
+    torch.manual_seed(0)
+    model = make_speech_llm(ctc_vocab_size=V, ctc_loss_scale=0.3, adapter_type="ctc", adapter_blank_threshold=1.0,
+                            interleave_chunk_frames=4).eval()
+    feats, lens, _ = batch()
+    free = model.generate(feats, lens, DecodingOptions(method, beam_size=3, max_new_tokens=200))
+    assert not any(h.truncated for h in free)
+    cap = 6
+    assert max(len(h.tokens) for h in free) > cap > model.interleave_chunk_frames  # spent in a later chunk
+    for h, f in zip(model.generate(feats, lens, DecodingOptions(method, beam_size=3, max_new_tokens=cap)), free):
+        assert len(h.tokens) <= cap
+        if len(f.tokens) > cap:
+            assert h.truncated and len(h.tokens) == cap
+        if method == "greedy_search":
+            assert h.tokens == f.tokens[:cap]
+        if len(f.tokens) < cap:
+            assert (h.tokens, h.truncated) == (f.tokens, False)
 
 
 @pytest.mark.parametrize("method,ctc_weight", [("greedy_search", 0.0), ("beam_search", 0.0),

@@ -36,7 +36,7 @@ def simulated(model, feats, options):
     audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
     k = model.interleave_chunk_frames
     return generate_interleaved(model.llm, model.template, audio, audio_chunk, num_chunks, options.decoding_method,
-                                options.beam_size, max_tokens_per_chunk=min(options.max_new_tokens, k))[0]
+                                options.beam_size, max_tokens_per_chunk=k, max_new_tokens=options.max_new_tokens)[0]
 
 
 def stream(model, feats, options, piece=37):
@@ -56,7 +56,7 @@ def stream(model, feats, options, piece=37):
 def test_streaming_equals_simulated_streaming(adapter_type, chunk_frames, chunk, frames, cmn):
     model = causal_speech_llm(adapter_type, chunk_frames, chunk, running_cmn=cmn)
     feats = torch.randn(frames, 80, generator=torch.Generator().manual_seed(frames)) + 3.0
-    options = DecodingOptions(decoding_method="greedy_search", max_new_tokens=3)
+    options = DecodingOptions(decoding_method="greedy_search", max_new_tokens=200)
     ref = simulated(model, feats, options)
     hyp, partial = stream(model, feats, options)
     assert hyp.tokens == ref.tokens and hyp.truncated == ref.truncated
@@ -81,10 +81,25 @@ def test_beam_search_and_batch_of_streams():
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(2, 250, 80, generator=g)
     lens = torch.tensor([250, 171])
-    options = DecodingOptions(decoding_method="beam_search", beam_size=3, max_new_tokens=3)
+    options = DecodingOptions(decoding_method="beam_search", beam_size=3, max_new_tokens=200)
     hyps = streaming_generate(model, feats, lens, options)
     for i in range(2):
         assert hyps[i].tokens == simulated(model, feats[i, : lens[i]], options).tokens
+
+
+@pytest.mark.parametrize("cap", [5, 8, 9])
+def test_max_new_tokens_holds_over_the_stream(cap):
+    """The stream stops writing once --max-new-tokens are written (mid-chunk, at a chunk's end, one
+    token into the next chunk), as the batch decoder does, and says it was cut."""
+    model = causal_speech_llm("ctc", 4, 16)
+    feats = torch.randn(290, 80, generator=torch.Generator().manual_seed(3)) + 3.0
+    free = simulated(model, feats, DecodingOptions(max_new_tokens=200))
+    assert len(free.tokens) > cap + 4
+    options = DecodingOptions(max_new_tokens=cap)
+    hyp, _ = stream(model, feats, options)
+    ref = simulated(model, feats, options)
+    assert (hyp.tokens, hyp.truncated) == (ref.tokens, ref.truncated)
+    assert hyp.tokens == free.tokens[:cap] and hyp.truncated
 
 
 def test_too_short_and_refusals():

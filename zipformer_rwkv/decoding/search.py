@@ -11,7 +11,7 @@ no length normalisation, so a beam of 1 is exactly greedy search.
 """
 import argparse
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -98,13 +98,25 @@ class Hypothesis:
     truncated: bool = False
 
 
+def row_caps(max_new_tokens: Union[int, Sequence[int]], n: int) -> List[int]:
+    """`max_new_tokens` as one cap per row: an int for all N rows, or N ints (>= 1 each).
+
+    Raises:
+      ValueError: a cap < 1, or a sequence whose length is not N.
+    """
+    caps = [int(max_new_tokens)] * n if isinstance(max_new_tokens, int) else [int(c) for c in max_new_tokens]
+    if len(caps) != n or any(c < 1 for c in caps):
+        raise ValueError(f"max_new_tokens must be >= 1 for each of the {n} rows, got {max_new_tokens!r}")
+    return caps
+
+
 def greedy_search(
     first_logits: torch.Tensor,
     state: Any,
     step_fn: StepFn,
     reorder_fn: ReorderFn,
     eos_id: int,
-    max_new_tokens: int,
+    max_new_tokens: Union[int, Sequence[int]],
 ) -> List[Hypothesis]:
     """Batched greedy decoding; finished rows are dropped from the state as they end.
 
@@ -112,15 +124,19 @@ def greedy_search(
       first_logits: (N, V) logits for the first output token of each utterance.
       state: recurrent state for the N rows (opaque; handled by `step_fn`/`reorder_fn`).
       eos_id: token that ends a hypothesis (not included in `Hypothesis.tokens`).
-      max_new_tokens: at most this many tokens per utterance (EOS not counted).
+      max_new_tokens: at most this many tokens per utterance (EOS not counted): one int, or one
+        per row (`row_caps`).
     Returns:
       N hypotheses, in input order.
+    Raises:
+      ValueError: as `row_caps`.
     """
     n = first_logits.size(0)
+    caps = row_caps(max_new_tokens, n)
     hyps = [Hypothesis() for _ in range(n)]
     active = list(range(n))  # utterance index of each state row
     logits = first_logits
-    for step in range(max_new_tokens):
+    for step in range(max(caps, default=0)):
         logp = logits.float().log_softmax(dim=-1)
         best_logp, best = logp.max(dim=-1)
         keep_rows, next_tokens = [], []
@@ -130,11 +146,12 @@ def greedy_search(
             if tok == eos_id:
                 continue
             hyps[utt].tokens.append(tok)
+            if step + 1 == caps[utt]:  # its cap, without EOS
+                hyps[utt].truncated = True
+                continue
             keep_rows.append(row)
             next_tokens.append(tok)
         if not keep_rows:
-            return hyps
-        if step + 1 == max_new_tokens:
             break
         if len(keep_rows) < len(active):
             index = torch.tensor(keep_rows, dtype=torch.long, device=best.device)
@@ -142,8 +159,6 @@ def greedy_search(
             active = [active[r] for r in keep_rows]
         tokens = torch.tensor(next_tokens, dtype=torch.long, device=best.device)
         logits, state = step_fn(tokens, state)
-    for utt in active:
-        hyps[utt].truncated = True
     return hyps
 
 
@@ -153,7 +168,7 @@ def beam_search(
     step_fn: StepFn,
     reorder_fn: ReorderFn,
     eos_id: int,
-    max_new_tokens: int,
+    max_new_tokens: Union[int, Sequence[int]],
     beam_size: int = 4,
     ctc: Optional[CtcPrefixScorer] = None,
     ctc_weight: float = 0.0,
@@ -164,7 +179,7 @@ def beam_search(
     Each utterance keeps `beam_size` live hypotheses; a candidate ending in EOS that ranks among
     the top `beam_size` candidates is moved to the finished list. An utterance stops when its best
     finished score is at least its best live score (scores only decrease as tokens are added) or
-    after `max_new_tokens` tokens, in which case the best of finished and live hypotheses wins (a
+    after its `max_new_tokens` tokens, in which case the best of finished and live hypotheses wins (a
     live winner is marked `truncated`).
 
     Joint CTC / decoder search (Watanabe et al., IEEE JSTSP 2017; ESPnet's `ctc_weight`): with
@@ -177,6 +192,7 @@ def beam_search(
     Args:
       first_logits: (N, V) logits for the first output token.
       state: recurrent state for the N rows.
+      max_new_tokens: one int, or one per row (`row_caps`).
       beam_size: B >= 1; B = 1 gives the same result as `greedy_search` (without `ctc`).
       ctc: CTC prefix scorer over the same N utterances and the same vocabulary, or None.
       ctc_weight: lambda; used only with `ctc`.
@@ -184,13 +200,14 @@ def beam_search(
     Returns:
       N best hypotheses, in input order (`score` is the joint score when `ctc` is given).
     Raises:
-      ValueError: beam_size < 1, or ctc_weight outside (0, 1] with a scorer.
+      ValueError: beam_size < 1, ctc_weight outside (0, 1] with a scorer, or bad caps (`row_caps`).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if ctc is not None and not 0.0 < ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in (0, 1] for joint CTC decoding, got {ctc_weight}")
     n = first_logits.size(0)
+    caps = row_caps(max_new_tokens, n)
     device = first_logits.device
     finished: List[List[Hypothesis]] = [[] for _ in range(n)]
     # Live beams: one row of the state per (utterance, beam); start with one beam per utterance.
@@ -199,7 +216,7 @@ def beam_search(
     if ctc is not None and ctc_state is None:
         ctc_state = ctc.initial_state()
     logits = first_logits
-    for step in range(max_new_tokens):
+    for step in range(max(caps, default=0)):
         logp = logits.float().log_softmax(dim=-1)  # rows: beams of active utterances, in order
         # Per row: candidate token ids (None: the whole vocabulary) and their score increments.
         if ctc is None:
@@ -236,18 +253,19 @@ def beam_search(
                     next_tokens.append(tok)
             row += nb
             best_done = max((h.score for h in finished[utt]), default=float("-inf"))
-            if kept and best_done < kept[0].score:
+            done = not kept or best_done >= kept[0].score
+            if not done and step + 1 < caps[utt]:
                 new_active.append(utt)
                 new_live.append(kept)
             else:
-                live[utt] = []
+                live[utt] = [] if done else kept  # at its cap: the live beams compete, truncated
                 # Undo the rows queued for an utterance that is done.
                 for queued in (src_rows, src_cols, next_tokens):
                     del queued[len(queued) - len(kept) :]
         for utt, kept in zip(new_active, new_live):
             live[utt] = kept
         active = new_active
-        if not active or step + 1 == max_new_tokens:
+        if not active:
             break
         index = torch.tensor(src_rows, dtype=torch.long, device=device)
         state = reorder_fn(state, index)

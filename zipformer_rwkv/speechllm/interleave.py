@@ -90,11 +90,19 @@ def text_chunks(ctc_log_probs: Tensor, enc_lens: Tensor, texts: List[List[int]],
     return out
 
 
+def chunk_cap(written: int, max_tokens_per_chunk: int, max_new_tokens: Optional[int]) -> int:
+    """Tokens the next chunk may write: `max_tokens_per_chunk`, or fewer when only that many of
+    `max_new_tokens` (None: no total limit) are left after the `written` ones (>= 1 while any are)."""
+    if max_new_tokens is None:
+        return max_tokens_per_chunk
+    return min(max_tokens_per_chunk, max_new_tokens - written)
+
+
 @torch.no_grad()
 def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_chunks: Tensor,
                          method: str = "greedy_search", beam_size: int = 4, max_tokens_per_chunk: int = 32,
                          ctc: Optional[CtcPrefixScorer] = None, ctc_weight: float = 0.0,
-                         chunk_frames: int = 0) -> List[Hypothesis]:
+                         chunk_frames: int = 0, max_new_tokens: Optional[int] = None) -> List[Hypothesis]:
     """Decode chunk by chunk, all utterances of the batch together, carrying RWKV-7's state.
 
     For each chunk: read every row's audio positions of the chunk and the infix (the prefix too
@@ -113,18 +121,24 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
       template: the model's `PromptTemplate`.
       audio: (N, A, C) adapter outputs; audio_chunk (N, A), num_chunks (N,) from `audio_chunks`.
       method: "greedy_search" or "beam_search".
-      max_tokens_per_chunk: at most this many tokens before a chunk's EOS.
+      max_tokens_per_chunk: at most this many tokens before a chunk's EOS; a chunk that reaches it
+        is closed with EOS and the next chunk follows.
       ctc: a CTC prefix scorer over the same N utterances (encoder frames, RWKV-7's vocabulary), or None.
       ctc_weight: lambda of the joint search, in (0, 1] with `ctc`.
       chunk_frames: encoder frames per chunk (needed with `ctc`).
+      max_new_tokens: at most this many tokens per utterance over all its chunks (None: no limit
+        but the per-chunk one); a row that reaches it before its last chunk's EOS stops there.
     Returns:
       one `Hypothesis` per utterance (all chunks' tokens; score = sum of the kept chunk scores;
-      truncated if any chunk hit `max_tokens_per_chunk`).
+      `truncated` when it stopped at `max_new_tokens`).
     Raises:
-      ValueError: `ctc` without chunk_frames > 0.
+      ValueError: `ctc` without chunk_frames > 0; max_new_tokens or max_tokens_per_chunk < 1.
     """
     if ctc is not None and chunk_frames <= 0:
         raise ValueError("joint CTC decoding of an interleaved model needs chunk_frames > 0")
+    if max_tokens_per_chunk < 1 or (max_new_tokens is not None and max_new_tokens < 1):
+        raise ValueError(f"max_tokens_per_chunk and max_new_tokens must be >= 1, got {max_tokens_per_chunk} "
+                         f"and {max_new_tokens}")
     device = audio.device
     eos = template.eos_id
     n = audio.size(0)
@@ -140,19 +154,23 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
         last, state = llm.forward_features(inputs_embeds=pad_sequence(pieces, batch_first=True), lengths=lengths,
                                            state=state, last_only=True)
         logits = llm.logits(last)
+        caps = [chunk_cap(len(hyps[r].tokens), max_tokens_per_chunk, max_new_tokens) for r in active]
         if ctc is not None:
             ctc.set_horizon(torch.clamp(ctc.lengths, max=(k + 1) * chunk_frames))
-            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk, beam,
-                               ctc, ctc_weight, ctc_state)
+            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, caps, beam, ctc, ctc_weight,
+                               ctc_state)
         elif method == "greedy_search":
-            best = greedy_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk)
+            best = greedy_search(logits, state, llm.step, llm.reorder_state, eos, caps)
         else:
-            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, max_tokens_per_chunk, beam_size)
+            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, caps, beam_size)
         for r, h in zip(active, best):
             hyps[r].tokens.extend(h.tokens)
             hyps[r].score += h.score
-            hyps[r].truncated |= h.truncated
-        keep = [i for i, r in enumerate(active) if int(num_chunks[r]) > k + 1]
+            more = int(num_chunks[r]) > k + 1
+            # out of tokens with text possibly left: cut inside this chunk, or chunks still to come
+            spent = max_new_tokens is not None and len(hyps[r].tokens) >= max_new_tokens
+            hyps[r].truncated = spent and (h.truncated or more)
+        keep = [i for i, r in enumerate(active) if int(num_chunks[r]) > k + 1 and not hyps[r].truncated]
         if not keep:
             break
         # read each continuing row's chunk text and its EOS before the next chunk's audio

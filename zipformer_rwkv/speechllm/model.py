@@ -370,8 +370,9 @@ class SpeechLLM(FreezableModule):
             audio_chunk, num_chunks = self._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
             # a chunk holds at most one token per frame: on a CTC alignment each token starts on its own frame
             return generate_interleaved(self.llm, self.template, audio, audio_chunk, num_chunks, method, beam_size,
-                                        max_tokens_per_chunk=min(max_new_tokens, self.interleave_chunk_frames),
-                                        ctc=ctc, ctc_weight=ctc_weight, chunk_frames=self.interleave_chunk_frames)
+                                        max_tokens_per_chunk=self.interleave_chunk_frames, ctc=ctc,
+                                        ctc_weight=ctc_weight, chunk_frames=self.interleave_chunk_frames,
+                                        max_new_tokens=max_new_tokens)
         logits, state = self.prefill(audio, audio_lens)
         if ctc is not None:
             beam = beam_size if method == "beam_search" else 1

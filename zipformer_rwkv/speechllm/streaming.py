@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.speechllm.interleave import chunk_cap
 from zipformer_rwkv.zipformer.encoder import LOG_EPS, RunningCmn, encoder_out_length
 
 
@@ -63,7 +64,8 @@ class StreamingSpeechLLM:
     Args:
       model: a `SpeechLLM` in eval mode passing `check_streamable`.
       options: greedy_search or beam_search (a beam within each chunk, as `generate_interleaved`);
-        a chunk's text has at most min(max_new_tokens, K) tokens.
+        a chunk's text has at most K tokens, the stream's at most max_new_tokens: once they are
+        written, later chunks are read by the encoder only and the hypothesis is `truncated`.
     Raises:
       ValueError: as `check_streamable`.
     """
@@ -77,7 +79,6 @@ class StreamingSpeechLLM:
         self.chunk_frames = model.interleave_chunk_frames
         self.window, self.shift = self.encoder.chunk_input_frames
         self.encoder_chunk = self.encoder.decode_chunk_size // 2  # 25 Hz frames per streaming_forward
-        self.max_tokens = min(options.max_new_tokens, self.chunk_frames)
         t = model.template
         emb = model.llm.emb
         with torch.no_grad():
@@ -174,6 +175,11 @@ class StreamingSpeechLLM:
     def _decode_chunk(self, frames: Tensor) -> None:
         """RWKV-7 on one chunk's encoder frames (F, C), as one step of `generate_interleaved`."""
         model, llm, eos = self.model, self.model.llm, self.model.template.eos_id
+        cap = chunk_cap(len(self.hyp.tokens), self.chunk_frames, self.options.max_new_tokens)
+        if self.hyp.truncated or cap < 1:  # out of tokens with audio still coming
+            self.hyp.truncated = True
+            self.chunks += 1
+            return
         enc = frames.unsqueeze(0)
         lens = torch.tensor([frames.shape[0]], device=self.device)
         ctc_log_probs = model.ctc_output(enc)
@@ -192,13 +198,13 @@ class StreamingSpeechLLM:
                                                     last_only=True)
         logits = llm.logits(last)
         if self.options.decoding_method == "greedy_search":
-            best = greedy_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, self.max_tokens)[0]
+            best = greedy_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap)[0]
         else:
-            best = beam_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, self.max_tokens,
+            best = beam_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap,
                                self.options.beam_size)[0]
         self.hyp.tokens.extend(best.tokens)
         self.hyp.score += best.score
-        self.hyp.truncated |= best.truncated
+        self.hyp.truncated = best.truncated and len(self.hyp.tokens) >= self.options.max_new_tokens
         self.pending = best.tokens
         self.chunks += 1
 
