@@ -280,3 +280,34 @@ def beam_search(
         ]
         results.append(max(cands, key=lambda h: h.score))
     return results
+
+
+def search(
+    first_logits: torch.Tensor,
+    state: Any,
+    step_fn: StepFn,
+    reorder_fn: ReorderFn,
+    eos_id: int,
+    max_new_tokens: Union[int, Sequence[int]],
+    method: str = "greedy_search",
+    beam_size: int = 4,
+    ctc: Optional[CtcPrefixScorer] = None,
+    ctc_weight: float = 0.0,
+    ctc_state: Optional[CtcPrefixState] = None,
+) -> List[Hypothesis]:
+    """`greedy_search` or `beam_search` by `method` (a `DecodingOptions.decoding_method`); with a
+    CTC scorer always the joint `beam_search`, greedy_search being its beam of 1.
+
+    Args and Returns: as `beam_search`.
+    Raises:
+      ValueError: an unknown method, or as `beam_search`.
+    """
+    if method not in DECODING_METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; expected one of {DECODING_METHODS}")
+    if ctc is not None:
+        beam = beam_size if method == "beam_search" else 1
+        return beam_search(first_logits, state, step_fn, reorder_fn, eos_id, max_new_tokens, beam, ctc, ctc_weight,
+                           ctc_state)
+    if method == "greedy_search":
+        return greedy_search(first_logits, state, step_fn, reorder_fn, eos_id, max_new_tokens)
+    return beam_search(first_logits, state, step_fn, reorder_fn, eos_id, max_new_tokens, beam_size)

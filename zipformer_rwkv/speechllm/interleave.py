@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from zipformer_rwkv.decoding.ctc_prefix_score import CtcPrefixScorer
-from zipformer_rwkv.decoding.search import Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.decoding.search import Hypothesis, search
 from zipformer_rwkv.speechllm.adapter import ctc_compress
 from zipformer_rwkv.speechllm.ctc_align import ctc_forced_align, tokens_per_chunk
 
@@ -147,7 +147,6 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
     infix = llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device))
     active = list(range(n))  # utterance of each state row
     state, ctc_state = None, (ctc.initial_state() if ctc is not None else None)
-    beam = beam_size if method == "beam_search" else 1
     for k in range(int(num_chunks.max())):
         pieces = [torch.cat(([prefix] if k == 0 else []) + [audio[r, audio_chunk[r] == k], infix]) for r in active]
         lengths = torch.tensor([p.size(0) for p in pieces], device=device)
@@ -157,12 +156,8 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
         caps = [chunk_cap(len(hyps[r].tokens), max_tokens_per_chunk, max_new_tokens) for r in active]
         if ctc is not None:
             ctc.set_horizon(torch.clamp(ctc.lengths, max=(k + 1) * chunk_frames))
-            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, caps, beam, ctc, ctc_weight,
-                               ctc_state)
-        elif method == "greedy_search":
-            best = greedy_search(logits, state, llm.step, llm.reorder_state, eos, caps)
-        else:
-            best = beam_search(logits, state, llm.step, llm.reorder_state, eos, caps, beam_size)
+        best = search(logits, state, llm.step, llm.reorder_state, eos, caps, method, beam_size, ctc, ctc_weight,
+                      ctc_state)
         for r, h in zip(active, best):
             hyps[r].tokens.extend(h.tokens)
             hyps[r].score += h.score

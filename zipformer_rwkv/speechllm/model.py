@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zipformer_rwkv.decoding.ctc_prefix_score import CtcPrefixScorer
-from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, search
 from zipformer_rwkv.speechllm.adapter import Adapter, CtcTokenAdapter
 from zipformer_rwkv.speechllm.interleave import audio_chunks, generate_interleaved, position_frames, text_chunks
 from zipformer_rwkv.speechllm.prompt import IGNORE_ID, PromptTemplate, assemble, assemble_interleaved
@@ -374,12 +374,7 @@ class SpeechLLM(FreezableModule):
                                         ctc_weight=ctc_weight, chunk_frames=self.interleave_chunk_frames,
                                         max_new_tokens=max_new_tokens)
         logits, state = self.prefill(audio, audio_lens)
-        if ctc is not None:
-            beam = beam_size if method == "beam_search" else 1
-            return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam, ctc, ctc_weight)
-        if method == "greedy_search":
-            return greedy_search(logits, state, step, reorder, eos, max_new_tokens)
-        return beam_search(logits, state, step, reorder, eos, max_new_tokens, beam_size)
+        return search(logits, state, step, reorder, eos, max_new_tokens, method, beam_size, ctc, ctc_weight)
 
 
 def apply_llm_peft(

@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, beam_search, greedy_search
+from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, search
 from zipformer_rwkv.speechllm.interleave import chunk_cap
 from zipformer_rwkv.zipformer.encoder import LOG_EPS, RunningCmn, encoder_out_length
 
@@ -197,11 +197,8 @@ class StreamingSpeechLLM:
                                                     lengths=torch.tensor([piece.shape[0]], device=self.device),
                                                     last_only=True)
         logits = llm.logits(last)
-        if self.options.decoding_method == "greedy_search":
-            best = greedy_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap)[0]
-        else:
-            best = beam_search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap,
-                               self.options.beam_size)[0]
+        best = search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap, self.options.decoding_method,
+                      self.options.beam_size)[0]
         self.hyp.tokens.extend(best.tokens)
         self.hyp.score += best.score
         self.hyp.truncated = best.truncated and len(self.hyp.tokens) >= self.options.max_new_tokens
