@@ -465,8 +465,10 @@ def recognize(
         raise TypeError(f"recognize needs a CtcModel or a SpeechLLM, got {type(model).__name__}")
     if isinstance(model, CtcModel) and options.ctc_weight != 0:
         raise ValueError("--ctc-weight is for speech LLM (llm) checkpoints; a ctc model decodes by CTC alone")
-    if isinstance(model, CtcModel) and options.streaming:
-        raise ValueError("--streaming decodes a chunk-interleaved speech LLM (llm checkpoint), not a ctc model")
+    if options.streaming:
+        from zipformer_rwkv.speechllm.streaming import check_streamable
+
+        check_streamable(model, options)
     n = feats.size(0)
     hyps, notes = [""] * n, [""] * n
     ok = (encoder_out_length(feat_lens) >= model.min_encoder_frames).nonzero().flatten()

@@ -44,6 +44,7 @@ from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.speechllm.streaming import StreamingSpeechLLM, check_streamable
 from zipformer_rwkv.training.checkpoint import checkpoint_params, read_checkpoint
 from zipformer_rwkv.utils import AttributeDict, str2bool
+from zipformer_rwkv.zipformer.encoder import SUBSAMPLING_FACTOR
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -117,7 +118,7 @@ def transcribe_stream(model, tokenizers, path: Path, options: DecodingOptions) -
     """Stream one file or stdin through `StreamingSpeechLLM`, printing `{path}\t{seconds}s\t{partial}`
     after every chunk; returns (final transcript, note) as `transcribe`."""
     fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options)
-    chunk_seconds = model.interleave_chunk_frames * 4 / FRAME_RATE
+    chunk_seconds = model.interleave_chunk_frames * SUBSAMPLING_FACTOR / FRAME_RATE
     decode = tokenizers["llm"].decode
     for block in audio_blocks(path):
         if stream.accept_features(fbank.accept_waveform(block)):

@@ -170,7 +170,8 @@ def test_a_batch_decodes_as_its_utterances_one_by_one(method, ctc_weight):
 
 
 class _Recorder:
-    """An RWKV-7 whose forward_features records the token ids it reads (the chunks' texts)."""
+    """An RWKV-7 that records the token ids it embeds as inputs (the prompt's and the chunks'
+    texts; `step` embeds its tokens inside the real RWKV-7, unrecorded)."""
 
     def __init__(self, llm):
         self.llm, self.read = llm, []
@@ -178,10 +179,9 @@ class _Recorder:
     def __getattr__(self, name):
         return getattr(self.llm, name)
 
-    def forward_features(self, idx=None, **kw):
-        if idx is not None:
-            self.read.append([row[:n].tolist() for row, n in zip(idx, kw["lengths"])])
-        return self.llm.forward_features(idx, **kw)
+    def emb(self, idx):
+        self.read.append(idx.tolist())
+        return self.llm.emb(idx)
 
 
 def test_joint_ctc_per_chunk_writes_each_token_in_the_chunk_it_starts_in():
@@ -205,7 +205,7 @@ def test_joint_ctc_per_chunk_writes_each_token_in_the_chunk_it_starts_in():
                                    max_tokens_per_chunk=5, ctc=ctc, ctc_weight=1.0, chunk_frames=4)[0]
         assert hyp.tokens == [10, 11, 12, 13, 14]
         assert not hyp.truncated
-        texts = [rows[0] for rows in llm.read if len(rows[0]) > 1 or rows[0] == [EOS]]
+        texts = [ids for ids in llm.read if ids[-1] == EOS]
         assert texts == [[10, EOS], [11, 12, EOS], [13, EOS]], method  # the last chunk's text is not read
 
 

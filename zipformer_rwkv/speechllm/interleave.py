@@ -10,7 +10,7 @@ Training needs to know which chunk each transcript token was spoken in: the CTC 
 alignment gives each token its first frame (`ctc_align.ctc_forced_align`), so the CTC head must
 predict RWKV-7's vocabulary. Each audio position belongs to the chunk of its first frame.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,40 @@ def chunk_cap(written: int, max_tokens_per_chunk: int, max_new_tokens: Optional[
     return min(max_tokens_per_chunk, max_new_tokens - written)
 
 
+def decode_chunk(llm, eos_id: int, prefix: Tensor, infix: Tensor, state, prev_texts: Sequence[Optional[List[int]]],
+                 audio: Sequence[Tensor], caps: Sequence[int], method: str = "greedy_search", beam_size: int = 4,
+                 ctc: Optional[CtcPrefixScorer] = None, ctc_weight: float = 0.0, ctc_state=None):
+    """One chunk of N rows, the step both the batch (`generate_interleaved`) and the streaming
+    (`streaming.StreamingSpeechLLM`) decoders take: one right-padded pass of RWKV-7 reads each row's
+    previous chunk's text and its EOS (for a first chunk: the prompt prefix), then the chunk's audio
+    positions and the infix, the layout `prompt.assemble_interleaved` trains on; then `search`
+    writes the chunk's text up to its EOS.
+
+    Args:
+      llm: the RWKV-7 (`emb`, `forward_features`, `logits`, `step`, `reorder_state`).
+      eos_id: the end-of-chunk / end-of-text token. prefix (P, C), infix (I, C): the template's
+        embedded prefix and infix.
+      state: the N rows' RWKV-7 state (None before a first chunk).
+      prev_texts: per row, the previous chunk's tokens, or None for the row's first chunk.
+      audio: per row, (A_i, C) adapter outputs of the chunk (A_i may be 0).
+      caps: per row, the most tokens the chunk may write (`chunk_cap`).
+      method, beam_size, ctc, ctc_weight, ctc_state: as `search`.
+    Returns:
+      (N best hypotheses of the chunk, the state after reading, before the search).
+    """
+    device = infix.device
+    pieces = []
+    for text, a in zip(prev_texts, audio):
+        head = prefix if text is None else llm.emb(torch.tensor(text + [eos_id], dtype=torch.long, device=device))
+        pieces.append(torch.cat([head, a.to(infix.dtype), infix]))
+    lengths = torch.tensor([p.size(0) for p in pieces], device=device)
+    last, state = llm.forward_features(inputs_embeds=pad_sequence(pieces, batch_first=True), lengths=lengths,
+                                       state=state, last_only=True)
+    best = search(llm.logits(last), state, llm.step, llm.reorder_state, eos_id, list(caps), method, beam_size,
+                  ctc, ctc_weight, ctc_state)
+    return best, state
+
+
 @torch.no_grad()
 def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_chunks: Tensor,
                          method: str = "greedy_search", beam_size: int = 4, max_tokens_per_chunk: int = 32,
@@ -105,10 +139,10 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
                          chunk_frames: int = 0, max_new_tokens: Optional[int] = None) -> List[Hypothesis]:
     """Decode chunk by chunk, all utterances of the batch together, carrying RWKV-7's state.
 
-    For each chunk: read every row's audio positions of the chunk and the infix (the prefix too
-    before the first chunk) in one right-padded parallel pass, search for the chunk's text up to
-    EOS (greedy, or a beam within the chunk of which the best hypothesis is kept), then read that
-    text and the EOS into the state. A row's last chunk's EOS ends its transcript; rows with fewer
+    For each chunk (`decode_chunk`): read every row's previous chunk's text and EOS (the prefix
+    before the first chunk), the chunk's audio positions and the infix in one right-padded parallel
+    pass, then search for the chunk's text up to EOS (greedy, or a beam within the chunk of which
+    the best hypothesis is kept). A row's last chunk's EOS ends its transcript; rows with fewer
     chunks leave the batch. Padding never reaches the state (`forward_features(lengths=...)`), so a
     batch decodes as its utterances one by one.
 
@@ -146,18 +180,15 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
     prefix = llm.emb(torch.tensor(template.prefix, dtype=torch.long, device=device))
     infix = llm.emb(torch.tensor(template.infix, dtype=torch.long, device=device))
     active = list(range(n))  # utterance of each state row
+    texts: List[Optional[List[int]]] = [None] * n  # each active row's previous chunk's text
     state, ctc_state = None, (ctc.initial_state() if ctc is not None else None)
     for k in range(int(num_chunks.max())):
-        pieces = [torch.cat(([prefix] if k == 0 else []) + [audio[r, audio_chunk[r] == k], infix]) for r in active]
-        lengths = torch.tensor([p.size(0) for p in pieces], device=device)
-        last, state = llm.forward_features(inputs_embeds=pad_sequence(pieces, batch_first=True), lengths=lengths,
-                                           state=state, last_only=True)
-        logits = llm.logits(last)
         caps = [chunk_cap(len(hyps[r].tokens), max_tokens_per_chunk, max_new_tokens) for r in active]
         if ctc is not None:
             ctc.set_horizon(torch.clamp(ctc.lengths, max=(k + 1) * chunk_frames))
-        best = search(logits, state, llm.step, llm.reorder_state, eos, caps, method, beam_size, ctc, ctc_weight,
-                      ctc_state)
+        pieces = [audio[r, audio_chunk[r] == k] for r in active]
+        best, state = decode_chunk(llm, eos, prefix, infix, state, texts, pieces, caps, method, beam_size, ctc,
+                                   ctc_weight, ctc_state)
         for r, h in zip(active, best):
             hyps[r].tokens.extend(h.tokens)
             hyps[r].score += h.score
@@ -168,13 +199,11 @@ def generate_interleaved(llm, template, audio: Tensor, audio_chunk: Tensor, num_
         keep = [i for i, r in enumerate(active) if int(num_chunks[r]) > k + 1 and not hyps[r].truncated]
         if not keep:
             break
-        # read each continuing row's chunk text and its EOS before the next chunk's audio
+        # the continuing rows read their chunk's text and its EOS with the next chunk's audio
         index = torch.tensor(keep, dtype=torch.long, device=device)
-        texts = [torch.tensor(best[i].tokens + [eos], dtype=torch.long, device=device) for i in keep]
-        lengths = torch.tensor([t.numel() for t in texts], device=device)
-        _, state = llm.forward_features(pad_sequence(texts, batch_first=True), lengths=lengths,
-                                        state=llm.reorder_state(state, index), last_only=True)
+        state = llm.reorder_state(state, index)
+        texts = [best[i].tokens for i in keep]
         if ctc is not None:
-            ctc_state = ctc.extend(CtcPrefixScorer.select_rows(ctc_state, index), [best[i].tokens for i in keep])
+            ctc_state = ctc.extend(CtcPrefixScorer.select_rows(ctc_state, index), texts)
         active = [active[i] for i in keep]
     return hyps

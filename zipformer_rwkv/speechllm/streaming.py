@@ -19,8 +19,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis, search
-from zipformer_rwkv.speechllm.interleave import chunk_cap
+from zipformer_rwkv.decoding.search import DecodingOptions, Hypothesis
+from zipformer_rwkv.speechllm.interleave import chunk_cap, decode_chunk
 from zipformer_rwkv.zipformer.encoder import LOG_EPS, RunningCmn, encoder_out_length
 
 
@@ -173,7 +173,8 @@ class StreamingSpeechLLM:
         return n
 
     def _decode_chunk(self, frames: Tensor) -> None:
-        """RWKV-7 on one chunk's encoder frames (F, C), as one step of `generate_interleaved`."""
+        """RWKV-7 on one chunk's encoder frames (F, C): `interleave.decode_chunk`, the step of
+        `generate_interleaved`, for one row (it reads the last chunk's text and EOS first)."""
         model, llm, eos = self.model, self.model.llm, self.model.template.eos_id
         cap = chunk_cap(len(self.hyp.tokens), self.chunk_frames, self.options.max_new_tokens)
         if self.hyp.truncated or cap < 1:  # out of tokens with audio still coming
@@ -187,18 +188,9 @@ class StreamingSpeechLLM:
             audio, audio_lens = model.adapter(enc, lens, ctc_log_probs, llm.emb.weight)
         else:
             audio, audio_lens = model.adapter(enc, lens)
-        audio = audio[0, : int(audio_lens[0])]
-        if self.pending is not None:
-            text = torch.tensor([self.pending + [eos]], dtype=torch.long, device=self.device)
-            _, self.llm_state = llm.forward_features(text, lengths=torch.tensor([text.shape[1]], device=self.device),
-                                                     state=self.llm_state, last_only=True)
-        piece = torch.cat(([self.prefix] if self.chunks == 0 else []) + [audio.to(self.infix.dtype), self.infix])
-        last, self.llm_state = llm.forward_features(inputs_embeds=piece.unsqueeze(0), state=self.llm_state,
-                                                    lengths=torch.tensor([piece.shape[0]], device=self.device),
-                                                    last_only=True)
-        logits = llm.logits(last)
-        best = search(logits, self.llm_state, llm.step, llm.reorder_state, eos, cap, self.options.decoding_method,
-                      self.options.beam_size)[0]
+        (best,), self.llm_state = decode_chunk(llm, eos, self.prefix, self.infix, self.llm_state, [self.pending],
+                                               [audio[0, : int(audio_lens[0])]], [cap],
+                                               self.options.decoding_method, self.options.beam_size)
         self.hyp.tokens.extend(best.tokens)
         self.hyp.score += best.score
         self.hyp.truncated = best.truncated and len(self.hyp.tokens) >= self.options.max_new_tokens

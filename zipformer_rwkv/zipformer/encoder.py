@@ -20,6 +20,9 @@ EMBED_RIGHT_CONTEXT = 13
 LOG_EPS = -23.025850929940457
 
 
+SUBSAMPLING_FACTOR = 4  # fbank frames (100 Hz) per encoder output frame (25 Hz): `encoder_out_length`
+
+
 def encoder_out_length(num_frames: Any) -> Any:
     """Output frames (25 Hz) for `num_frames` fbank frames (100 Hz): ((T - 7) // 2 + 1) // 2.
     Works on ints and integer tensors; the data filters use it too (icefall's zipformer/train.py,
