@@ -21,8 +21,10 @@ that ends each tenth of the stream; the last column is the process peak (ru_maxr
 table, the mean CPU time per chunk is split into the encoder, RWKV-7 and the rest. Without
 --checkpoint, the model is run.sh's default preset with --streaming true (Zipformer2 6.4 M params,
 chunk 0.64 s, left context 2.56 s, running CMN; RWKV-7 4 x 256, BPE 500; CTC adapter) with random
-weights, and each chunk's text is capped at --max-new-tokens tokens (default 3, about 4.7 tokens/s:
-a random model rarely writes EOS, a trained one writes what was said).
+weights, and each chunk's text is capped at --max-tokens-per-chunk tokens (default 3, about 4.7
+tokens/s: a random model rarely writes EOS, a trained one writes what was said; a trained model
+gets the chunk's frames, as decode.py). The stream's total is not capped (--max-new-tokens: decode.py's
+200 is per utterance, and a 10-minute stream capped at it would stop running RWKV-7 after a minute).
 
 Algorithmic latency: a chunk of K encoder frames (25 Hz) is decoded once the last fbank frame of its
 last encoder window has arrived: 13 fbank frames (encoder_embed's convolutions and ConvNeXt) plus
@@ -85,11 +87,11 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run(model, audio: np.ndarray, options: DecodingOptions, threads: int) -> dict:
+def run(model, audio: np.ndarray, options: DecodingOptions, threads: int, chunk_tokens: int) -> dict:
     """Stream `audio` once on `threads` threads; per-chunk times, RTFx, RSS along the stream."""
     torch.set_num_threads(threads)
     chunk_samples = model.interleave_chunk_frames * 4 * SAMPLE_RATE // 100
-    fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options)
+    fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options, max_tokens_per_chunk=chunk_tokens)
     parts = {"encoder": 0.0, "RWKV-7": 0.0}  # CPU seconds inside each part
 
     def timed(name, fn):
@@ -132,8 +134,11 @@ def main() -> None:
     parser.add_argument("--audio", nargs="*", default=None, help="files to concatenate (default: ALSA samples)")
     parser.add_argument("--minutes", type=float, default=10.0, help="stream length")
     parser.add_argument("--threads", type=str, default="1,2", help="torch threads to measure, comma separated")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="cap per chunk (min with the chunk's frames); default 3 for the random model, else 200")
+    parser.add_argument("--max-tokens-per-chunk", type=int, default=None,
+                        help="tokens a chunk may write (min with its frames); default 3 for the random model, "
+                             "else the chunk's frames (as decode.py)")
+    parser.add_argument("--max-new-tokens", type=int, default=1_000_000,
+                        help="tokens the whole stream may write (decode.py's 200 is per utterance)")
     args = parser.parse_args()
     if args.checkpoint is not None:
         from zipformer_rwkv.transcribe import load_model
@@ -147,19 +152,20 @@ def main() -> None:
     else:
         model = default_random_model()
         what = "random weights, run.sh default preset with --streaming true (no trained streaming model)"
-    cap = args.max_new_tokens or (3 if args.checkpoint is None else 200)
-    options = DecodingOptions(max_new_tokens=cap)
+    k = model.interleave_chunk_frames
+    cap = min(k, args.max_tokens_per_chunk or (3 if args.checkpoint is None else k))
+    options = DecodingOptions(max_new_tokens=args.max_new_tokens)
     files = args.audio if args.audio is not None else sorted(glob.glob("/usr/share/sounds/alsa/*.wav"))
     audio = load_audio(files, args.minutes * 60)
     enc = model.encoder
-    k = model.interleave_chunk_frames
     chunk_ms = k * 40
     lookahead_ms = ((EMBED_RIGHT_CONTEXT - 1) * 160 + (400 - LEFT)) / SAMPLE_RATE * 1000
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"model: {what}; {params:.2f} M parameters; encoder chunk {enc.decode_chunk_size} x 20 ms, left context "
           f"{enc.config.left_context_frames[0]} x 20 ms; running CMN {enc.config.running_cmn}")
     print(f"audio: {audio.size / SAMPLE_RATE / 60:.1f} min from {len(files)} file(s) "
-          f"{'(noise)' if not files else ''}; tokens per chunk <= {min(cap, k)}; CPU: {torch.get_num_threads()} "
+          f"{'(noise)' if not files else ''}; tokens per chunk <= {cap}, per stream <= {args.max_new_tokens}; "
+          f"CPU: {torch.get_num_threads()} "
           f"threads available, {Path('/proc/cpuinfo').read_text().count('processor')} cores")
     print()
     print(f"algorithmic latency: chunk {chunk_ms} ms + look-ahead {lookahead_ms:.1f} ms = "
@@ -170,7 +176,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     split = []
     for t in (int(v) for v in args.threads.split(",")):
-        r = run(model, audio, options, t)
+        r = run(model, audio, options, t, cap)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"| {t} | {r['chunks']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p95'] / chunk_ms:.3f} | {r['rtfx']:.1f} "
               f"| {r['cpu_p50']:.1f} | {r['cpu_p95']:.1f} | {r['cpu_rtfx']:.1f} | {r['tokens']} "

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @torch.no_grad()
-def simulated(model, feats, options):
+def simulated(model, feats, options, chunk_tokens=None):
     """The chunk-masked full forward of the fbank the stream sees (tail padded with LOG_EPS up to the
-    last encoder window), then `generate_interleaved`."""
+    last encoder window), then `generate_interleaved` (chunk_tokens per chunk; None: K)."""
     enc_model = model.encoder
     win, shift = enc_model.chunk_input_frames
     total = int(encoder_out_length(feats.shape[0]))
@@ -34,13 +34,13 @@ def simulated(model, feats, options):
     else:
         audio, audio_lens = model.adapter(enc, enc_lens)
     audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
-    k = model.interleave_chunk_frames
+    k = chunk_tokens or model.interleave_chunk_frames
     return generate_interleaved(model.llm, model.template, audio, audio_chunk, num_chunks, options.decoding_method,
                                 options.beam_size, max_tokens_per_chunk=k, max_new_tokens=options.max_new_tokens)[0]
 
 
-def stream(model, feats, options, piece=37):
-    s = StreamingSpeechLLM(model, options)
+def stream(model, feats, options, piece=37, chunk_tokens=None):
+    s = StreamingSpeechLLM(model, options, max_tokens_per_chunk=chunk_tokens)
     partial = []
     for i in range(0, feats.shape[0], piece):
         if s.accept_features(feats[i: i + piece]):
@@ -100,6 +100,20 @@ def test_max_new_tokens_holds_over_the_stream(cap):
     ref = simulated(model, feats, options)
     assert (hyp.tokens, hyp.truncated) == (ref.tokens, ref.truncated)
     assert hyp.tokens == free.tokens[:cap] and hyp.truncated
+
+
+def test_max_tokens_per_chunk_caps_each_chunk():
+    """A per-chunk cap below K (bench_streaming.py's random model) closes each chunk after that many
+    tokens, as the batch decoder's max_tokens_per_chunk does, without cutting the stream."""
+    model = causal_speech_llm("ctc", 4, 16)
+    feats = torch.randn(290, 80, generator=torch.Generator().manual_seed(3)) + 3.0
+    options = DecodingOptions(max_new_tokens=200)
+    free = simulated(model, feats, options)
+    hyp, _ = stream(model, feats, options, chunk_tokens=2)
+    assert hyp.tokens == simulated(model, feats, options, chunk_tokens=2).tokens
+    assert hyp.tokens != free.tokens and not hyp.truncated  # the cap binds; the stream is not cut
+    with pytest.raises(ValueError, match="max_tokens_per_chunk"):
+        StreamingSpeechLLM(model, options, max_tokens_per_chunk=0)
 
 
 def test_too_short_and_refusals():

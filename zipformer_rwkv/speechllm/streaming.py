@@ -64,19 +64,26 @@ class StreamingSpeechLLM:
     Args:
       model: a `SpeechLLM` in eval mode passing `check_streamable`.
       options: greedy_search or beam_search (a beam within each chunk, as `generate_interleaved`);
-        a chunk's text has at most K tokens, the stream's at most max_new_tokens: once they are
-        written, later chunks are read by the encoder only and the hypothesis is `truncated`.
+        a chunk's text has at most `max_tokens_per_chunk` tokens, the stream's at most
+        max_new_tokens: once they are written, later chunks are read by the encoder only and the
+        hypothesis is `truncated`.
+      max_tokens_per_chunk: None: K, the chunk's encoder frames (as decode.py); fewer only to bound
+        the cost of a model that rarely writes EOS (bench/bench_streaming.py's random weights).
     Raises:
-      ValueError: as `check_streamable`.
+      ValueError: as `check_streamable`, or max_tokens_per_chunk < 1.
     """
 
-    def __init__(self, model, options: DecodingOptions = DecodingOptions()):
+    def __init__(self, model, options: DecodingOptions = DecodingOptions(),
+                 max_tokens_per_chunk: Optional[int] = None):
         check_streamable(model, options)
+        if max_tokens_per_chunk is not None and max_tokens_per_chunk < 1:
+            raise ValueError(f"max_tokens_per_chunk must be >= 1, got {max_tokens_per_chunk}")
         self.model = model
         self.options = options
         self.encoder = model.encoder
         self.device = next(model.parameters()).device
         self.chunk_frames = model.interleave_chunk_frames
+        self.chunk_tokens = min(self.chunk_frames, max_tokens_per_chunk or self.chunk_frames)
         self.window, self.shift = self.encoder.chunk_input_frames
         self.encoder_chunk = self.encoder.decode_chunk_size // 2  # 25 Hz frames per streaming_forward
         t = model.template
@@ -176,7 +183,7 @@ class StreamingSpeechLLM:
         """RWKV-7 on one chunk's encoder frames (F, C): `interleave.decode_chunk`, the step of
         `generate_interleaved`, for one row (it reads the last chunk's text and EOS first)."""
         model, llm, eos = self.model, self.model.llm, self.model.template.eos_id
-        cap = chunk_cap(len(self.hyp.tokens), self.chunk_frames, self.options.max_new_tokens)
+        cap = chunk_cap(len(self.hyp.tokens), self.chunk_tokens, self.options.max_new_tokens)
         if self.hyp.truncated or cap < 1:  # out of tokens with audio still coming
             self.hyp.truncated = True
             self.chunks += 1
