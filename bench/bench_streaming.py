@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zipformer_rwkv.dataset.features import SAMPLE_RATE
+from zipformer_rwkv.dataset.features import FRAME_RATE, SAMPLE_RATE
 from zipformer_rwkv.dataset.online_fbank import LEFT, OnlineFbank
 from zipformer_rwkv.decoding.search import DecodingOptions
 from zipformer_rwkv.speechllm.streaming import StreamingSpeechLLM
-from zipformer_rwkv.zipformer.encoder import EMBED_RIGHT_CONTEXT
+from zipformer_rwkv.zipformer.encoder import EMBED_RIGHT_CONTEXT, SUBSAMPLING_FACTOR
 
 
 def default_random_model(seed: int = 0):
@@ -90,7 +90,7 @@ def rss_mib() -> float:
 def run(model, audio: np.ndarray, options: DecodingOptions, threads: int, chunk_tokens: int) -> dict:
     """Stream `audio` once on `threads` threads; per-chunk times, RTFx, RSS along the stream."""
     torch.set_num_threads(threads)
-    chunk_samples = model.interleave_chunk_frames * 4 * SAMPLE_RATE // 100
+    chunk_samples = model.interleave_chunk_frames * SUBSAMPLING_FACTOR * SAMPLE_RATE // FRAME_RATE
     fbank, stream = OnlineFbank(), StreamingSpeechLLM(model, options, max_tokens_per_chunk=chunk_tokens)
     parts = {"encoder": 0.0, "RWKV-7": 0.0}  # CPU seconds inside each part
 
@@ -158,7 +158,7 @@ def main() -> None:
     files = args.audio if args.audio is not None else sorted(glob.glob("/usr/share/sounds/alsa/*.wav"))
     audio = load_audio(files, args.minutes * 60)
     enc = model.encoder
-    chunk_ms = k * 40
+    chunk_ms = k * SUBSAMPLING_FACTOR * 1000 // FRAME_RATE
     lookahead_ms = ((EMBED_RIGHT_CONTEXT - 1) * 160 + (400 - LEFT)) / SAMPLE_RATE * 1000
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"model: {what}; {params:.2f} M parameters; encoder chunk {enc.decode_chunk_size} x 20 ms, left context "

@@ -28,11 +28,7 @@ def simulated(model, feats, options, chunk_tokens=None):
     x = F.pad(feats, (0, 0, 0, max(0, (windows - 1) * shift + win - feats.shape[0])), value=LOG_EPS)
     enc, _ = enc_model(x.unsqueeze(0), torch.tensor([x.shape[0]]))
     enc, enc_lens = enc[:, :total], torch.tensor([total])
-    ctc_log_probs = model.ctc_output(enc)
-    if model.adapter_type == "ctc":
-        audio, audio_lens = model.adapter(enc, enc_lens, ctc_log_probs, model.llm.emb.weight)
-    else:
-        audio, audio_lens = model.adapter(enc, enc_lens)
+    audio, audio_lens, ctc_log_probs = model.adapt(enc, enc_lens)
     audio_chunk, num_chunks = model._audio_chunks(audio, audio_lens, enc_lens, ctc_log_probs)
     k = chunk_tokens or model.interleave_chunk_frames
     return generate_interleaved(model.llm, model.template, audio, audio_chunk, num_chunks, options.decoding_method,

@@ -268,12 +268,21 @@ class SpeechLLM(FreezableModule):
         (None without a head)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and "encoder" not in self.frozen_modules):
             enc, enc_lens = self.encoder(feats, feat_lens)
+        audio, audio_lens, ctc_log_probs = self.adapt(enc, enc_lens)
+        return audio, audio_lens, enc, enc_lens, ctc_log_probs
+
+    def adapt(self, enc: torch.Tensor, enc_lens: torch.Tensor
+              ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Encoder output (N, T', C) at 25 Hz, enc_lens (N,) -> audio embeddings (N, A, C_llm),
+        audio_lens (N,) and the CTC head's log-posteriors (N, T', V) (None without a head): the CTC
+        head, then the adapter (the ctc adapter reads the posteriors and RWKV-7's embeddings).
+        `encode` and the streaming decoder (one chunk of frames at a time) share it."""
         ctc_log_probs = self.ctc_output(enc) if self.ctc_output is not None else None
         if self.adapter_type == "ctc":
             audio, audio_lens = self.adapter(enc, enc_lens, ctc_log_probs, self.llm.emb.weight)
         else:
             audio, audio_lens = self.adapter(enc, enc_lens)
-        return audio, audio_lens, enc, enc_lens, ctc_log_probs
+        return audio, audio_lens, ctc_log_probs
 
     def forward(
         self,

@@ -188,13 +188,7 @@ class StreamingSpeechLLM:
             self.hyp.truncated = True
             self.chunks += 1
             return
-        enc = frames.unsqueeze(0)
-        lens = torch.tensor([frames.shape[0]], device=self.device)
-        ctc_log_probs = model.ctc_output(enc)
-        if model.adapter_type == "ctc":
-            audio, audio_lens = model.adapter(enc, lens, ctc_log_probs, llm.emb.weight)
-        else:
-            audio, audio_lens = model.adapter(enc, lens)
+        audio, audio_lens, _ = model.adapt(frames.unsqueeze(0), torch.tensor([frames.shape[0]], device=self.device))
         (best,), self.llm_state = decode_chunk(llm, eos, self.prefix, self.infix, self.llm_state, [self.pending],
                                                [audio[0, : int(audio_lens[0])]], [cap],
                                                self.options.decoding_method, self.options.beam_size)
