@@ -35,6 +35,10 @@
 #   --stage N, --stop-stage N   [1, 5]
 #   --size tiny|default         [default] corpus and model preset (default: sized for 2 CPU cores)
 #   --voices default|bank       [default] voices of the built-in corpus (prepare.sh --voices)
+#   --augment auto|true|false   [auto] on-the-fly rooms, ambient noise, telephone band, codecs and gain
+#                               on the training audio of stages 2 and 4 (train.py --enable-augment;
+#                               auto: the conf's augment.enabled); true also makes stage 1 build the
+#                               RIR bank and the ambient noise (prepare.sh --augment-assets true)
 #   --world-size N              [1] DDP processes for train.py (GPUs, or gloo processes on CPU)
 #   --use-gpu auto|true|false   [auto] false hides GPUs (CUDA_VISIBLE_DEVICES=); true fails without one
 #   --streaming true|false      [false] a streaming model: stage 2 trains a causal Zipformer2 whose chunk is
@@ -73,6 +77,7 @@ stage=
 stop_stage=5
 size=default
 voices=default
+augment=auto
 world_size=1
 use_gpu=auto
 streaming=false
@@ -185,6 +190,12 @@ case "$streaming" in
     ;;
   false) stream_opts= ;;
   *) die "--streaming must be true or false, got '$streaming'" ;;
+esac
+
+case "$augment" in
+  auto) aug_opts= ; augment_assets=auto ;;
+  true|false) aug_opts="--enable-augment $augment"; augment_assets=$augment ;;
+  *) die "--augment must be auto, true or false, got '$augment'" ;;
 esac
 
 case "$use_gpu" in
@@ -326,14 +337,15 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   stage_work=true  # unless prepare.sh's last marker shows the data was there already
   [ -f "$data_dir/lm/.$corpus.done" ] && [ -f "$lang_dir/.done" ] && stage_work=false
   run "$root/prepare.sh" --corpus "$corpus" --size "$size" --voices "$voices" --nj "$nj" --dl-dir "$dl_dir" \
-    --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed" --real-dev "$real_dev"
+    --data-dir "$data_dir" --vocab-size "$vocab_size" --perturb-speed "$perturb_speed" --real-dev "$real_dev" \
+    --augment-assets "$augment_assets"
   end_stage 1 data
 fi
 
 if begin_stage 2 "$exp_dir/ctc"; then
   log "Stage 2: Zipformer2 + CTC in $exp_dir/ctc, then CTC greedy decoding (baseline)"
   train "$exp_dir/ctc" "$ctc_epochs" --model-type ctc "${data_opts[@]}" $enc_opts $common_opts $ctc_train_opts \
-    $ctc_opts
+    $aug_opts $ctc_opts
   decode "$exp_dir/ctc" "decode-greedy_search-epoch-$ctc_epochs-avg-$ctc_avg" \
     --epoch "$ctc_epochs" --avg "$ctc_avg" \
     --use-averaged-model "$(use_avg "$ctc_epochs" "$ctc_avg")" --decoding-method greedy_search \
@@ -366,7 +378,7 @@ if begin_stage 4 "$exp_dir/llm"; then
   # the encoder's structure (and --utterance-cmn) comes from $encoder_ckpt, as decode.py reads a model's
   train "$exp_dir/llm" "$llm_epochs" --model-type llm --encoder-checkpoint "$encoder_ckpt" \
     --rwkv-checkpoint "$rwkv_ckpt" --tokenizer bpe --freeze-encoder "$freeze_encoder" \
-    --llm-peft "$llm_peft" "${data_opts[@]}" $common_opts $llm_train_opts $llm_opts
+    --llm-peft "$llm_peft" "${data_opts[@]}" $common_opts $llm_train_opts $aug_opts $llm_opts
   end_stage 4 llm
 fi
 

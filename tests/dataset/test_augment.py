@@ -278,8 +278,7 @@ def test_datamodule_augments_training_batches_reproducibly(corpus):
     assert f0.keys() == f1.keys()
     assert sum(not torch.equal(f0[k], f1[k]) for k in f0) > len(f0) // 2  # another epoch, other audio
     # the same cuts without augmentation: the same shapes, other values
-    dm = AsrDataModule(dm_args(corpus, "--on-the-fly-feats", "true"))
-    dm.conf.augment.enabled = False
+    dm = AsrDataModule(dm_args(corpus, "--on-the-fly-feats", "true", "--enable-augment", "false"))
     dl = dm.train_dataloaders(dm.train_cuts())
     set_train_epoch(dl, 0)
     plain = {tuple(ids): x for x, ids in ((b["inputs"], [c.id for c in b["supervisions"]["cut"]]) for b in dl)}
@@ -287,6 +286,28 @@ def test_datamodule_augments_training_batches_reproducibly(corpus):
     assert plain.keys() == aug.keys()
     assert all(plain[k].shape == aug[k].shape for k in plain)
     assert not all(torch.equal(plain[k], aug[k]) for k in plain)
+
+
+def test_enable_augment_overrides_the_conf_switch(corpus, tmp_path):
+    """--enable-augment true on a conf with `enabled: false` augments exactly as the conf switched on;
+    without the option the conf's switch holds (no augmentation, precomputed features)."""
+    from zipformer_rwkv.dataset.asr_datamodule import AsrDataModule, set_train_epoch
+
+    off = tmp_path / "conf_off.yaml"
+    off.write_text((corpus / "conf.yaml").read_text().replace("enabled: true", "enabled: false"))
+
+    def batches(*argv):
+        dm = AsrDataModule(dm_args(corpus, *argv))
+        dl = dm.train_dataloaders(dm.train_cuts())
+        set_train_epoch(dl, 0)
+        return dm, [b["inputs"] for b in dl]
+
+    dm, forced = batches("--conf", str(off), "--enable-augment", "true")
+    assert dm.conf.augment.enabled and dm.train_on_the_fly
+    _, conf_on = batches()
+    assert len(forced) == len(conf_on) and all(torch.equal(a, b) for a, b in zip(forced, conf_on))
+    dm = AsrDataModule(dm_args(corpus, "--conf", str(off)))
+    assert not dm.conf.augment.enabled and not dm.train_on_the_fly
 
 
 def test_datamodule_names_a_missing_noise_folder(corpus, tmp_path):

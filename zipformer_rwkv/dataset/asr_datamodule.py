@@ -27,16 +27,16 @@ batch's from RNGs seeded by (--seed, epoch, the batch's cut ids), so a resumed r
 epoch)` before iterating an epoch.
 
 Audio augmentation (rooms, ambient noise, telephone band, codecs, gain): the conf's `augment:` block
-(zipformer_rwkv/dataset/augment.py). When `augment.enabled` is true, the training loader reads the
-audio, augments each cut (seeded by --seed, the epoch and the cut id) and computes fbank on the fly,
-whatever --on-the-fly-feats says; validation and test loaders are unchanged.
+(zipformer_rwkv/dataset/augment.py); `--enable-augment true|false` overrides its `enabled`. When
+augmentation is on, the training loader reads the audio, augments each cut (seeded by --seed, the
+epoch and the cut id) and computes fbank on the fly, whatever --on-the-fly-feats says; validation and test loaders are unchanged.
 """
 import argparse
 import hashlib
 import itertools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -342,13 +342,16 @@ class AsrDataModule:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.conf = load_data_conf(args.conf)
+        enable = getattr(args, "enable_augment", None)
+        if enable is not None:  # --enable-augment overrides the conf's augment.enabled
+            self.conf.augment = replace(self.conf.augment, enabled=bool(enable))
         self._noise: Optional[CutSet] = None
         # training audio is read (not precomputed features) when asked or when augmenting it
         self.train_on_the_fly = bool(args.on_the_fly_feats or self.conf.augment.enabled)
         if (args.perturb_speed or args.perturb_volume) and not self.train_on_the_fly:
             raise ConfigError("--perturb-speed/--perturb-volume change the audio and need "
-                             "--on-the-fly-feats true or augment.enabled in the conf (precomputed "
-                             "features cannot be perturbed; prepare.sh --perturb-speed true does offline "
+                             "--on-the-fly-feats true or --enable-augment true (the conf's augment.enabled); "
+                             "precomputed features cannot be perturbed (prepare.sh --perturb-speed true does offline "
                              "0.9/1.1 speed perturbation)")
 
     @classmethod
@@ -379,6 +382,9 @@ class AsrDataModule:
                        help="mix training cuts with noise (the conf's noise cuts, MUSAN or built-in)")
         g.add_argument("--noise-cuts", type=Path, default=None,
                        help="noise cut manifest for --enable-musan; default: the conf's first existing one")
+        g.add_argument("--enable-augment", type=str2bool, default=None,
+                       help="on-the-fly audio augmentation of the training cuts (rooms, ambient noise, "
+                            "telephone band, codecs, gain); default: the conf's augment.enabled")
         g.add_argument("--perturb-speed", type=str2bool, default=False,
                        help="online speed perturbation 0.9/1.1 (p=2/3); needs --on-the-fly-feats")
         g.add_argument("--perturb-volume", type=str2bool, default=False,
