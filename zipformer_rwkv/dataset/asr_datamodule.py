@@ -29,7 +29,8 @@ epoch)` before iterating an epoch.
 Audio augmentation (rooms, ambient noise, telephone band, codecs, gain): the conf's `augment:` block
 (zipformer_rwkv/dataset/augment.py); `--enable-augment true|false` overrides its `enabled`. When
 augmentation is on, the training loader reads the audio, augments each cut (seeded by --seed, the
-epoch and the cut id) and computes fbank on the fly, whatever --on-the-fly-feats says; validation and test loaders are unchanged.
+epoch and the cut id) and computes fbank on the fly, whatever --on-the-fly-feats says; validation
+and test loaders are unchanged.
 """
 import argparse
 import hashlib
