@@ -6,9 +6,9 @@
 #
 # What it does, all under DIR:
 #   apt/       a private sources list (Debian CODENAME main contrib non-free, from deb.debian.org and
-#              the machine's Debian keyring) and its package lists: `apt-get update` and
-#              `apt-get download` run with -o Dir::Etc::SourceList/SourceParts/State::Lists/Cache
-#              pointing here, so /etc/apt and /var/lib/apt are never touched
+#              the machine's Debian keyring) and its package lists: local/tts_corpus/debian.py runs
+#              `apt-get update` and `apt-get download` with -o Dir::Etc::SourceList/SourceParts/
+#              State::Lists/Cache pointing here, so /etc/apt and /var/lib/apt are never touched
 #   debs/      the .deb files: RHVoice (non-free) with its libraries, MBROLA (contrib) and its voices
 #              us1 us2 us3 en1 (non-free), festival's rab diphone voice (contrib) and the OALD lexicon
 #              it needs (non-free)
@@ -48,21 +48,10 @@ if [ "$distro" != debian ]; then
     "with its package manager instead (the voice bank also finds them under /usr)" >&2
   debian=false
 fi
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/debs" "$dir/root" "$dir/npm"
-echo "deb [signed-by=$keyring] http://deb.debian.org/debian $codename main contrib non-free" \
-  > "$dir/apt/sources.list"
-apt_opts=(-o "Dir::Etc::SourceList=$dir/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-          -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::Cache=$dir/apt/cache"
-          -o APT::Sandbox::User=root -qq)
-
-missing=
-[ "$debian" = true ] || DEBS=
-for p in $DEBS; do ls "$dir/debs/${p}_"*.deb >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "fetch_voice_bank: apt-get download$missing (private sources list $dir/apt/sources.list)"
-  apt-get "${apt_opts[@]}" update
-  (cd "$dir/debs" && apt-get "${apt_opts[@]}" download $missing)
+mkdir -p "$dir/debs" "$dir/root" "$dir/npm"
+if [ "$debian" = true ]; then  # downloads only the .debs not yet in debs/
+  ${PYTHON:-python3} "$(dirname "$0")/tts_corpus/debian.py" --apt-dir "$dir/apt" --dest "$dir/debs" \
+    --suite "$codename" --components "main contrib non-free" $DEBS >/dev/null
 fi
 for deb in "$dir"/debs/*.deb; do
   if [ -f "$deb" ]; then dpkg-deb -x "$deb" "$dir/root"; fi

@@ -39,9 +39,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from tts_corpus.debian import MIRROR, DebianPackageError, private_download  # local/ is first on a script's path
+
 SAMPLE_RATE = 16000
-MIRROR = "http://deb.debian.org/debian"
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 GRESOURCE = "usr/share/blanket/blanket.gresource"
 SOUND_PREFIX = "/com/rafaelmardojai/Blanket/sounds/"
 
@@ -64,24 +64,12 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
 
 
 def fetch_deb(work: Path, suite: str = "trixie", mirror: str = MIRROR) -> Path:
-    """The blanket .deb in `work`, downloaded with a private apt config unless already there."""
-    found = sorted(work.glob("blanket_*_all.deb"))
-    if found:
-        return found[-1]
-    lists, cache = work / "apt" / "lists", work / "apt" / "cache"
-    for d in (lists / "partial", cache / "archives" / "partial"):
-        d.mkdir(parents=True, exist_ok=True)
-    sources = work / "apt" / "sources.list"
-    sources.write_text(f"deb [signed-by={KEYRING}] {mirror} {suite} main\n")
-    opts = [f"-o=Dir::Etc::SourceList={sources.resolve()}", "-o=Dir::Etc::SourceParts=/dev/null",
-            f"-o=Dir::State::Lists={lists.resolve()}", f"-o=Dir::Cache={cache.resolve()}",
-            "-o=Debug::NoLocking=1", "-o=APT::Sandbox::User=root"]
-    _run(["apt-get", *opts, "update", "-qq"], f"apt-get update ({mirror} {suite})")
-    _run(["apt-get", *opts, "download", "blanket"], "apt-get download blanket", cwd=work)
-    found = sorted(work.glob("blanket_*_all.deb"))
-    if not found:
-        raise PrepareError(f"apt-get download blanket: no blanket_*_all.deb in {work}")
-    return found[-1]
+    """The blanket .deb in `work`, downloaded with a private apt config (`work/apt`) unless already there."""
+    try:
+        (deb,) = private_download(["blanket"], work, work / "apt", suite, "main", mirror)
+    except DebianPackageError as e:
+        raise PrepareError(str(e)) from None
+    return deb
 
 
 def parse_licences(copyright_text: str) -> dict[str, dict]:

@@ -5,6 +5,7 @@ the repo's download/deb (git-ignored) so they are fetched once.
 """
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -266,3 +267,47 @@ def test_noise_tiny(tiny, tmp_path):
 def test_noise_missing_text(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         prepare_noise.main(["--out-dir", str(tmp_path), "--text", str(tmp_path / "nope.txt")])
+
+
+# ---------------------------------------------------------------- private apt downloads
+FAKE_APT = """#!/bin/sh
+# fake apt-get: logs its arguments; `download P...` writes P_1.0_all.deb (fails on 'absent')
+echo "$*" >> "$FAKE_APT_LOG"
+for a in "$@"; do last=$a; done
+case " $* " in
+  *" download "*) for a in "$@"; do
+      case "$a" in -*|download) ;; absent) echo "E: Unable to locate package absent" >&2; exit 100 ;;
+        *) : > "${a}_1.0_all.deb" ;; esac; done ;;
+esac
+"""
+
+
+def test_private_download_uses_its_own_apt_config_and_skips_present_debs(tmp_path, monkeypatch):
+    from tts_corpus.debian import private_download
+
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "apt-get"
+    fake.write_text(FAKE_APT)
+    fake.chmod(0o755)
+    log = tmp_path / "apt.log"
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_APT_LOG", str(log))
+    dest, apt_dir = tmp_path / "debs", tmp_path / "apt"
+    debs = private_download(["mbrola", "blanket"], dest, apt_dir, "trixie", "main contrib")
+    assert debs == [dest / "mbrola_1.0_all.deb", dest / "blanket_1.0_all.deb"]
+    assert (apt_dir / "sources.list").read_text() == (
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
+        "trixie main contrib\n")
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and calls[0].endswith(" update") and calls[1].endswith(" download mbrola blanket")
+    for call in calls:  # every call reads the private config only
+        assert f"-o=Dir::Etc::SourceList={apt_dir / 'sources.list'}" in call
+        assert "-o=Dir::Etc::SourceParts=/dev/null" in call and f"-o=Dir::State::Lists={apt_dir / 'lists'}" in call
+    # present .debs are not fetched again; only the missing one is
+    assert private_download(["blanket"], dest, apt_dir, "trixie") == [dest / "blanket_1.0_all.deb"]
+    assert len(log.read_text().splitlines()) == 2
+    private_download(["blanket", "festlex-oald"], dest, apt_dir, "trixie")
+    assert log.read_text().splitlines()[-1].endswith(" download festlex-oald")
+    with pytest.raises(DebianPackageError) as e:
+        private_download(["absent"], dest, apt_dir, "trixie")
+    assert str(e.value) == "apt-get download absent failed: E: Unable to locate package absent"
