@@ -34,6 +34,12 @@ def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
         raise DebianPackageError(f"'{cmd[0]}' not found: this step needs a Debian/Ubuntu system") from None
 
 
+def _last_line(proc: subprocess.CompletedProcess, default: str) -> str:
+    """The last non-empty line of a command's stderr (else stdout): apt-get's error, in one line."""
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1].strip() if lines else default
+
+
 def package_root(package: str, cache_dir: str | Path, probe: str) -> Path:
     """Return a folder ``R`` such that ``R / probe`` is a file of ``package`` (e.g. ``usr/share/wordnet/data.noun``).
 
@@ -53,10 +59,9 @@ def package_root(package: str, cache_dir: str | Path, probe: str) -> Path:
         proc = _run(["apt-get", "download", package], cwd=cache_dir)
         debs = sorted(cache_dir.glob(f"{package}_*.deb"))
         if proc.returncode != 0 or not debs:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
             raise DebianPackageError(
                 f"cannot download Debian package '{package}' into {cache_dir}: "
-                f"{msg[-1] if msg else 'apt-get failed'}. Run 'apt-get update' or put the .deb there by hand "
+                f"{_last_line(proc, 'apt-get failed')}. Run 'apt-get update' or put the .deb there by hand "
                 f"(cd {cache_dir} && apt-get download {package}).")
     tmp = cache_dir / f".{package}.partial"
     proc = _run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)])
@@ -98,8 +103,7 @@ def private_download(packages: list[str], dest: str | Path, apt_dir: str | Path,
                           (f"apt-get download {' '.join(missing)}", ["download", *missing])):
             proc = _run(["apt-get", *opts, *cmd], cwd=dest)
             if proc.returncode != 0:
-                lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()] or ["(no message)"]
-                raise DebianPackageError(f"{what} failed: {lines[-1].strip()}")
+                raise DebianPackageError(f"{what} failed: {_last_line(proc, '(no message)')}")
     out = []
     for p in packages:
         debs = found(p)

@@ -343,9 +343,8 @@ class AsrDataModule:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.conf = load_data_conf(args.conf)
-        enable = getattr(args, "enable_augment", None)
-        if enable is not None:  # --enable-augment overrides the conf's augment.enabled
-            self.conf.augment = replace(self.conf.augment, enabled=bool(enable))
+        if args.enable_augment is not None:  # --enable-augment overrides the conf's augment.enabled
+            self.conf.augment = replace(self.conf.augment, enabled=args.enable_augment)
         self._noise: Optional[CutSet] = None
         # training audio is read (not precomputed features) when asked or when augmenting it
         self.train_on_the_fly = bool(args.on_the_fly_feats or self.conf.augment.enabled)
