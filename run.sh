@@ -155,7 +155,9 @@ case "$size" in
     rwkv_opts="--rwkv-n-layer 4 --rwkv-n-embd 256"
     common_opts="--log-interval 50 --average-period 10 --warmup-batches 100 --lr-batches 5000 --lr-epochs 10
       --ref-duration 0.1 --num-workers 1 --enable-spec-aug false"
-    ctc_train_opts="--max-duration 30 --base-lr 0.045"
+    # the CTC and speech-LLM stages anneal within their budget (Eden --lr-batches 400 / 100: lr x ~0.4
+    # / ~0.5 by the stage's last update, where the common 5000 keeps it at x ~0.99; RESULTS.md)
+    ctc_train_opts="--max-duration 30 --base-lr 0.045 --lr-batches 400"
     lm_train_opts="--max-tokens 8000 --llm-lr 2e-3"
     # bf16 autocast for the LM stage where the CPU multiplies bf16 natively (AVX512-BF16 / AMX): on
     # this project's VM stage 3 took 7:32 instead of 8:59 with the same perplexity (README); where
@@ -166,8 +168,8 @@ case "$size" in
     # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings;
     # --interleave-chunk-frames 16: it writes each 0.64 s chunk's text before it reads the next chunk
     interleave_chunk=16  # 0.64 s
-    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --ctc-loss-scale 0.3 --adapter-type ctc
-      --interleave-chunk-frames $interleave_chunk"
+    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --lr-batches 100 --ctc-loss-scale 0.3
+      --adapter-type ctc --interleave-chunk-frames $interleave_chunk"
     decode_max_duration=300
     : "${perturb_speed:=false}" "${real_dev:=true}"
     : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"

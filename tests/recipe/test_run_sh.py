@@ -220,34 +220,51 @@ def test_streaming_preset_trains_a_causal_encoder_and_decodes_streaming(tmp_path
     assert proc.returncode == 1 and "--streaming must be true or false, got 'maybe'" in proc.stderr
 
 
-def test_augment_switch_reaches_the_training_stages(tmp_path):
-    """--augment true: train.py of stages 2 and 4 gets --enable-augment true (the LM stage does not);
-    the default (auto) leaves the conf's switch alone. Commands only, python a stub as above."""
+def _train_commands(tmp_path: Path, *extra: str) -> dict:
+    """train.py's command line in stages 2, 3 and 4 of `run.sh *extra`, stage by stage (an explicit
+    --stage moves that stage's folder away); python is a stub that prints its arguments."""
     stub = tmp_path / "python"
     stub.write_text("#!/bin/sh\necho \"PY $*\"\n")
     stub.chmod(0o755)
     env = {**os.environ, "PYTHON": str(stub)}
+    out = {}
+    for st in ("2", "3", "4"):
+        for d, epoch in (("ctc", 2), ("lm", 1)):  # stage 4 checks that stages 2 and 3 ran
+            (tmp_path / "exp" / d).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "exp" / d / f"epoch-{epoch}.pt").touch()
+        cmd = ["bash", str(ROOT / "run.sh"), "--install-deps", "false", "--use-tcmalloc", "false",
+               "--stage", st, "--stop-stage", st, *extra]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (train,) = [line for line in proc.stdout.splitlines() if line.startswith("PY ") and "train.py" in line]
+        out[st] = train
+    return out
 
-    def trains(*extra):  # stage by stage: an explicit --stage moves that stage's folder away
-        out = {}
-        for st in ("2", "3", "4"):
-            for d, epoch in (("ctc", 2), ("lm", 1)):  # stage 4 checks that stages 2 and 3 ran
-                (tmp_path / "exp" / d).mkdir(parents=True, exist_ok=True)
-                (tmp_path / "exp" / d / f"epoch-{epoch}.pt").touch()
-            cmd = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false",
-                   "--use-tcmalloc", "false", "--stage", st, "--stop-stage", st, *extra]
-            proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            (train,) = [line for line in proc.stdout.splitlines() if line.startswith("PY ") and "train.py" in line]
-            out[st] = train
-        return out
+
+def test_default_preset_anneals_the_ctc_and_speech_llm_stages(tmp_path):
+    """The default preset's CTC and speech-LLM stages anneal within their budget: the --lr-batches
+    train.py reads (argparse keeps the last) is 400 for stage 2, 100 for stage 4; the LM stage keeps
+    the common 5000; --ctc-opts still overrides stage 2's."""
+    def lr_batches(line):
+        words = line.split()
+        return words[max(i for i, w in enumerate(words) if w == "--lr-batches") + 1]
+    cmds = _train_commands(tmp_path, "--size", "default")
+    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "100"]
+    assert lr_batches(_train_commands(tmp_path, "--size", "default", "--ctc-opts", "--lr-batches 7")["2"]) == "7"
+
+
+def test_augment_switch_reaches_the_training_stages(tmp_path):
+    """--augment true: train.py of stages 2 and 4 gets --enable-augment true (the LM stage does not);
+    the default (auto) leaves the conf's switch alone. Commands only, python a stub as above."""
+    def trains(*extra):
+        return _train_commands(tmp_path, "--size", "tiny", *extra)
 
     on = trains("--augment", "true")
     assert "--enable-augment true" in on["2"] and "--model-type ctc" in on["2"]
     assert "--enable-augment true" in on["4"] and "--model-type llm" in on["4"]
     assert "--enable-augment" not in on["3"]  # the LM reads text
     assert all("--enable-augment" not in line for line in trains().values())
-    proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--augment", "yes", "--stage", "9"], cwd=tmp_path, env=env,
+    proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--augment", "yes", "--stage", "9"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "--augment must be auto, true or false, got 'yes'" in proc.stderr
 
