@@ -142,8 +142,8 @@ case "$size" in
   default)
     # Sized for 2 CPU cores (README "Results"): a 6.36 M-param Zipformer2 (4 stacks, 128-192 wide;
     # encoder_embed 32 channels instead of icefall's 128: CTC decoding 1.6x faster, CTC training
-    # 12% faster, same WER), a 4 x 256 RWKV-7; 2 CTC epochs of 30 s batches, 1 LM epoch, 1
-    # speech-LLM epoch (frozen encoder); no speed perturbation (3x the audio); no SpecAugment (it
+    # 12% faster, same WER), a 4 x 256 RWKV-7; 2 CTC epochs of 30 s batches, 1 LM epoch, 2
+    # speech-LLM epochs (frozen encoder); no speed perturbation (3x the audio); no SpecAugment (it
     # slowed the escape from CTC's blank-only plateau in our short runs); CutMix noise on.
     # --ref-duration 0.1 ends the Zipformer's warm-up regularisation schedules (layer skipping,
     # dropout 0.3 -> 0.1) within the first ~70 updates. --utterance-cmn: per-utterance fbank mean
@@ -155,7 +155,7 @@ case "$size" in
     rwkv_opts="--rwkv-n-layer 4 --rwkv-n-embd 256"
     common_opts="--log-interval 50 --average-period 10 --warmup-batches 100 --lr-batches 5000 --lr-epochs 10
       --ref-duration 0.1 --num-workers 1 --enable-spec-aug false"
-    # the CTC and speech-LLM stages anneal within their budget (Eden --lr-batches 400 / 100: lr x ~0.4
+    # the CTC and speech-LLM stages anneal within their budget (Eden --lr-batches 400 / 200: lr x ~0.4
     # / ~0.5 by the stage's last update, where the common 5000 keeps it at x ~0.99; RESULTS.md)
     ctc_train_opts="--max-duration 30 --base-lr 0.045 --lr-batches 400"
     lm_train_opts="--max-tokens 8000 --llm-lr 2e-3"
@@ -168,11 +168,11 @@ case "$size" in
     # --adapter-type ctc: RWKV-7 reads CTC-compressed, posterior-weighted sums of its own embeddings;
     # --interleave-chunk-frames 16: it writes each 0.64 s chunk's text before it reads the next chunk
     interleave_chunk=16  # 0.64 s
-    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --lr-batches 100 --ctc-loss-scale 0.3
+    llm_train_opts="--max-duration 80 --base-lr 0.02 --llm-lr 2e-3 --lr-batches 200 --ctc-loss-scale 0.3
       --adapter-type ctc --interleave-chunk-frames $interleave_chunk"
     decode_max_duration=300
     : "${perturb_speed:=false}" "${real_dev:=true}"
-    : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=1}" "${ctc_avg:=1}" "${llm_avg:=1}"
+    : "${ctc_epochs:=2}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
     ;;
   *) die "--size must be tiny or default, got '$size'" ;;

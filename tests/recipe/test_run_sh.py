@@ -243,13 +243,13 @@ def _train_commands(tmp_path: Path, *extra: str) -> dict:
 
 def test_default_preset_anneals_the_ctc_and_speech_llm_stages(tmp_path):
     """The default preset's CTC and speech-LLM stages anneal within their budget: the --lr-batches
-    train.py reads (argparse keeps the last) is 400 for stage 2, 100 for stage 4; the LM stage keeps
+    train.py reads (argparse keeps the last) is 400 for stage 2, 200 for stage 4; the LM stage keeps
     the common 5000; --ctc-opts still overrides stage 2's."""
     def lr_batches(line):
         words = line.split()
         return words[max(i for i, w in enumerate(words) if w == "--lr-batches") + 1]
     cmds = _train_commands(tmp_path, "--size", "default")
-    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "100"]
+    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "200"]
     assert lr_batches(_train_commands(tmp_path, "--size", "default", "--ctc-opts", "--lr-batches 7")["2"]) == "7"
 
 
