@@ -192,15 +192,21 @@ def test_tcmalloc_probe_survives_long_ldconfig_output(tmp_path):
     assert proc.returncode == 0 and "preload" not in proc.stdout + proc.stderr
 
 
+def _stub_python_env(tmp_path: Path) -> dict:
+    """The environment for run.sh with PYTHON a stub that prints its arguments ("PY ..."), so a test
+    reads the commands a stage would run without running them."""
+    stub = tmp_path / "python"
+    stub.write_text("#!/bin/sh\necho \"PY $*\"\n")
+    stub.chmod(0o755)
+    return {**os.environ, "PYTHON": str(stub)}
+
+
 def test_streaming_preset_trains_a_causal_encoder_and_decodes_streaming(tmp_path):
     """--streaming true: stage 2's train.py gets the causal options matching the interleave chunk and
     --running-cmn instead of --utterance-cmn; stage 5's decode.py calls --streaming true and no joint
     CTC. (Commands only: python is a stub that prints its arguments; the tiny CI training and
     streaming decoding of such a model is test_train_decode.py's streaming test.)"""
-    stub = tmp_path / "python"
-    stub.write_text("#!/bin/sh\necho \"PY $*\"\n")
-    stub.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(stub)}
+    env = _stub_python_env(tmp_path)
     base = ["bash", str(ROOT / "run.sh"), "--size", "tiny", "--install-deps", "false", "--use-tcmalloc", "false",
             "--streaming", "true"]
     out = {}
@@ -223,10 +229,7 @@ def test_streaming_preset_trains_a_causal_encoder_and_decodes_streaming(tmp_path
 def _train_commands(tmp_path: Path, *extra: str) -> dict:
     """train.py's command line in stages 2, 3 and 4 of `run.sh *extra`, stage by stage (an explicit
     --stage moves that stage's folder away); python is a stub that prints its arguments."""
-    stub = tmp_path / "python"
-    stub.write_text("#!/bin/sh\necho \"PY $*\"\n")
-    stub.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(stub)}
+    env = _stub_python_env(tmp_path)
     out = {}
     for st in ("2", "3", "4"):
         for d, epoch in (("ctc", 2), ("lm", 1)):  # stage 4 checks that stages 2 and 3 ran
@@ -265,7 +268,7 @@ def test_augment_switch_reaches_the_training_stages(tmp_path):
     assert "--enable-augment" not in on["3"]  # the LM reads text
     assert all("--enable-augment" not in line for line in trains().values())
     proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--augment", "yes", "--stage", "9"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+                          env=_stub_python_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "--augment must be auto, true or false, got 'yes'" in proc.stderr
 
 
