@@ -273,6 +273,28 @@ def test_augmented_batches_are_the_same_after_a_resume_and_in_a_worker(data):
     assert not all(torch.equal(a, b) for a, b in zip(full, [b["inputs"] for b in other_epoch]))
 
 
+def test_spec_aug_start_epoch_skips_spec_augment_before_that_epoch(data):
+    """--spec-aug-start-epoch 2: epoch 1's batches are those of --enable-spec-aug false, epoch 2's
+    are masked (the epochs given to set_train_epoch are 0-based, as train.py passes them)."""
+    from zipformer_rwkv.dataset.asr_datamodule import set_train_epoch
+
+    def batches(epoch0, *extra):
+        args = make_args(data, "--max-duration", "4", "--enable-musan", "false", *extra)
+        dl = AsrDataModule(args).train_dataloaders(AsrDataModule(args).train_cuts())
+        set_train_epoch(dl, epoch0)
+        return [b["inputs"] for b in dl]
+
+    late = ("--enable-spec-aug", "true", "--spec-aug-start-epoch", "2")
+    for epoch0 in (0, 1):
+        plain = batches(epoch0, "--enable-spec-aug", "false")
+        masked = batches(epoch0, "--enable-spec-aug", "true")
+        delayed = batches(epoch0, *late)
+        assert len(plain) == len(masked) == len(delayed) >= 4
+        assert not all(torch.equal(a, b) for a, b in zip(plain, masked))
+        want = plain if epoch0 == 0 else masked
+        assert all(torch.equal(a, b) for a, b in zip(want, delayed))
+
+
 def test_unreadable_cut_is_dropped_from_its_batch_and_named(data, tmp_path):
     import shutil
 

@@ -249,13 +249,16 @@ class SeededBatches(K2SpeechRecognitionDataset):
     thus does not depend on the batches before it, on which process (DataLoader worker) builds it,
     or on a resume: no augmentation RNG needs saving in checkpoints.
 
-    Args: seed: --seed; rng: the `random.Random` the cut transforms were built with; the rest go
-    to `K2SpeechRecognitionDataset`.
+    Args: seed: --seed; rng: the `random.Random` the cut transforms were built with;
+    spec_aug_start_epoch: the first epoch (1-based, as train.py's --start-epoch) whose batches get
+    the `SpecAugment` input transforms (earlier epochs skip them); the rest go to
+    `K2SpeechRecognitionDataset`.
     """
 
-    def __init__(self, seed: int, rng: random.Random, **kwargs: Any) -> None:
+    def __init__(self, seed: int, rng: random.Random, spec_aug_start_epoch: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seed, self.epoch, self.rng = seed, 0, rng
+        self.spec_aug_start_epoch = spec_aug_start_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the seeds; also passed to the input strategy (`AugmentedFeatures`)."""
@@ -300,6 +303,9 @@ class SeededBatches(K2SpeechRecognitionDataset):
         seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
         self.rng.seed(seed)
         py_state, np_state = random.getstate(), np.random.get_state()
+        transforms = self.input_transforms
+        if self.epoch + 1 < self.spec_aug_start_epoch:  # self.epoch is 0-based (set_train_epoch)
+            self.input_transforms = [t for t in transforms if not isinstance(t, SpecAugment)]
         try:
             with torch.random.fork_rng(devices=[]):
                 random.seed(seed)
@@ -307,6 +313,7 @@ class SeededBatches(K2SpeechRecognitionDataset):
                 torch.manual_seed(seed)
                 return super().__getitem__(cuts)
         finally:
+            self.input_transforms = transforms
             random.setstate(py_state)
             np.random.set_state(np_state)
 
@@ -376,6 +383,9 @@ class AsrDataModule:
         g.add_argument("--on-the-fly-feats", type=str2bool, default=False,
                        help="compute fbank from audio in the loader instead of reading data/fbank features")
         g.add_argument("--enable-spec-aug", type=str2bool, default=True, help="SpecAugment on training batches")
+        g.add_argument("--spec-aug-start-epoch", type=int, default=1,
+                       help="with --enable-spec-aug: the first epoch that gets SpecAugment (e.g. 2: after "
+                            "CTC's blank-only plateau of the first epoch)")
         g.add_argument("--spec-aug-time-warp-factor", type=int, default=80,
                        help="SpecAugment time warp factor; < 1 disables time warping")
         g.add_argument("--enable-musan", type=str2bool, default=True,
@@ -516,8 +526,13 @@ class AsrDataModule:
             input_strategy = OnTheFlyFeatures(fbank_extractor())
         else:
             input_strategy = PrecomputedFeatures()
-        dataset = SeededBatches(a.seed, rng, input_strategy=input_strategy, cut_transforms=transforms,
+        dataset = SeededBatches(a.seed, rng, spec_aug_start_epoch=a.spec_aug_start_epoch,
+                                input_strategy=input_strategy, cut_transforms=transforms,
                                 input_transforms=input_transforms, return_cuts=a.return_cuts)
+        if self.train_on_the_fly:
+            # the audio is read, so the precomputed features are not needed; detached here, lhotse's
+            # speed perturbation does not warn once per perturbed cut that it detaches them
+            cuts_train = cuts_train.drop_features()
         sampler = self._sampler(cuts_train, shuffle=a.shuffle, drop_last=a.drop_last)
         if sampler_state_dict is not None:
             logging.info("Loading sampler state dict")
