@@ -232,9 +232,10 @@ def _train_commands(tmp_path: Path, *extra: str) -> dict:
     env = _stub_python_env(tmp_path)
     out = {}
     for st in ("2", "3", "4"):
-        for d, epoch in (("ctc", 2), ("lm", 1)):  # stage 4 checks that stages 2 and 3 ran
+        for d in ("ctc", "lm"):  # stage 4 checks that stages 2 and 3 ran (their --*-epochs)
             (tmp_path / "exp" / d).mkdir(parents=True, exist_ok=True)
-            (tmp_path / "exp" / d / f"epoch-{epoch}.pt").touch()
+            for epoch in range(1, 5):
+                (tmp_path / "exp" / d / f"epoch-{epoch}.pt").touch()
         cmd = ["bash", str(ROOT / "run.sh"), "--install-deps", "false", "--use-tcmalloc", "false",
                "--stage", st, "--stop-stage", st, *extra]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -246,14 +247,27 @@ def _train_commands(tmp_path: Path, *extra: str) -> dict:
 
 def test_default_preset_anneals_the_ctc_and_speech_llm_stages(tmp_path):
     """The default preset's CTC and speech-LLM stages anneal within their budget: the --lr-batches
-    train.py reads (argparse keeps the last) is 400 for stage 2, 200 for stage 4; the LM stage keeps
-    the common 5000; --ctc-opts still overrides stage 2's."""
+    train.py reads (argparse keeps the last) is 200 per CTC epoch for stage 2 and 100 per speech-LLM
+    epoch for stage 4, however many epochs are asked for (3 and 2 by default); the LM stage keeps the
+    common 5000; stages 3 and 4 (not 2) train in bf16 where /proc/cpuinfo shows native bf16;
+    --ctc-opts still overrides stage 2's; epochs that are not positive integers are refused."""
     def lr_batches(line):
         words = line.split()
         return words[max(i for i, w in enumerate(words) if w == "--lr-batches") + 1]
     cmds = _train_commands(tmp_path, "--size", "default")
-    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "200"]
+    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["600", "5000", "200"]
+    assert "--num-epochs 3" in cmds["2"] and "--num-epochs 2" in cmds["4"]
+    # bf16 autocast in the LM and speech-LLM stages only where the CPU multiplies bf16 natively
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native_bf16 = bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo))
+    assert ["--use-bf16 true" in cmds[st] for st in ("2", "3", "4")] == [False, native_bf16, native_bf16]
+    cmds = _train_commands(tmp_path, "--size", "default", "--ctc-epochs", "2", "--llm-epochs", "4")
+    assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "400"]
+    assert "--num-epochs 2" in cmds["2"] and "--num-epochs 4" in cmds["4"]
     assert lr_batches(_train_commands(tmp_path, "--size", "default", "--ctc-opts", "--lr-batches 7")["2"]) == "7"
+    proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--ctc-epochs", "2.5", "--stage", "9"], cwd=tmp_path,
+                          env=_stub_python_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--ctc-epochs/--llm-epochs must be positive integers" in proc.stderr
 
 
 def test_augment_switch_reaches_the_training_stages(tmp_path):
