@@ -174,17 +174,22 @@ case "$size" in
     : "${perturb_speed:=false}" "${real_dev:=true}"
     : "${ctc_epochs:=3}" "${lm_epochs:=1}" "${llm_epochs:=2}" "${ctc_avg:=1}" "${llm_avg:=1}"
     : "${freeze_encoder:=true}"
-    [[ "$ctc_epochs" =~ ^[1-9][0-9]*$ && "$llm_epochs" =~ ^[1-9][0-9]*$ ]] ||
-      die "--ctc-epochs/--llm-epochs must be positive integers, got '$ctc_epochs'/'$llm_epochs'"
     # the CTC and speech-LLM stages anneal within their budget, whatever their number of epochs: Eden
     # --lr-batches 200 per CTC epoch and 100 per speech-LLM epoch (~1,280 / ~430 updates per epoch) puts
     # the rate at x ~0.4 / ~0.5 by the stage's last update, where the common 5000 keeps it at x ~0.99
     # (RESULTS.md); --ctc-opts / --llm-opts "--lr-batches N" still win
-    ctc_train_opts+=" --lr-batches $((200 * ctc_epochs))"
-    llm_train_opts+=" --lr-batches $((100 * llm_epochs))"
+    ctc_lr_batches_per_epoch=200 llm_lr_batches_per_epoch=100
     ;;
   *) die "--size must be tiny or default, got '$size'" ;;
 esac
+for epochs in "$ctc_epochs" "$lm_epochs" "$llm_epochs"; do
+  [[ "$epochs" =~ ^[1-9][0-9]*$ ]] ||
+    die "--ctc-epochs/--lm-epochs/--llm-epochs must be positive integers, got '$epochs'"
+done
+if [ -n "${ctc_lr_batches_per_epoch:-}" ]; then
+  ctc_train_opts+=" --lr-batches $((ctc_lr_batches_per_epoch * ctc_epochs))"
+  llm_train_opts+=" --lr-batches $((llm_lr_batches_per_epoch * llm_epochs))"
+fi
 
 # --streaming true: the encoder's chunk (50 Hz frames) is the interleave chunk, so each chunk's text is
 # written as soon as its audio (plus the encoder's 13-frame look-ahead) has arrived

@@ -265,9 +265,11 @@ def test_default_preset_anneals_the_ctc_and_speech_llm_stages(tmp_path):
     assert [lr_batches(cmds[st]) for st in ("2", "3", "4")] == ["400", "5000", "400"]
     assert "--num-epochs 2" in cmds["2"] and "--num-epochs 4" in cmds["4"]
     assert lr_batches(_train_commands(tmp_path, "--size", "default", "--ctc-opts", "--lr-batches 7")["2"]) == "7"
-    proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--ctc-epochs", "2.5", "--stage", "9"], cwd=tmp_path,
-                          env=_stub_python_env(tmp_path), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "--ctc-epochs/--llm-epochs must be positive integers" in proc.stderr
+    for size, flag in (("default", "--ctc-epochs"), ("tiny", "--lm-epochs")):
+        proc = subprocess.run(["bash", str(ROOT / "run.sh"), "--size", size, flag, "2.5", "--stage", "9"],
+                              cwd=tmp_path, env=_stub_python_env(tmp_path), capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 1 and "must be positive integers, got '2.5'" in proc.stderr
 
 
 def test_augment_switch_reaches_the_training_stages(tmp_path):
